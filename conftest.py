@@ -1,0 +1,43 @@
+"""Shared test fixtures: where the real hyperspectral cubes are.
+
+Tests that need them look in $XR_INR_DATA, else ../shared/datasets beside the
+repository. They skip when the data is absent (a user's machine) but fail in
+CI (CI=true), where the data is required.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA_ENV = "XR_INR_DATA"
+REPO = Path(__file__).resolve().parent
+
+
+def datasets_dir() -> Path:
+    return Path(os.environ.get(DATA_ENV) or REPO.parent / "shared" / "datasets")
+
+
+def require_dataset(filename: str) -> Path:
+    """Path of a shared dataset file; skip (or fail in CI) when it is missing."""
+    path = datasets_dir() / filename
+    if not path.exists():
+        message = f"dataset {filename} not found in {datasets_dir()} (set ${DATA_ENV})"
+        if os.environ.get("CI"):
+            pytest.fail(message + ": the shared datasets are required in CI")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def shared_dataset():
+    """Callable fixture: shared_dataset("jasper_ridge_100x100x198.npz") -> Path."""
+    return require_dataset
+
+
+@pytest.fixture(scope="session")
+def jasper_cube() -> np.ndarray:
+    """Jasper Ridge as (band, y, x) uint16, 198 x 100 x 100."""
+    path = require_dataset("jasper_ridge_100x100x198.npz")
+    return np.load(path)["cube"].transpose(2, 0, 1).copy()
