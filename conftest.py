@@ -1,39 +1,55 @@
-"""Shared pytest fixtures: where the real hyperspectral cubes live."""
+"""Shared test fixtures: where the real hyperspectral cubes are.
 
-from __future__ import annotations
+Tests that need them look in $XR_INR_DATA, else ../shared/datasets beside the
+repository. They skip when the data is absent (a user's machine) but fail in
+CI (CI=true), where the data is required.
+"""
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent
+DATA_ENV = "XR_INR_DATA"
+REPO = Path(__file__).resolve().parent
 
 
-def shared_datasets_dir() -> Path | None:
-    """The data folder: $XR_INR_DATA, else ../shared/datasets beside the repo; None if absent."""
-    configured = os.environ.get("XR_INR_DATA")
-    folder = Path(configured) if configured else REPO_ROOT.parent / "shared" / "datasets"
-    return folder if folder.is_dir() else None
+def datasets_dir() -> Path:
+    return Path(os.environ.get(DATA_ENV) or REPO.parent / "shared" / "datasets")
+
+
+def require_dataset(filename: str) -> Path:
+    """Path of a shared dataset file; skip (or fail in CI) when it is missing."""
+    path = datasets_dir() / filename
+    if not path.exists():
+        message = f"dataset {filename} not found in {datasets_dir()} (set ${DATA_ENV})"
+        if os.environ.get("CI"):
+            pytest.fail(message + ": the shared datasets are required in CI")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def shared_dataset():
+    """Callable fixture: shared_dataset("jasper_ridge_100x100x198.npz") -> Path."""
+    return require_dataset
+
+
+@pytest.fixture(scope="session")
+def jasper_cube() -> np.ndarray:
+    """Jasper Ridge as (band, y, x) uint16, 198 x 100 x 100."""
+    path = require_dataset("jasper_ridge_100x100x198.npz")
+    return np.load(path)["cube"].transpose(2, 0, 1).copy()
 
 
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
-    """Path of the shared data folder; skips the test when it is not there."""
-    folder = shared_datasets_dir()
-    if folder is None:
-        pytest.skip("shared datasets not found (set XR_INR_DATA or place ../shared/datasets)")
+    """The shared data folder; skip (or fail in CI) when it is missing."""
+    folder = datasets_dir()
+    if not folder.is_dir():
+        message = f"shared datasets folder {folder} not found (set ${DATA_ENV})"
+        if os.environ.get("CI"):
+            pytest.fail(message + ": the shared datasets are required in CI")
+        pytest.skip(message)
     return folder
-
-
-@pytest.fixture(scope="session")
-def shared_file(shared_datasets):
-    """Function returning the path of one shared file, skipping when it is missing."""
-
-    def find(name: str) -> Path:
-        path = shared_datasets / name
-        if not path.exists():
-            pytest.skip(f"{name} not in {shared_datasets}")
-        return path
-
-    return find
