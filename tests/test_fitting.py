@@ -1,0 +1,63 @@
+"""SIREN fitting with torch, and its agreement with the numpy decoder."""
+
+import numpy as np
+import torch
+
+from xr_inr.fitting import Siren, fit, search_and_fit
+from xr_inr.model import SirenSpec, axis_coords, evaluate, grid
+
+
+def test_siren_initialisation_follows_the_paper():
+    spec = SirenSpec(depth=3, width=64, bands=5)
+    model = Siren(spec, torch.Generator().manual_seed(0))
+    first, hidden = model.linears[0].weight, model.linears[1].weight
+    assert first.abs().max() <= 1 / 2  # U(-1/in, 1/in), in = 2
+    bound = np.sqrt(6 / 64) / 30
+    assert hidden.abs().max() <= bound and hidden.abs().max() > 0.9 * bound
+
+
+def test_numpy_evaluation_matches_torch():
+    spec = SirenSpec(depth=2, width=16, bands=7)
+    model = Siren(spec, torch.Generator().manual_seed(1))
+    coords = grid(axis_coords(5), axis_coords(9))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(coords)).numpy()
+    np.testing.assert_allclose(evaluate(spec, model.layers_numpy(), coords), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_fit_keeps_the_best_weights_seen():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(-1, 1, size=(4, 8, 8)).astype(np.float32)
+    spec = SirenSpec(depth=2, width=16, bands=4)
+    # a far too large learning rate makes the loss jump around: the kept weights are the best ones
+    result = fit(target, None, spec, steps=40, lr=0.05)
+    coords = grid(axis_coords(8), axis_coords(8))
+    decoded = evaluate(spec, result.layers, coords).T.reshape(4, 8, 8)
+    np.testing.assert_allclose(np.mean((decoded - target) ** 2), result.mse, rtol=1e-4)
+    first_mse = np.mean(target**2)  # an untrained SIREN outputs about 0
+    assert result.mse < first_mse
+
+
+def test_minibatch_fit_improves_and_is_deterministic():
+    yy, xx = np.meshgrid(axis_coords(16), axis_coords(16), indexing="ij")
+    target = np.stack([np.sin(2 * yy), xx * yy]).astype(np.float32)
+    spec = SirenSpec(depth=2, width=24, bands=2)
+    a = fit(target, None, spec, steps=60, lr=1e-3, batch_size=64, seed=5)
+    b = fit(target, None, spec, steps=60, lr=1e-3, batch_size=64, seed=5)
+    assert a.mse == b.mse
+    assert a.mse < np.mean(target**2) / 4
+
+
+def test_masked_elements_do_not_count():
+    target = np.zeros((2, 6, 6), dtype=np.float32)
+    valid = np.ones_like(target, dtype=bool)
+    target[0, 0, 0], valid[0, 0, 0] = 1e6, False  # a wild value that is masked out
+    result = fit(target, valid, SirenSpec(1, 8, 2), steps=30, lr=1e-3)
+    assert result.mse < 0.1
+
+
+def test_search_returns_one_of_the_candidates_fully_trained():
+    target = np.random.default_rng(1).uniform(-1, 1, size=(3, 8, 8)).astype(np.float32)
+    candidates = [SirenSpec(1, 20, 3), SirenSpec(2, 10, 3)]
+    result = search_and_fit(target, None, candidates, steps=20, search_steps=5, lr=1e-3)
+    assert result.spec in candidates

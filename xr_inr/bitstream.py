@@ -1,0 +1,189 @@
+"""The stored byte format of one compressed block (documented in docs/format.md).
+
+Layout, little-endian::
+
+    header   magic "XINR", version, method, dtype, band axis, flags, shape (3 x u32)
+    [mask]   NaN mask, when flags has HAS_NAN: kind (u8), length (u32), zlib(packbits)
+    payload  method-specific (see the pack_* / unpack_* functions)
+    crc32    u32 of everything before it
+
+Everything here is numpy and the standard library.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from .model import SirenSpec
+
+MAGIC = b"XINR"
+VERSION = 1
+HAS_NAN = 1
+
+_HEADER = struct.Struct("<4sBBBBB3I")
+_MASK_HEAD = struct.Struct("<BI")
+_SIREN_HEAD = struct.Struct("<BHfdd")
+_AFFINE = struct.Struct("<dd")
+_CRC = struct.Struct("<I")
+
+DTYPES = {1: np.dtype("float32"), 2: np.dtype("float64"), 3: np.dtype("uint16"), 4: np.dtype("int16"), 5: np.dtype("uint8")}
+DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
+
+
+class StreamError(ValueError):
+    """The bytes are not a valid xr-inr stream (foreign, truncated or corrupted)."""
+
+
+class Method(IntEnum):
+    CONSTANT = 0  # every valid value equal: one float64
+    RAW = 1  # values stored as float16 after affine normalisation (blocks too small for a network)
+    SIREN = 2  # the paper's SIREN, fp16 weights
+
+
+class MaskKind(IntEnum):
+    PIXEL = 0  # one bit per (y, x), the same for every band
+    ELEMENT = 1  # one bit per (band, y, x)
+
+
+@dataclass
+class Header:
+    method: Method
+    dtype: np.dtype
+    band_axis: int
+    shape: tuple[int, int, int]
+    has_nan: bool
+
+    @property
+    def block_shape(self) -> tuple[int, int, int]:
+        """(bands, height, width) of the block with the band axis moved first."""
+        rest = [n for axis, n in enumerate(self.shape) if axis != self.band_axis]
+        return (self.shape[self.band_axis], rest[0], rest[1])
+
+
+HEADER_BYTES = _HEADER.size
+CRC_BYTES = _CRC.size
+SIREN_HEAD_BYTES = _SIREN_HEAD.size
+AFFINE_BYTES = _AFFINE.size
+
+
+def pack_header(header: Header) -> bytes:
+    return _HEADER.pack(
+        MAGIC,
+        VERSION,
+        int(header.method),
+        DTYPE_CODES[header.dtype],
+        header.band_axis,
+        HAS_NAN if header.has_nan else 0,
+        *header.shape,
+    )
+
+
+def pack_mask(nan: np.ndarray) -> bytes:
+    """Code the NaN positions of a (bands, h, w) block: per pixel when every band agrees."""
+    per_pixel = nan.any(axis=0)
+    if np.array_equal(np.broadcast_to(per_pixel, nan.shape), nan):
+        kind, bits = MaskKind.PIXEL, per_pixel
+    else:
+        kind, bits = MaskKind.ELEMENT, nan
+    packed = zlib.compress(np.packbits(bits.ravel()).tobytes(), 9)
+    return _MASK_HEAD.pack(int(kind), len(packed)) + packed
+
+
+def pack_siren(spec: SirenSpec, offset: float, scale: float, flat_params: np.ndarray) -> bytes:
+    head = _SIREN_HEAD.pack(spec.depth, spec.width, spec.w0, offset, scale)
+    return head + flat_params.astype("<f2").tobytes()
+
+
+def pack_raw(offset: float, scale: float, normalised: np.ndarray) -> bytes:
+    return _AFFINE.pack(offset, scale) + normalised.astype("<f2").tobytes()
+
+
+def pack_constant(value: float) -> bytes:
+    return struct.pack("<d", value)
+
+
+def seal(body: bytes) -> bytes:
+    """Append the checksum."""
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+class Reader:
+    """Parses a sealed stream: checks magic, version, length and checksum first."""
+
+    def __init__(self, data: bytes):
+        data = bytes(data)
+        if len(data) < HEADER_BYTES + CRC_BYTES:
+            raise StreamError(f"stream too short ({len(data)} bytes) to be an xr-inr block")
+        magic, version, method, dtype_code, band_axis, flags, *shape = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise StreamError(f"not an xr-inr stream (magic {magic!r}, expected {MAGIC!r})")
+        if version != VERSION:
+            raise StreamError(f"unsupported xr-inr stream version {version} (this reader knows {VERSION})")
+        (crc,) = _CRC.unpack_from(data, len(data) - CRC_BYTES)
+        if zlib.crc32(data[:-CRC_BYTES]) != crc:
+            raise StreamError("xr-inr stream checksum mismatch: the data is truncated or corrupted")
+        try:
+            method = Method(method)
+        except ValueError:
+            raise StreamError(f"unknown method code {method}") from None
+        if dtype_code not in DTYPES or band_axis > 2 or min(shape) < 1:
+            raise StreamError("invalid xr-inr header (dtype, band axis or shape)")
+        self.header = Header(method, DTYPES[dtype_code], band_axis, tuple(shape), bool(flags & HAS_NAN))
+        self._data = data[:-CRC_BYTES]
+        self._pos = HEADER_BYTES
+
+    def _take(self, n: int) -> bytes:
+        if self._pos + n > len(self._data):
+            raise StreamError("xr-inr stream ends before its payload does")
+        chunk = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return chunk
+
+    def _unpack(self, fmt: struct.Struct) -> tuple:
+        return fmt.unpack(self._take(fmt.size))
+
+    def _f16(self, count: int) -> np.ndarray:
+        return np.frombuffer(self._take(2 * count), dtype="<f2")
+
+    def mask(self) -> np.ndarray | None:
+        """The (bands, h, w) NaN mask, or None when the block had no NaN."""
+        if not self.header.has_nan:
+            return None
+        kind, length = self._unpack(_MASK_HEAD)
+        bands, h, w = self.header.block_shape
+        n_bits = h * w if kind == MaskKind.PIXEL else bands * h * w
+        try:
+            bits = np.unpackbits(np.frombuffer(zlib.decompress(self._take(length)), dtype=np.uint8))
+        except zlib.error as exc:
+            raise StreamError(f"corrupted NaN mask: {exc}") from None
+        if bits.size < n_bits:
+            raise StreamError("NaN mask shorter than the block")
+        bits = bits[:n_bits].astype(bool)
+        if kind == MaskKind.PIXEL:
+            return np.broadcast_to(bits.reshape(1, h, w), (bands, h, w))
+        return bits.reshape(bands, h, w)
+
+    def constant(self) -> float:
+        return struct.unpack("<d", self._take(8))[0]
+
+    def raw(self) -> tuple[float, float, np.ndarray]:
+        offset, scale = self._unpack(_AFFINE)
+        return offset, scale, self._f16(int(np.prod(self.header.block_shape)))
+
+    def siren(self) -> tuple[SirenSpec, float, float, np.ndarray]:
+        depth, width, w0, offset, scale = self._unpack(_SIREN_HEAD)
+        try:
+            spec = SirenSpec(depth, width, self.header.block_shape[0], w0)
+        except ValueError as exc:
+            raise StreamError(str(exc)) from None
+        return spec, offset, scale, self._f16(spec.n_params)
+
+    def finish(self) -> None:
+        """Check that the whole payload was read."""
+        if self._pos != len(self._data):
+            raise StreamError(f"{len(self._data) - self._pos} unexpected bytes after the payload")

@@ -1,0 +1,253 @@
+"""``INRCodec``: the numcodecs codec that turns a hyperspectral block into a SIREN stream.
+
+Encoding fits a network with torch (imported only when encoding); decoding
+evaluates it with numpy alone.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from numcodecs.abc import Codec
+from numcodecs.compat import ensure_bytes, ndarray_copy
+
+from . import bitstream as bs
+from .model import SirenSpec, axis_coords, evaluate, flatten_params, grid, largest_width, unflatten_params
+
+METHODS = ("siren",)
+
+
+class BudgetWarning(UserWarning):
+    """The block is too small for the bit budget to hold any network; it was stored above budget."""
+
+
+class INRCodec(Codec):
+    """Compress 3-D hyperspectral blocks with an overfitted SIREN.
+
+    Parameters
+    ----------
+    bpppb : bit budget per pixel per band, counting every stored byte.
+    band_axis : axis of the block that holds the bands (0 for (band, y, x)).
+    method : "siren", the paper's method (fp16 SIREN weights).
+    depth, width : fix the architecture instead of searching it (either or both).
+    steps : Adam steps of the final fit; search_steps : steps of each brief search fit.
+    max_depth : deepest architecture the search tries.
+    lr, batch_size, seed, device : optimiser settings (batch_size None = full batch;
+        device None = CUDA when available, else CPU).
+    """
+
+    codec_id = "xr_inr"
+
+    def __init__(
+        self,
+        bpppb: float = 0.1,
+        band_axis: int = 0,
+        method: str = "siren",
+        depth: int | None = None,
+        width: int | None = None,
+        steps: int = 2000,
+        search_steps: int = 200,
+        max_depth: int = 5,
+        lr: float = 2e-4,
+        batch_size: int | None = None,
+        seed: int = 0,
+        device: str | None = None,
+    ):
+        if not (isinstance(bpppb, (int, float)) and math.isfinite(bpppb) and bpppb > 0):
+            raise ValueError(f"bpppb must be a positive number, got {bpppb!r}")
+        if band_axis not in (0, 1, 2, -1, -2, -3):
+            raise ValueError(f"band_axis must be an axis of a 3-D block, got {band_axis!r}")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+        for name, value in (("depth", depth), ("width", width)):
+            if value is not None and (int(value) != value or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if steps < 1 or search_steps < 0 or max_depth < 1:
+            raise ValueError("steps and max_depth must be >= 1, search_steps >= 0")
+        self.bpppb = float(bpppb)
+        self.band_axis = band_axis % 3
+        self.method = method
+        self.depth = depth
+        self.width = width
+        self.steps = int(steps)
+        self.search_steps = int(search_steps)
+        self.max_depth = int(max_depth)
+        self.lr = float(lr)
+        self.batch_size = batch_size
+        self.seed = int(seed)
+        self.device = device
+
+    def get_config(self) -> dict:
+        config = {"id": self.codec_id}
+        for key in ("bpppb", "band_axis", "method", "depth", "width", "steps", "search_steps",
+                    "max_depth", "lr", "batch_size", "seed", "device"):
+            config[key] = getattr(self, key)
+        return config
+
+    def __repr__(self) -> str:
+        return f"INRCodec(bpppb={self.bpppb}, band_axis={self.band_axis}, method={self.method!r})"
+
+    # -- encoding ---------------------------------------------------------
+
+    def encode(self, buf) -> bytes:
+        block = _validated_block(buf)
+        cube = np.moveaxis(block, self.band_axis, 0).astype(np.float64)
+        nan = np.isnan(cube)
+        finite = cube[~nan]
+        has_nan = bool(nan.any()) and finite.size > 0
+        mask = bs.pack_mask(nan) if has_nan else b""
+
+        def stream(method: bs.Method, payload: bytes) -> bytes:
+            header = bs.Header(method, block.dtype, self.band_axis, block.shape, has_nan)
+            return bs.seal(bs.pack_header(header) + mask + payload)
+
+        if finite.size == 0:
+            return stream(bs.Method.CONSTANT, bs.pack_constant(math.nan))
+        lo, hi = float(finite.min()), float(finite.max())
+        if lo == hi:
+            return stream(bs.Method.CONSTANT, bs.pack_constant(lo))
+        offset, scale = lo / 2 + hi / 2, hi / 2 - lo / 2  # halves: no overflow near float64's max
+        normalised = np.where(nan, 0.0, (cube - offset) / scale).astype(np.float32)
+
+        budget_bytes = math.floor(self.bpppb * block.size / 8)
+        fixed = bs.HEADER_BYTES + len(mask) + bs.SIREN_HEAD_BYTES + bs.CRC_BYTES
+        candidates = self._candidates(cube.shape[0], (budget_bytes - fixed) // 2)
+        if not candidates:
+            raw = stream(bs.Method.RAW, bs.pack_raw(offset, scale, normalised))
+            warnings.warn(
+                f"a {block.shape} block cannot hold a network within {self.bpppb} bpppb "
+                f"({budget_bytes} bytes); stored as float16 values at "
+                f"{8 * len(raw) / block.size:.3g} bpppb",
+                BudgetWarning,
+                stacklevel=2,
+            )
+            return raw
+
+        from .fitting import search_and_fit  # torch is needed for encoding only
+
+        result = search_and_fit(
+            normalised,
+            None if not has_nan else ~nan,
+            candidates,
+            steps=self.steps,
+            search_steps=self.search_steps,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            device=self.device,
+        )
+        flat = flatten_params(result.spec, result.layers)
+        return stream(bs.Method.SIREN, bs.pack_siren(result.spec, offset, scale, flat))
+
+    def _candidates(self, bands: int, max_params: int) -> list[SirenSpec]:
+        """Architectures to try: the fixed one, or every valid (depth, width) under the budget."""
+        if self.depth is not None and self.width is not None:
+            return [SirenSpec(self.depth, self.width, bands)]
+        depths = [self.depth] if self.depth is not None else range(1, self.max_depth + 1)
+        specs = []
+        for depth in depths:
+            width = self.width if self.width is not None else largest_width(depth, bands, max_params)
+            if width >= 1 and SirenSpec(depth, width, bands).n_params <= max_params:
+                specs.append(SirenSpec(depth, width, bands))
+        return specs
+
+    # -- decoding ---------------------------------------------------------
+
+    def decode(self, buf, out=None):
+        block = decode_block(buf)
+        if out is not None:
+            return ndarray_copy(block, out)
+        return block
+
+
+def _validated_block(buf) -> np.ndarray:
+    block = np.asarray(buf)
+    if block.dtype not in bs.DTYPE_CODES:
+        supported = ", ".join(str(d) for d in bs.DTYPE_CODES)
+        raise TypeError(f"unsupported dtype {block.dtype}; supported: {supported}")
+    if block.ndim != 3:
+        raise ValueError(f"expected a 3-D block (bands and two spatial axes), got {block.ndim}-D shape {block.shape}")
+    if block.size == 0:
+        raise ValueError(f"cannot encode an empty block of shape {block.shape}")
+    if max(block.shape) >= 2**32:
+        raise ValueError(f"block axis too long for the stream format: {block.shape}")
+    if block.dtype.kind == "f" and np.isinf(block).any():
+        raise ValueError("block contains +/-inf values, which cannot be represented")
+    return block
+
+
+def decode_block(buf, ys: np.ndarray | None = None, xs: np.ndarray | None = None) -> np.ndarray:
+    """Decode a stream, on its own pixel grid or at chosen positions.
+
+    ``ys``/``xs`` are (fractional) pixel positions along the block's two spatial
+    axes (0 ... n - 1); a SIREN is evaluated there, other methods and the NaN
+    mask are sampled at the nearest pixel. The result has the stored axis order
+    and dtype, with the spatial axes of length ``len(ys)``/``len(xs)``.
+    """
+    reader = bs.Reader(ensure_bytes(buf))
+    header = reader.header
+    bands, h, w = header.block_shape
+    ys = np.arange(h, dtype=np.float64) if ys is None else np.asarray(ys, dtype=np.float64)
+    xs = np.arange(w, dtype=np.float64) if xs is None else np.asarray(xs, dtype=np.float64)
+    rows = np.clip(np.rint(ys), 0, h - 1).astype(np.intp)
+    cols = np.clip(np.rint(xs), 0, w - 1).astype(np.intp)
+    mask = reader.mask()
+
+    if header.method == bs.Method.CONSTANT:
+        values = np.full((bands, len(ys), len(xs)), reader.constant())
+    elif header.method == bs.Method.RAW:
+        offset, scale, normalised = reader.raw()
+        normalised = normalised.reshape(bands, h, w)[:, rows][:, :, cols]
+        values = offset + scale * normalised.astype(np.float64)
+    else:
+        spec, offset, scale, flat = reader.siren()
+        coords = grid(_to_unit(ys, h), _to_unit(xs, w))
+        predicted = evaluate(spec, unflatten_params(spec, flat), coords)
+        values = offset + scale * predicted.T.reshape(bands, len(ys), len(xs)).astype(np.float64)
+    reader.finish()
+
+    if mask is not None:
+        values[mask[:, rows][:, :, cols]] = np.nan
+    return _restore(values, header)
+
+
+def _to_unit(positions: np.ndarray, n: int) -> np.ndarray:
+    """Pixel positions 0 ... n - 1 to network coordinates -1 ... 1 (as :func:`axis_coords`)."""
+    if n == 1:
+        return np.zeros(len(positions), dtype=np.float32)
+    if len(positions) == n and np.array_equal(positions, np.arange(n)):
+        return axis_coords(n)
+    return (positions * (2.0 / (n - 1)) - 1.0).astype(np.float32)
+
+
+def _restore(values: np.ndarray, header: bs.Header) -> np.ndarray:
+    """Back to the stored axis order and dtype (integers rounded and clipped)."""
+    values = np.moveaxis(values, 0, header.band_axis)
+    dtype = header.dtype
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def inspect(buf) -> dict:
+    """What a stream holds: method, shape, dtype, architecture, size and rate (bpppb)."""
+    reader = bs.Reader(ensure_bytes(buf))
+    header = reader.header
+    size = len(ensure_bytes(buf))
+    info = {
+        "method": header.method.name.lower(),
+        "shape": header.shape,
+        "dtype": str(header.dtype),
+        "band_axis": header.band_axis,
+        "has_nan": header.has_nan,
+        "nbytes": size,
+        "bpppb": 8 * size / math.prod(header.shape),
+    }
+    if header.method == bs.Method.SIREN:
+        reader.mask()
+        spec = reader.siren()[0]
+        info.update(depth=spec.depth, width=spec.width, n_params=spec.n_params)
+    return info
