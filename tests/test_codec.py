@@ -10,17 +10,9 @@ import pytest
 
 import xr_inr
 from xr_inr import BudgetWarning, INRCodec, StreamError, decode_block, inspect
+from xr_inr.metrics import psnr
 
 FAST = dict(steps=100, search_steps=0, lr=3e-3)
-
-
-def psnr(original, decoded):
-    """PSNR over the whole cube, R = max - min of the original."""
-    original = original.astype(np.float64)
-    valid = ~np.isnan(original)
-    err = np.mean((original[valid] - decoded.astype(np.float64)[valid]) ** 2)
-    peak = np.nanmax(original) - np.nanmin(original)
-    return 10 * np.log10(peak**2 / err)
 
 
 def smooth_cube(bands=8, h=24, w=20, dtype=np.float32, seed=0):
