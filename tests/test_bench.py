@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pytest
+
+from xr_inr import baselines, bench, cli
+
+RECORD_KEYS = {
+    "codec", "dataset", "shape", "dtype", "target_bpppb", "bpppb", "nbytes", "psnr", "psnr_band_mean",
+    "sam_deg", "max_abs_err", "encode_s", "decode_s", "peak_rss_mb", "decode_peak_rss_mb", "rss_base_mb",
+    "rss_method", "params", "status", "message",
+}
+
+
+def test_bench_cli_writes_the_three_outputs(tmp_path, shared_dataset):
+    data = ",".join(str(shared_dataset(name)) for name in ("jasper_ridge_100x100x198.npz", "samson_95x95x156.npz"))
+    out = tmp_path / "results"
+    assert cli.main(["bench", "--data", data, "--crop", "32x32x12", "--bpppb", "0.01,3",
+                     "--codecs", "pca-dct,jpeg2000", "--out", str(out)]) == 0
+
+    document = json.loads((out / "results.json").read_text())
+    runs = document["runs"]
+    assert document["schema_version"] == 1 and document["settings"]["bpppb"] == [0.01, 3.0]
+    assert len(runs) == 2 * 2 * 2
+    assert {run["dataset"] for run in runs} == {"jasper_ridge_100x100x198", "samson_95x95x156"}
+    for run in runs:
+        assert RECORD_KEYS <= set(run)
+        assert run["shape"] == [12, 32, 32]
+        assert run["status"] == ("unreachable" if run["target_bpppb"] == 0.01 else "ok"), run["message"]
+        if run["status"] == "unreachable":
+            assert run["min_bpppb"] > 0.01 and run["psnr"] is None
+        else:
+            assert 2.5 < run["bpppb"] <= 3
+            assert run["bpppb"] == pytest.approx(8 * run["nbytes"] / (12 * 32 * 32))
+            assert run["psnr"] > 30 and run["sam_deg"] >= 0 and run["encode_s"] > 0
+            assert run["peak_rss_mb"] >= run["decode_peak_rss_mb"] > 10
+
+    table = (out / "results.md").read_text()
+    assert "## jasper_ridge_100x100x198 (12×32×32, uint16)" in table
+    assert table.count("| pca-dct | 3 |") == 2
+    assert (out / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _Allocating:
+    """A fake codec whose encode holds about 200 MB."""
+
+    name = "allocating"
+
+    def encode_at_rate(self, cube, target_bpppb):
+        block = np.ones(200 * 2**20 // 8)
+        data = bytes(16) if block.sum() else b""
+        return baselines.EncodedResult(self.name, data, cube.shape, target_bpppb)
+
+    def decode(self, data):
+        return np.zeros((2, 2, 2))
+
+
+def test_peak_memory_of_a_stage_is_measured(monkeypatch):
+    monkeypatch.setitem(baselines.BASELINES, "allocating", _Allocating())
+    outcome = bench._timed_run("allocating", np.zeros((2, 2, 2)), 1.0, {})
+    assert outcome["status"] == "ok"
+    if outcome["rss_method"] == "vmhwm-reset":
+        assert outcome["peak_rss_mb"] - outcome["rss_base_mb"] > 150
+        assert outcome["decode_peak_rss_mb"] < outcome["peak_rss_mb"] - 100
+    else:
+        assert outcome["peak_rss_mb"] > 150
+
+
+def test_over_budget_stream_is_not_ok():
+    cube = np.arange(8, dtype=np.uint16).reshape(2, 2, 2)
+    outcome = {"status": "ok", "message": "", "nbytes": 4, "decoded": cube, "params": {},
+               **{key: 0.0 for key in bench._RUN_KEYS}}
+    record = bench._record("inr", "tiny", cube, 1.0, outcome)
+    assert record["bpppb"] == 4.0 and record["status"] == "unreachable"
+    assert "over the 1 target" in record["message"]
+    assert record["psnr"] == np.inf
+
+
+def test_codec_names_and_crop():
+    assert set(baselines.BASELINES) <= set(bench.available_codecs())
+    assert bench.make_codec("inr-siren", {"steps": 3}).options == {"steps": 3, "method": "siren"}
+    with pytest.raises(ValueError, match="unknown codec"):
+        bench.make_codec("nope")
+    with pytest.raises(ValueError, match="HxW"):
+        bench._crop(None, "12")
+
+
+def test_json_has_no_infinity():
+    assert bench._json_safe({"a": [np.float64(np.inf), 1.5], "b": np.int64(3)}) == {"a": [None, 1.5], "b": 3}
+
+
+def test_inr_through_the_bench(tmp_path, shared_dataset):
+    pytest.importorskip("torch")
+    pytest.importorskip("xr_inr.codec")
+    cube = np.load(shared_dataset("jasper_ridge_100x100x198.npz"))["cube"][:12, :12, :16].transpose(2, 0, 1).copy()
+    records = bench.run_benchmark({"jasper": cube}, ["inr"], [1.0], {"steps": 5, "search_steps": 2}, log=lambda _: None)
+    (record,) = records
+    assert record["status"] in {"ok", "unreachable"}, record["message"]
+    assert record["bpppb"] == pytest.approx(8 * record["nbytes"] / cube.size)
+    assert record["params"]["steps"] == 5

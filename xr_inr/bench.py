@@ -1,0 +1,414 @@
+"""Rate-distortion benchmark: codecs x target rates x datasets.
+
+Each encode + decode runs in a fresh worker process (multiprocessing "spawn"),
+so its time and memory are its own. Peak memory is the worker's peak resident
+set size (Linux VmHWM) during the encode and during the decode, each stage
+starting from a reset of that peak (``/proc/self/clear_refs``); it includes
+what the worker already holds: the interpreter, imported libraries and the
+input cube (``rss_base_mb``). Where the reset is not possible, the worker's
+``ru_maxrss`` since its start is reported instead (``rss_method``).
+
+Writes ``results.json``, ``results.md`` and ``rd.png`` (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import math
+import multiprocessing
+import os
+import platform
+import resource
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import baselines, metrics
+
+__all__ = [
+    "INR_PREFIX",
+    "InrBenchCodec",
+    "add_arguments",
+    "available_codecs",
+    "main",
+    "make_codec",
+    "plot_rd",
+    "run",
+    "run_benchmark",
+    "write_markdown",
+]
+
+INR_PREFIX = "inr"
+
+
+class InrBenchCodec:
+    """The INR codec behind the baselines' interface (``encode_at_rate`` / ``decode``).
+
+    Name "inr" uses INRCodec's default method; "inr-<method>" passes ``method``.
+    ``options`` go to ``INRCodec`` as keyword arguments (steps, lr, ...).
+    """
+
+    def __init__(self, name: str = INR_PREFIX, **options):
+        self.name = name
+        self.options = dict(options)
+        method = name[len(INR_PREFIX) + 1 :]
+        if method:
+            self.options["method"] = method
+
+    def encode_at_rate(self, cube: np.ndarray, target_bpppb: float) -> baselines.EncodedResult:
+        from .codec import INRCodec
+
+        data = INRCodec(bpppb=target_bpppb, band_axis=0, **self.options).encode(cube)
+        return baselines.EncodedResult(self.name, data, tuple(cube.shape), target_bpppb, dict(self.options))
+
+    def decode(self, data: bytes) -> np.ndarray:
+        from .codec import INRCodec
+
+        return INRCodec().decode(data)
+
+
+def _inr_available() -> bool:
+    try:
+        from .codec import INRCodec  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def available_codecs() -> list[str]:
+    """All baseline names, plus "inr" when ``xr_inr.codec`` imports."""
+    return list(baselines.BASELINES) + ([INR_PREFIX] if _inr_available() else [])
+
+
+def make_codec(name: str, inr_options: dict | None = None):
+    """A codec object with ``encode_at_rate(cube, target_bpppb)`` and ``decode(data)``."""
+    if name in baselines.BASELINES:
+        return baselines.BASELINES[name]
+    if name == INR_PREFIX or name.startswith(INR_PREFIX + "-"):
+        return InrBenchCodec(name, **(inr_options or {}))
+    raise ValueError(f"unknown codec {name!r}; known: {available_codecs()} and inr-<method>")
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS (VmHWM); False where Linux's clear_refs is unavailable."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mb(resettable: bool) -> float:
+    if resettable:
+        return _status_kib("VmHWM") / 1024
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _timed_run(codec_name: str, cube: np.ndarray, target_bpppb: float, inr_options: dict) -> dict:
+    """Encode then decode in this (worker) process; timings, memory, stream size and decoded cube."""
+    codec = make_codec(codec_name, inr_options)
+    resettable = _reset_peak()
+    base_mb = _status_kib("VmRSS") / 1024 if resettable else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        try:
+            result = codec.encode_at_rate(cube, target_bpppb)
+        except baselines.TargetUnreachable as error:
+            return {"status": "unreachable", "message": str(error), "min_bpppb": error.min_bpppb}
+        encode_s = time.perf_counter() - start
+        encode_peak = _peak_mb(resettable)
+        _reset_peak()
+        start = time.perf_counter()
+        decoded = codec.decode(result.data)
+        decode_s = time.perf_counter() - start
+        decode_peak = _peak_mb(resettable)
+    return {
+        "status": "ok",
+        "message": "; ".join(str(w.message) for w in caught),
+        "nbytes": len(result.data),
+        "params": result.params,
+        "encode_s": encode_s,
+        "decode_s": decode_s,
+        "peak_rss_mb": max(encode_peak, decode_peak),
+        "decode_peak_rss_mb": decode_peak,
+        "rss_base_mb": base_mb,
+        "rss_method": "vmhwm-reset" if resettable else "ru_maxrss",
+        "decoded": decoded,
+    }
+
+
+def _guarded_run(codec_name: str, cube: np.ndarray, target_bpppb: float, inr_options: dict) -> dict:
+    try:
+        return _timed_run(codec_name, cube, target_bpppb, inr_options)
+    except Exception as error:  # reported in the results, not raised: one failure must not stop the run
+        return {"status": "error", "message": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+
+
+# --------------------------------------------------------------------------- parent side
+
+_METRIC_KEYS = ("psnr", "psnr_band_mean", "sam_deg", "max_abs_err")
+_RUN_KEYS = ("encode_s", "decode_s", "peak_rss_mb", "decode_peak_rss_mb", "rss_base_mb", "rss_method")
+
+
+def _record(codec: str, dataset: str, cube: np.ndarray, target: float, outcome: dict) -> dict:
+    record = {
+        "codec": codec,
+        "dataset": dataset,
+        "shape": list(cube.shape),
+        "dtype": str(cube.dtype),
+        "target_bpppb": target,
+        "status": outcome["status"],
+        "message": outcome.get("message", ""),
+        "bpppb": None,
+        "nbytes": None,
+        **{key: None for key in _METRIC_KEYS + _RUN_KEYS},
+        "params": outcome.get("params", {}),
+    }
+    if outcome["status"] == "unreachable":
+        record["min_bpppb"] = outcome["min_bpppb"]
+    if outcome["status"] == "error" and "traceback" in outcome:
+        record["traceback"] = outcome["traceback"]
+    if outcome["status"] != "ok":
+        return record
+    record["nbytes"] = outcome["nbytes"]
+    record["bpppb"] = 8 * outcome["nbytes"] / cube.size
+    record.update({key: outcome[key] for key in _RUN_KEYS})
+    record.update(metrics.summary(cube, outcome["decoded"]))
+    if record["bpppb"] > target:
+        record["status"] = "unreachable"
+        record["message"] = (record["message"] + "; " if record["message"] else "") + (
+            f"stream of {record['bpppb']:.4g} bpppb is over the {target:g} target"
+        )
+    return record
+
+
+def _run_isolated(codec: str, cube: np.ndarray, target: float, inr_options: dict) -> dict:
+    """One run in a fresh spawned process; a crashed worker becomes an "error" outcome."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        try:
+            return pool.submit(_guarded_run, codec, cube, target, inr_options).result()
+        except concurrent.futures.process.BrokenProcessPool as error:
+            return {"status": "error", "message": f"worker process died: {error}"}
+
+
+def _json_safe(value):
+    """Non-finite floats become null (JSON has no inf/NaN); numpy scalars become Python ones."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _environment() -> dict:
+    import imagecodecs
+    import scipy
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "imagecodecs": imagecodecs.__version__,
+    }
+
+
+def _crop(da, crop: str | None):
+    """Top-left crop "HxW" or "HxWxB" (first B bands)."""
+    if not crop:
+        return da
+    sizes = [int(part) for part in crop.lower().split("x")]
+    if len(sizes) not in (2, 3) or min(sizes) < 1:
+        raise ValueError(f"--crop expects HxW or HxWxB, got {crop!r}")
+    selection = {"y": slice(0, sizes[0]), "x": slice(0, sizes[1])}
+    if len(sizes) == 3:
+        selection["band"] = slice(0, sizes[2])
+    return da.isel(selection)
+
+
+def _load_cubes(paths: list[str], crop: str | None, drop_constant: bool) -> dict[str, np.ndarray]:
+    from . import datasets  # imports xarray: kept out of the worker processes
+
+    cubes = {}
+    for path in paths:
+        da = datasets.load(path)
+        if drop_constant:
+            da = datasets.drop_constant_bands(da)
+        da = _crop(da, crop)
+        label = da.attrs.get("name", Path(path).stem)
+        while label in cubes:
+            label += "'"
+        cubes[label] = np.ascontiguousarray(da.values)
+    return cubes
+
+
+def run_benchmark(
+    cubes: dict[str, np.ndarray],
+    codecs: list[str],
+    rates: list[float],
+    inr_options: dict | None = None,
+    log=print,
+) -> list[dict]:
+    """One record per (dataset, codec, rate), each run in its own worker process."""
+    records = []
+    for dataset, cube in cubes.items():
+        for codec in codecs:
+            for target in rates:
+                outcome = _run_isolated(codec, cube, target, inr_options or {})
+                record = _record(codec, dataset, cube, target, outcome)
+                records.append(record)
+                if record["status"] == "ok":
+                    summary = f"{record['bpppb']:.4f} bpppb  {record['psnr']:.2f} dB  {record['encode_s']:.1f} s"
+                else:
+                    summary = record["message"]
+                log(f"{dataset} {codec} @{target:g}: {record['status']}  {summary}")
+    return records
+
+
+def _cell(value, digits: int) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def write_markdown(records: list[dict], path: Path) -> None:
+    """A markdown table per dataset."""
+    lines = []
+    header = "| codec | target | bpppb | PSNR dB | band-mean PSNR dB | SAM ° | max abs err | encode s | decode s | peak RSS MB | status |"
+    for dataset in dict.fromkeys(record["dataset"] for record in records):
+        rows = [record for record in records if record["dataset"] == dataset]
+        shape = "×".join(map(str, rows[0]["shape"]))
+        lines += [f"## {dataset} ({shape}, {rows[0]['dtype']})", "", header, "|" + "---|" * 11]
+        for r in rows:
+            status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['message']}".replace("|", "/")
+            lines.append(
+                f"| {r['codec']} | {r['target_bpppb']:g} | {_cell(r['bpppb'], 4)} | {_cell(r['psnr'], 2)} "
+                f"| {_cell(r['psnr_band_mean'], 2)} | {_cell(r['sam_deg'], 3)} | {_cell(r['max_abs_err'], 4)} "
+                f"| {_cell(r['encode_s'], 2)} | {_cell(r['decode_s'], 2)} | {_cell(r['peak_rss_mb'], 0)} | {status} |"
+            )
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def plot_rd(records: list[dict], path: Path) -> None:
+    """PSNR against bpppb, one line per codec, one panel per dataset ("ok" runs only)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    names = list(dict.fromkeys(record["dataset"] for record in records))
+    columns = min(3, len(names))
+    rows = math.ceil(len(names) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 4 * rows), squeeze=False)
+    for axis, dataset in zip(axes.flat, names):
+        ok = [r for r in records if r["dataset"] == dataset and r["status"] == "ok" and r["psnr"] is not None]
+        for codec in dict.fromkeys(r["codec"] for r in ok):
+            points = sorted((r["bpppb"], r["psnr"]) for r in ok if r["codec"] == codec)
+            axis.plot(*zip(*points), marker="o", label=codec)
+        axis.set_xscale("log")
+        axis.set_xticks(sorted({r["target_bpppb"] for r in records if r["dataset"] == dataset}))
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axis.minorticks_off()
+        axis.set_title(dataset)
+        axis.set_xlabel("bits per pixel per band")
+        axis.set_ylabel("PSNR (dB)")
+        axis.grid(True, which="both", alpha=0.3)
+        if ok:
+            axis.legend(fontsize="small")
+    for axis in list(axes.flat)[len(names) :]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    key, separator, value = text.partition("=")
+    if not separator:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="cube files or registry scene names, comma-separated")
+    parser.add_argument("--bpppb", default="0.05,0.1,0.2", help="target rates, comma-separated (default 0.05,0.1,0.2)")
+    parser.add_argument("--codecs", default="all", help="'all' or comma-separated names (baselines, inr, inr-<method>)")
+    parser.add_argument("--out", default="results", type=Path, help="output folder (default results/)")
+    parser.add_argument("--drop-constant-bands", action="store_true", help="drop zeroed/constant bands first")
+    parser.add_argument("--crop", help="top-left crop HxW or HxWxB (first B bands), for quick runs")
+    parser.add_argument("--inr-steps", type=int, help="Adam steps of the INR's final fit")
+    parser.add_argument(
+        "--inr-option", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
+        help="extra INRCodec keyword argument (JSON value), repeatable, e.g. --inr-option lr=1e-3",
+    )
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """The ``bench`` subcommand: run, then write results.json, results.md and rd.png."""
+    codecs = available_codecs() if args.codecs == "all" else [name.strip() for name in args.codecs.split(",")]
+    for name in codecs:
+        make_codec(name)  # unknown names fail before any work
+    rates = [float(rate) for rate in args.bpppb.split(",")]
+    inr_options = dict(args.inr_option)
+    if args.inr_steps is not None:
+        inr_options["steps"] = args.inr_steps
+    cubes = _load_cubes(args.data.split(","), args.crop, args.drop_constant_bands)
+    records = run_benchmark(cubes, codecs, rates, inr_options, log=lambda line: print(line, file=sys.stderr))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    document = {
+        "schema_version": 1,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {
+            "data": args.data.split(","),
+            "bpppb": rates,
+            "codecs": codecs,
+            "crop": args.crop,
+            "drop_constant_bands": args.drop_constant_bands,
+            "inr_options": inr_options,
+        },
+        "environment": _environment(),
+        "runs": records,
+    }
+    (args.out / "results.json").write_text(json.dumps(_json_safe(document), indent=1, allow_nan=False))
+    write_markdown(records, args.out / "results.md")
+    plot_rd(records, args.out / "rd.png")
+    return records
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="xr-inr bench", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
