@@ -3,6 +3,7 @@
 Layout, little-endian::
 
     header   magic "XINR", version, method, dtype, band axis, flags, shape (3 x u32)
+    [fill]   when flags has HAS_FILL: padded shape (3 x u32), fill value (f64)
     [mask]   NaN mask, when flags has HAS_NAN: kind (u8), length (u32), zlib(packbits)
     payload  method-specific (see the pack_* / unpack_* functions)
     crc32    u32 of everything before it
@@ -24,8 +25,12 @@ from .model import SirenSpec
 MAGIC = b"XINR"
 VERSION = 1
 HAS_NAN = 1
+HAS_FILL = 2
+"""The block was fitted on its valid region only: it decodes to a larger (padded)
+shape, the padding and the masked elements taking the stored fill value."""
 
 _HEADER = struct.Struct("<4sBBBBB3I")
+_FILL = struct.Struct("<3Id")
 _MASK_HEAD = struct.Struct("<BI")
 _SIREN_HEAD = struct.Struct("<BHfdd")
 _AFFINE = struct.Struct("<dd")
@@ -56,7 +61,22 @@ class Header:
     dtype: np.dtype
     band_axis: int
     shape: tuple[int, int, int]
+    """Shape of the region that was fitted (the valid region), in stored axis order."""
     has_nan: bool
+    padded_shape: tuple[int, int, int] | None = None
+    """Shape the block decodes to, when larger than ``shape`` (``HAS_FILL``); the
+    valid region sits at the start of every axis, as in a Zarr edge chunk."""
+    fill_value: float | None = None
+    """Value of the padding and of masked elements (``HAS_FILL``); None: masked elements are NaN."""
+
+    @property
+    def has_fill(self) -> bool:
+        return self.padded_shape is not None
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        """Shape the block decodes to (stored axis order)."""
+        return self.padded_shape if self.padded_shape is not None else self.shape
 
     @property
     def block_shape(self) -> tuple[int, int, int]:
@@ -66,21 +86,28 @@ class Header:
 
 
 HEADER_BYTES = _HEADER.size
+FILL_BYTES = _FILL.size
 CRC_BYTES = _CRC.size
 SIREN_HEAD_BYTES = _SIREN_HEAD.size
 AFFINE_BYTES = _AFFINE.size
 
 
 def pack_header(header: Header) -> bytes:
-    return _HEADER.pack(
+    flags = (HAS_NAN if header.has_nan else 0) | (HAS_FILL if header.has_fill else 0)
+    packed = _HEADER.pack(
         MAGIC,
         VERSION,
         int(header.method),
         DTYPE_CODES[header.dtype],
         header.band_axis,
-        HAS_NAN if header.has_nan else 0,
+        flags,
         *header.shape,
     )
+    if header.has_fill:
+        if header.fill_value is None or any(p < s for p, s in zip(header.padded_shape, header.shape, strict=True)):
+            raise ValueError(f"padded shape {header.padded_shape} must cover {header.shape} and have a fill value")
+        packed += _FILL.pack(*header.padded_shape, float(header.fill_value))
+    return packed
 
 
 def pack_mask(nan: np.ndarray) -> bytes:
@@ -131,11 +158,17 @@ class Reader:
             method = Method(method)
         except ValueError:
             raise StreamError(f"unknown method code {method}") from None
-        if dtype_code not in DTYPES or band_axis > 2 or min(shape) < 1:
-            raise StreamError("invalid xr-inr header (dtype, band axis or shape)")
+        if dtype_code not in DTYPES or band_axis > 2 or min(shape) < 1 or flags & ~(HAS_NAN | HAS_FILL):
+            raise StreamError("invalid xr-inr header (dtype, band axis, shape or flags)")
         self.header = Header(method, DTYPES[dtype_code], band_axis, tuple(shape), bool(flags & HAS_NAN))
         self._data = data[:-CRC_BYTES]
         self._pos = HEADER_BYTES
+        if flags & HAS_FILL:
+            *padded, fill_value = self._unpack(_FILL)
+            if any(p < s for p, s in zip(padded, shape, strict=True)):
+                raise StreamError(f"invalid xr-inr padding: {tuple(padded)} smaller than {tuple(shape)}")
+            self.header.padded_shape = tuple(padded)
+            self.header.fill_value = fill_value
 
     def _take(self, n: int) -> bytes:
         if self._pos + n > len(self._data):

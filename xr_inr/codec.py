@@ -7,6 +7,7 @@ evaluates it with numpy alone.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 
 import numpy as np
@@ -36,6 +37,10 @@ class INRCodec(Codec):
     max_depth : deepest architecture the search tries.
     lr, batch_size, seed, device : optimiser settings (batch_size None = full batch;
         device None = CUDA when available, else CPU).
+    fill_value : the Zarr array's fill value, when Zarr itself calls ``encode``:
+        trailing rows, columns or bands made of it only (the padding of an edge
+        chunk) are left out of the fit and restored exactly (``"NaN"`` or NaN
+        for float arrays). None (default): every element is fitted.
     """
 
     codec_id = "xr_inr"
@@ -54,6 +59,7 @@ class INRCodec(Codec):
         batch_size: int | None = None,
         seed: int = 0,
         device: str | None = None,
+        fill_value: float | str | None = None,
     ):
         if not (isinstance(bpppb, (int, float)) and math.isfinite(bpppb) and bpppb > 0):
             raise ValueError(f"bpppb must be a positive number, got {bpppb!r}")
@@ -78,12 +84,15 @@ class INRCodec(Codec):
         self.batch_size = batch_size
         self.seed = int(seed)
         self.device = device
+        self.fill_value = None if fill_value is None else float(fill_value)
 
     def get_config(self) -> dict:
         config = {"id": self.codec_id}
         for key in ("bpppb", "band_axis", "method", "depth", "width", "steps", "search_steps",
                     "max_depth", "lr", "batch_size", "seed", "device"):
             config[key] = getattr(self, key)
+        if self.fill_value is not None:  # JSON has no NaN: stored as the string "NaN"
+            config["fill_value"] = "NaN" if math.isnan(self.fill_value) else self.fill_value
         return config
 
     def __repr__(self) -> str:
@@ -93,18 +102,68 @@ class INRCodec(Codec):
 
     def encode(self, buf) -> bytes:
         block = _validated_block(buf)
+        if self.fill_value is None:
+            return self.encode_block(block)
+        return self.encode_padded(block, self.fill_value)
+
+    def encode_padded(self, chunk, fill_value: float) -> bytes:
+        """Encode a full chunk whose trailing slices equal to ``fill_value`` are padding.
+
+        Used when Zarr pads an edge chunk: the padding (or any trailing rows,
+        columns or bands holding nothing but the fill value, which it restores
+        exactly) is left out of the fit and out of the budget.
+        """
+        chunk = _validated_block(chunk)
+        valid = valid_extent(chunk, fill_value)
+        if valid == chunk.shape or min(valid) == 0:
+            return self.encode_block(chunk)
+        region = chunk[tuple(slice(0, n) for n in valid)]
+        return self.encode_block(region, padded_shape=chunk.shape, fill_value=fill_value)
+
+    def encode_block(self, block, *, padded_shape=None, fill_value: float | None = None,
+                     mask_fill: bool = False) -> bytes:
+        """Encode ``block`` (the valid region of a chunk) to one stream.
+
+        padded_shape : shape of the full chunk the stream decodes to; ``block``
+            sits at its start on every axis and the rest is padding, never fitted.
+        fill_value : value of the padding, and of the masked elements on decode.
+        mask_fill : also leave the elements equal to ``fill_value`` (nodata) out
+            of the fit; they decode to exactly ``fill_value``.
+
+        The bit budget and reported bpppb count the elements of ``block`` only.
+        """
+        block = _validated_block(block)
+        padded = tuple(block.shape) if padded_shape is None else tuple(int(n) for n in padded_shape)
+        if len(padded) != 3 or any(p < n for p, n in zip(padded, block.shape, strict=True)):
+            raise ValueError(f"padded shape {padded_shape} does not hold a block of shape {block.shape}")
+        if max(padded) >= 2**32:
+            raise ValueError(f"chunk axis too long for the stream format: {padded}")
+        has_fill = fill_value is not None or padded != block.shape
+        if has_fill:
+            if fill_value is None:
+                raise ValueError("a padded block needs a fill_value")
+            fill_value = float(fill_value)
+            if block.dtype.kind in "iu":
+                info = np.iinfo(block.dtype)
+                if not (math.isfinite(fill_value) and info.min <= fill_value <= info.max):
+                    raise ValueError(f"fill value {fill_value} does not fit {block.dtype}")
+            elif math.isinf(fill_value):
+                raise ValueError("the fill value cannot be +/-inf")
         cube = np.moveaxis(block, self.band_axis, 0).astype(np.float64)
         nan = np.isnan(cube)
+        if mask_fill and has_fill and not math.isnan(fill_value):
+            nan |= cube == fill_value
         finite = cube[~nan]
         has_nan = bool(nan.any()) and finite.size > 0
         mask = bs.pack_mask(nan) if has_nan else b""
 
         def stream(method: bs.Method, payload: bytes) -> bytes:
-            header = bs.Header(method, block.dtype, self.band_axis, block.shape, has_nan)
+            header = bs.Header(method, block.dtype, self.band_axis, block.shape, has_nan,
+                               padded if has_fill else None, fill_value if has_fill else None)
             return bs.seal(bs.pack_header(header) + mask + payload)
 
         if finite.size == 0:
-            return stream(bs.Method.CONSTANT, bs.pack_constant(math.nan))
+            return stream(bs.Method.CONSTANT, bs.pack_constant(fill_value if has_fill else math.nan))
         lo, hi = float(finite.min()), float(finite.max())
         if lo == hi:
             return stream(bs.Method.CONSTANT, bs.pack_constant(lo))
@@ -112,7 +171,8 @@ class INRCodec(Codec):
         normalised = np.where(nan, 0.0, (cube - offset) / scale).astype(np.float32)
 
         budget_bytes = math.floor(self.bpppb * block.size / 8)
-        fixed = bs.HEADER_BYTES + len(mask) + bs.SIREN_HEAD_BYTES + bs.CRC_BYTES
+        fixed = (bs.HEADER_BYTES + (bs.FILL_BYTES if has_fill else 0) + len(mask)
+                 + bs.SIREN_HEAD_BYTES + bs.CRC_BYTES)
         candidates = self._candidates(cube.shape[0], (budget_bytes - fixed) // 2)
         if not candidates:
             raw = stream(bs.Method.RAW, bs.pack_raw(offset, scale, normalised))
@@ -178,19 +238,63 @@ def _validated_block(buf) -> np.ndarray:
     return block
 
 
+class DecodeCounter:
+    """How many streams :func:`decode_block` decoded, and how many values it produced.
+
+    ``blocks`` counts calls (whole chunks and sampled ones alike), ``values``
+    the elements returned. Thread-safe; ``reset()`` starts again from zero.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.blocks = 0
+        self.values = 0
+
+    def add(self, values: int) -> None:
+        with self._lock:
+            self.blocks += 1
+            self.values += values
+
+    def reset(self) -> None:
+        with self._lock:
+            self.blocks = 0
+            self.values = 0
+
+
+decode_counter = DecodeCounter()
+"""Process-wide count of decoded streams (see :class:`DecodeCounter`)."""
+
+
+def valid_extent(chunk: np.ndarray, fill_value: float) -> tuple[int, ...]:
+    """Shape of ``chunk`` without its trailing slices made only of ``fill_value`` (NaN matches NaN)."""
+    is_fill = np.isnan(chunk) if math.isnan(fill_value) else chunk == fill_value
+    extent = []
+    for axis in range(chunk.ndim):
+        other = tuple(a for a in range(chunk.ndim) if a != axis)
+        keep = ~is_fill.all(axis=other)
+        extent.append(int(np.flatnonzero(keep)[-1]) + 1 if keep.any() else 0)
+    return tuple(extent)
+
+
 def decode_block(buf, ys: np.ndarray | None = None, xs: np.ndarray | None = None) -> np.ndarray:
     """Decode a stream, on its own pixel grid or at chosen positions.
 
     ``ys``/``xs`` are (fractional) pixel positions along the block's two spatial
-    axes (0 ... n - 1); a SIREN is evaluated there, other methods and the NaN
-    mask are sampled at the nearest pixel. The result has the stored axis order
-    and dtype, with the spatial axes of length ``len(ys)``/``len(xs)``.
+    axes (0 ... n - 1 of the chunk); a SIREN is evaluated there, other methods
+    and the NaN mask are sampled at the nearest pixel. A padded stream (an edge
+    chunk) returns its fill value at positions whose nearest pixel is padding.
+    The result has the stored axis order and dtype, with the spatial axes of
+    length ``len(ys)``/``len(xs)``.
     """
     reader = bs.Reader(ensure_bytes(buf))
     header = reader.header
     bands, h, w = header.block_shape
-    ys = np.arange(h, dtype=np.float64) if ys is None else np.asarray(ys, dtype=np.float64)
-    xs = np.arange(w, dtype=np.float64) if xs is None else np.asarray(xs, dtype=np.float64)
+    out_bands, out_h, out_w = _block_layout(header.out_shape, header.band_axis)
+    ys = np.arange(out_h, dtype=np.float64) if ys is None else np.asarray(ys, dtype=np.float64).ravel()
+    xs = np.arange(out_w, dtype=np.float64) if xs is None else np.asarray(xs, dtype=np.float64).ravel()
+    if header.has_fill:  # positions on the padding are not evaluated
+        inside_y, inside_x = np.rint(ys) < h, np.rint(xs) < w
+        out_ys, out_xs, ys, xs = ys, xs, ys[inside_y], xs[inside_x]
     rows = np.clip(np.rint(ys), 0, h - 1).astype(np.intp)
     cols = np.clip(np.rint(xs), 0, w - 1).astype(np.intp)
     mask = reader.mask()
@@ -208,9 +312,20 @@ def decode_block(buf, ys: np.ndarray | None = None, xs: np.ndarray | None = None
         values = offset + scale * predicted.T.reshape(bands, len(ys), len(xs)).astype(np.float64)
     reader.finish()
 
+    missing = math.nan if header.fill_value is None else header.fill_value
     if mask is not None:
-        values[mask[:, rows][:, :, cols]] = np.nan
+        values[mask[:, rows][:, :, cols]] = missing
+    if header.has_fill:
+        full = np.full((out_bands, len(out_ys), len(out_xs)), missing)
+        full[np.ix_(np.arange(bands), np.flatnonzero(inside_y), np.flatnonzero(inside_x))] = values
+        values = full
+    decode_counter.add(values.size)
     return _restore(values, header)
+
+
+def _block_layout(shape: tuple[int, int, int], band_axis: int) -> tuple[int, int, int]:
+    rest = [n for axis, n in enumerate(shape) if axis != band_axis]
+    return (shape[band_axis], rest[0], rest[1])
 
 
 def _to_unit(positions: np.ndarray, n: int) -> np.ndarray:
@@ -239,12 +354,14 @@ def inspect(buf) -> dict:
     size = len(ensure_bytes(buf))
     info = {
         "method": header.method.name.lower(),
-        "shape": header.shape,
+        "shape": header.out_shape,
+        "valid_shape": header.shape,
+        "fill_value": header.fill_value,
         "dtype": str(header.dtype),
         "band_axis": header.band_axis,
         "has_nan": header.has_nan,
         "nbytes": size,
-        "bpppb": 8 * size / math.prod(header.shape),
+        "bpppb": 8 * size / math.prod(header.shape),  # over the valid (fitted) elements
     }
     if header.method == bs.Method.SIREN:
         reader.mask()
