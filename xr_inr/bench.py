@@ -317,6 +317,10 @@ def write_markdown(records: list[dict], path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 def plot_rd(records: list[dict], path: Path) -> None:
     """PSNR against bpppb, one line per codec, one panel per dataset ("ok" runs only)."""
     import matplotlib
@@ -326,14 +330,15 @@ def plot_rd(records: list[dict], path: Path) -> None:
     import matplotlib.ticker
 
     names = list(dict.fromkeys(record["dataset"] for record in records))
+    colours = {codec: f"C{i % 10}" for i, codec in enumerate(dict.fromkeys(r["codec"] for r in records))}
     columns = min(3, len(names))
     rows = math.ceil(len(names) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 4 * rows), squeeze=False)
     for axis, dataset in zip(axes.flat, names):
-        ok = [r for r in records if r["dataset"] == dataset and r["status"] == "ok" and r["psnr"] is not None]
+        ok = [r for r in records if r["dataset"] == dataset and r["status"] == "ok" and _finite(r["psnr"])]
         for codec in dict.fromkeys(r["codec"] for r in ok):
             points = sorted((r["bpppb"], r["psnr"]) for r in ok if r["codec"] == codec)
-            axis.plot(*zip(*points), marker="o", label=codec)
+            axis.plot(*zip(*points), marker="o", label=codec, color=colours[codec])
         axis.set_xscale("log")
         axis.set_xticks(sorted({r["target_bpppb"] for r in records if r["dataset"] == dataset}))
         axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
