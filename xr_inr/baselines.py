@@ -206,7 +206,7 @@ class Baseline:
     codec_id: int
 
     def encode_at_rate(self, cube: np.ndarray, target_bpppb: float) -> EncodedResult:
-        """Largest stream at or under ``target_bpppb`` bits per pixel per band."""
+        """The best stream the codec's knob search finds at or under ``target_bpppb``."""
         cube = np.asarray(cube)
         budget = int(target_bpppb * cube.size // 8)
         try:

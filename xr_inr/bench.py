@@ -301,7 +301,10 @@ def _cell(value, digits: int) -> str:
 def write_markdown(records: list[dict], path: Path) -> None:
     """A markdown table per dataset."""
     lines = []
-    header = "| codec | target | bpppb | PSNR dB | band-mean PSNR dB | SAM ° | max abs err | encode s | decode s | peak RSS MB | status |"
+    header = (
+        "| codec | target | bpppb | PSNR dB | band-mean PSNR dB | SAM ° | max abs err "
+        "| encode s | decode s | peak RSS MB | status |"
+    )
     for dataset in dict.fromkeys(record["dataset"] for record in records):
         rows = [record for record in records if record["dataset"] == dataset]
         shape = "×".join(map(str, rows[0]["shape"]))
