@@ -15,29 +15,26 @@ RECORD_KEYS = {
 def test_bench_cli_writes_the_three_outputs(tmp_path, shared_dataset):
     data = ",".join(str(shared_dataset(name)) for name in ("jasper_ridge_100x100x198.npz", "samson_95x95x156.npz"))
     out = tmp_path / "results"
-    assert cli.main(["bench", "--data", data, "--crop", "32x32x12", "--bpppb", "0.01,3",
+    assert cli.main(["bench", "--data", data, "--crop", "32x32x12", "--bpppb", "3",
                      "--codecs", "pca-dct,jpeg2000", "--out", str(out)]) == 0
 
     document = json.loads((out / "results.json").read_text())
     runs = document["runs"]
-    assert document["schema_version"] == 1 and document["settings"]["bpppb"] == [0.01, 3.0]
-    assert len(runs) == 2 * 2 * 2
+    assert document["schema_version"] == 1 and document["settings"]["bpppb"] == [3.0]
+    assert len(runs) == 2 * 2
     assert {run["dataset"] for run in runs} == {"jasper_ridge_100x100x198", "samson_95x95x156"}
     for run in runs:
         assert RECORD_KEYS <= set(run)
         assert run["shape"] == [12, 32, 32]
-        assert run["status"] == ("unreachable" if run["target_bpppb"] == 0.01 else "ok"), run["message"]
-        if run["status"] == "unreachable":
-            assert run["min_bpppb"] > 0.01 and run["psnr"] is None
-        else:
-            assert 2.5 < run["bpppb"] <= 3
-            assert run["bpppb"] == pytest.approx(8 * run["nbytes"] / (12 * 32 * 32))
-            assert run["psnr"] > 30 and run["sam_deg"] >= 0 and run["encode_s"] > 0
-            assert run["peak_rss_mb"] >= run["decode_peak_rss_mb"] > 10
+        assert run["status"] == "ok", run["message"]
+        assert 2.5 < run["bpppb"] <= 3
+        assert run["bpppb"] == pytest.approx(8 * run["nbytes"] / (12 * 32 * 32))
+        assert run["psnr"] > 30 and run["sam_deg"] >= 0 and run["encode_s"] > 0
+        assert run["peak_rss_mb"] >= run["decode_peak_rss_mb"] > 10
 
     table = (out / "results.md").read_text()
     assert "## jasper_ridge_100x100x198 (12×32×32, uint16)" in table
-    assert table.count("| pca-dct | 3 |") == 2
+    assert table.count("| pca-dct | 3 |") == 2 and table.count("| jpeg2000 | 3 |") == 2
     assert (out / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -64,6 +61,15 @@ def test_peak_memory_of_a_stage_is_measured(monkeypatch):
         assert outcome["decode_peak_rss_mb"] < outcome["peak_rss_mb"] - 100
     else:
         assert outcome["peak_rss_mb"] > 150
+
+
+def test_unreachable_target_record(jasper_cube):
+    cube = jasper_cube[:12, :32, :32]
+    outcome = bench._guarded_run("jpeg2000", cube, 0.01, {})
+    record = bench._record("jpeg2000", "jasper", cube, 0.01, outcome)
+    assert record["status"] == "unreachable" and record["min_bpppb"] > 0.01
+    assert record["psnr"] is None and record["bpppb"] is None
+    assert "unreachable" in record["message"]
 
 
 def test_over_budget_stream_is_not_ok():
@@ -93,7 +99,7 @@ def test_inr_through_the_bench(tmp_path, shared_dataset):
     pytest.importorskip("torch")
     pytest.importorskip("xr_inr.codec")
     cube = np.load(shared_dataset("jasper_ridge_100x100x198.npz"))["cube"][:12, :12, :16].transpose(2, 0, 1).copy()
-    records = bench.run_benchmark({"jasper": cube}, ["inr"], [1.0], {"steps": 5, "search_steps": 2}, log=lambda _: None)
+    records = bench.run_benchmark({"jasper": cube}, ["inr"], [1.0], {"steps": 5, "search_steps": 0}, log=lambda _: None)
     (record,) = records
     assert record["status"] in {"ok", "unreachable"}, record["message"]
     assert record["bpppb"] == pytest.approx(8 * record["nbytes"] / cube.size)
