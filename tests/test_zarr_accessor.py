@@ -1,0 +1,427 @@
+"""The accessor, the Zarr codecs and lazy / any-resolution reading, on a real cube.
+
+Every fit here is tiny (60 Adam steps, depth 2): the tests check plumbing and
+honesty (sizes, decode counts, edge chunks, georeferencing), not quality.
+"""
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import xr_inr
+from xr_inr import BandDimError, INRZarrCodec, decode_counter, find_band_dim, inspect
+from xr_inr.sources import StoredCube, source_of
+
+FAST = dict(steps=60, search_steps=0, lr=3e-3, depth=2, progress=False)
+CHUNKS = {"band": -1, "y": 24, "x": 20}  # 40 x 36 pixels: 2 x 2 chunks, edge chunks of 16 x 16
+BPPPB = 1.0
+
+
+def psnr(reference, decoded):
+    reference = reference.astype(np.float64)
+    err = np.mean((reference - decoded.astype(np.float64)) ** 2)
+    return 10 * np.log10(np.ptp(reference) ** 2 / err)
+
+
+@pytest.fixture(scope="module")
+def crop(jasper_cube):
+    """20 bands x 40 x 36 pixels of Jasper Ridge, uint16, with wavelengths and map coordinates."""
+    cube = jasper_cube[::10, 30:70, 40:76].copy()
+    return xr.DataArray(
+        cube,
+        dims=("band", "y", "x"),
+        coords={
+            "band": ("band", np.linspace(380.0, 2500.0, cube.shape[0]), {"units": "nm"}),
+            "y": 4_200_000.0 - 30.0 * np.arange(40),
+            "x": 500_000.0 + 30.0 * np.arange(36),
+        },
+        attrs={"title": "Jasper Ridge crop", "sensor": "AVIRIS"},
+        name="reflectance",
+    )
+
+
+@pytest.fixture(scope="module")
+def compressed(crop):
+    return crop.inr.compress(BPPPB, chunks=CHUNKS, **FAST)
+
+
+# -- 1. the accessor and the band dimension ----------------------------------------
+
+
+@pytest.mark.parametrize("name", ["band", "bands", "wavelength", "Wavelength", "spectral", "spectral_band"])
+def test_band_dimension_found_by_name(name):
+    da = xr.DataArray(np.zeros((3, 4, 5), np.float32), dims=("y", name, "x"))
+    assert find_band_dim(da) == name and da.inr.band_dim == name
+
+
+def test_band_dimension_given_or_a_clear_error():
+    da = xr.DataArray(np.zeros((3, 4, 5), np.float32), dims=("layer", "row", "col"))
+    with pytest.raises(BandDimError, match=r"no dimension is named like bands.*pass band_dim="):
+        da.inr.band_dim
+    with pytest.raises(BandDimError, match="pass band_dim="):
+        da.inr.compress(0.1)
+    assert find_band_dim(da, "layer") == "layer"
+    with pytest.raises(BandDimError, match="'time' is not a dimension"):
+        find_band_dim(da, "time")
+    two = xr.DataArray(np.zeros((3, 4, 5), np.float32), dims=("band", "wavelength", "x"))
+    with pytest.raises(BandDimError, match="several dimensions look like bands"):
+        two.inr.band_dim
+    assert isinstance(xr.Dataset().inr, xr_inr.INRDatasetAccessor)
+
+
+def test_band_dim_given_to_compress_sets_the_codec_band_axis(crop):
+    moved = crop.isel(band=slice(0, 6), y=slice(0, 24), x=slice(0, 20)).rename(band="layer")
+    moved = moved.transpose("y", "x", "layer")
+    out = moved.inr.compress(4.0, band_dim="layer", **FAST)
+    stream = source_of(out.data).stream((0, 0, 0))
+    assert inspect(stream)["band_axis"] == 2
+    assert psnr(moved.values, out.values) > 20
+
+
+# -- 2. compress -------------------------------------------------------------------
+
+
+def test_compress_returns_a_lazy_array_like_the_input(crop, compressed):
+    assert compressed.dims == crop.dims and compressed.attrs == crop.attrs and compressed.name == crop.name
+    xr.testing.assert_identical(compressed.coords.to_dataset(), crop.coords.to_dataset())
+    assert isinstance(compressed.data, dask.array.Array) and compressed.dtype == np.uint16
+    assert compressed.chunks == ((20,), (24, 16), (20, 16))
+    decode_counter.reset()
+    values = compressed.values
+    assert decode_counter.blocks == 4  # one decode per chunk, none while building the array
+    # 60 steps on 4 chunks: 24.3 dB measured; the floor only guards against garbage
+    assert psnr(crop.values, values) > 18
+
+
+def test_reported_size_is_the_stored_size(crop, compressed):
+    source = source_of(compressed.data)
+    streams = [source.stream((0, i, j)) for i in range(2) for j in range(2)]
+    assert compressed.inr.nbytes == sum(len(s) for s in streams)
+    assert compressed.inr.bpppb == pytest.approx(8 * compressed.inr.nbytes / crop.size)
+    assert compressed.inr.bpppb <= BPPPB  # every chunk within budget, edge chunks counted by their valid size
+    assert compressed.inr.chunk_shape == (20, 24, 20)
+    assert not crop.inr.is_compressed and compressed.inr.is_compressed
+    with pytest.raises(ValueError, match="does not hold xr-inr chunks"):
+        (compressed + 1).inr.nbytes
+
+
+def test_one_fit_task_per_chunk_one_torch_thread_each(crop, monkeypatch):
+    import torch
+
+    import xr_inr.parallel as parallel
+
+    seen = []
+    original = parallel.fit_task
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return original(*args)
+
+    monkeypatch.setattr(parallel, "fit_task", spy)
+    before = torch.get_num_threads()
+    crop.inr.compress(BPPPB, chunks=CHUNKS, **FAST)
+    assert seen == [1, 1, 1, 1]
+    assert torch.get_num_threads() == before  # the user's setting comes back
+
+
+def test_progress_bar_per_chunk_and_quiet_switch(crop, capfd):
+    small = crop.isel(y=slice(0, 24))
+    small.inr.compress(BPPPB, chunks=CHUNKS, **{**FAST, "progress": True})
+    err = capfd.readouterr().err
+    assert "xr-inr fit (2 chunks)" in err and "2/2" in err
+    small.inr.compress(BPPPB, chunks=CHUNKS, **FAST)
+    assert capfd.readouterr().err == ""
+
+
+def test_default_chunking_keeps_bands_together_without_slivers(crop):
+    from xr_inr.accessor import chunk_shape_for
+
+    big = xr.DataArray(np.zeros((50, 300, 130), np.uint16), dims=("band", "y", "x"))
+    assert chunk_shape_for(big, 0) == (50, 100, 65)
+    assert chunk_shape_for(big, 0, 64) == (50, 64, 64)
+    assert chunk_shape_for(big, 0, {"y": -1}) == (50, 300, 65)
+    assert chunk_shape_for(big.chunk({"band": 10, "y": 50}), 0) == (10, 50, 130)
+
+
+# -- 3. Zarr -------------------------------------------------------------------------
+
+
+def test_to_zarr_writes_the_fitted_chunks_without_refitting(compressed, tmp_path, monkeypatch):
+    import xr_inr.parallel as parallel
+
+    def no_fit(*args):
+        raise AssertionError("to_zarr refitted a chunk")
+
+    monkeypatch.setattr(parallel, "fit_task", no_fit)
+    decode_counter.reset()
+    compressed.inr.to_zarr(tmp_path / "c.zarr")
+    assert decode_counter.blocks == 0
+    array = zarr.open_group(tmp_path / "c.zarr", mode="r")["reflectance"]
+    stored, fitted = StoredCube(array), source_of(compressed.data)
+    for index in np.ndindex(1, 2, 2):
+        assert stored.stream(index) == fitted.stream(index)
+    assert array.metadata.zarr_format == 3 and isinstance(array.serializer, INRZarrCodec)
+    assert array.serializer.to_dict()["name"] == "xr_inr"
+    with pytest.raises(ValueError, match="already compressed"):
+        compressed.inr.to_zarr(tmp_path / "d.zarr", bpppb=0.1)
+
+
+@pytest.fixture(scope="module")
+def stores(crop, tmp_path_factory):
+    """The crop as uint16 and float32 reflectance, written by the accessor in both Zarr formats."""
+    folder = tmp_path_factory.mktemp("stores")
+    as_float = (crop / 10_000).astype(np.float32).rename("reflectance").assign_attrs(crop.attrs)
+    written = {}
+    for dtype, cube in (("uint16", crop), ("float32", as_float)):
+        fitted = cube.inr.compress(BPPPB, chunks=CHUNKS, **FAST)
+        for fmt in (2, 3):
+            path = folder / f"{dtype}-v{fmt}.zarr"
+            fitted.inr.to_zarr(path, zarr_format=fmt)
+            written[(dtype, fmt)] = (path, fitted)
+    return written
+
+
+FRESH_READER = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import xarray as xr
+
+    report = {}
+    imported_before = "xr_inr" in sys.modules  # before the first store is opened
+    for path in sys.argv[1:]:
+        codec_module = sys.modules.get("xr_inr.codec")
+        start = codec_module.decode_counter.blocks if codec_module else 0
+        ds = xr.open_zarr(path)
+        var = ds["reflectance"]
+        counter = sys.modules["xr_inr.codec"].decode_counter  # loaded by the codec entry point
+        counter.blocks -= start
+        on_open = counter.blocks
+        var[:, :5, :5].values
+        one_chunk = counter.blocks - on_open
+        var[:, 20:30, 30:].values
+        two_chunks = counter.blocks - on_open - one_chunk
+        np.save(path + ".npy", var.values)
+        report[path] = dict(imported_before=imported_before, dtype=str(var.dtype),
+                            dask=type(var.data).__module__.split(".")[0], on_open=on_open,
+                            one_chunk=one_chunk, two_chunks=two_chunks, attrs=var.attrs,
+                            torch="torch" in sys.modules)
+    print(json.dumps(report, default=str))
+    """
+)
+
+
+def test_fresh_process_reads_lazily_without_importing_xr_inr(stores):
+    paths = [str(path) for path, _ in stores.values()]
+    result = subprocess.run([sys.executable, "-c", FRESH_READER, *paths], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for (dtype, fmt), (path, fitted) in stores.items():
+        seen = report[str(path)]
+        assert not seen["imported_before"]
+        assert seen["dtype"] == dtype and seen["dask"] == "dask"
+        assert seen["on_open"] == 0  # opening decodes nothing
+        assert seen["one_chunk"] == 1 and seen["two_chunks"] == 2  # a region decodes the chunks it touches
+        assert not seen["torch"]  # reading needs no torch
+        assert seen["attrs"]["title"] == "Jasper Ridge crop"
+        np.testing.assert_array_equal(np.load(str(path) + ".npy"), fitted.values)
+
+
+def test_edge_chunks_are_fitted_on_their_valid_region(stores, crop):
+    path, fitted = stores[("uint16", 3)]
+    array = zarr.open_group(path, mode="r")["reflectance"]
+    stored = StoredCube(array)
+    info = inspect(stored.stream((0, 1, 1)))
+    assert info["shape"] == (20, 24, 20) and info["valid_shape"] == (20, 16, 16)
+    assert inspect(stored.stream((0, 0, 0)))["valid_shape"] == (20, 24, 20)
+    # padding never reaches the fit: the edge chunk is the network of its valid region alone
+    alone = xr_inr.INRCodec(bpppb=BPPPB, **{k: v for k, v in FAST.items() if k != "progress"})
+    region = crop.values[:, 24:, 20:]
+    np.testing.assert_array_equal(fitted.values[:, 24:, 20:], alone.decode(alone.encode(region)))
+    float_array = zarr.open_group(stores[("float32", 3)][0], mode="r")["reflectance"]
+    assert math.isnan(float_array.fill_value)
+
+
+def test_a_codec_passed_to_zarr_by_hand_keeps_padding_out(crop, tmp_path):
+    cube = crop.values[:6]
+    array = zarr.create_array(tmp_path / "hand.zarr", shape=cube.shape, chunks=(6, 24, 20), dtype="uint16",
+                              serializer=INRZarrCodec(bpppb=4.0, steps=30, search_steps=0, lr=3e-3, depth=2),
+                              compressors=None, fill_value=0)
+    array[:] = cube
+    assert inspect(StoredCube(array).stream((0, 1, 1)))["valid_shape"] == (6, 16, 16)
+    back = zarr.open_array(tmp_path / "hand.zarr", mode="r")[:]
+    assert back.shape == cube.shape and psnr(cube, back) > 20
+
+
+def test_nodata_is_left_out_of_the_fit_and_restored(crop, tmp_path):
+    holed = crop.isel(y=slice(0, 24), x=slice(0, 20)).copy()
+    holed.values[:, 5:9, 3:7] = 0
+    holed.attrs["_FillValue"] = 0
+    holed.inr.to_zarr(tmp_path / "nodata.zarr", BPPPB, **FAST)
+    back = xr_inr.open_zarr(tmp_path / "nodata.zarr")["reflectance"]
+    assert back.dtype == np.uint16 and back.attrs["_FillValue"] == 0
+    values = back.values
+    assert (values[:, 5:9, 3:7] == 0).all()  # nodata restored exactly
+    outside = np.ones(values.shape, bool)
+    outside[:, 5:9, 3:7] = False
+    assert psnr(holed.values[outside], values[outside]) > 18
+    # undeclared, the hole is just data: fitted, not restored exactly
+    plain = holed.drop_attrs().inr.compress(BPPPB, **FAST).values
+    assert (plain[:, 5:9, 3:7] != 0).any()
+    masked = xr.open_zarr(tmp_path / "nodata.zarr")["reflectance"]  # xarray's CF masking, if asked for
+    assert np.isnan(masked.values[:, 5:9, 3:7]).all()
+
+
+def test_dataset_accessor_writes_cubes_with_inr_and_the_rest_as_usual(crop, tmp_path):
+    small = crop.isel(y=slice(0, 24), x=slice(0, 20))
+    ds = xr.Dataset({"reflectance": small, "quality": (("y", "x"), np.arange(480, dtype=np.int32).reshape(24, 20))},
+                    attrs={"mission": "test"})
+    assert ds.inr.cube_names() == ["reflectance"]
+    ds.inr.to_zarr(tmp_path / "ds.zarr", BPPPB, **FAST)
+    back = xr.open_zarr(tmp_path / "ds.zarr")
+    assert back.attrs == {"mission": "test"}
+    np.testing.assert_array_equal(back["quality"].values, ds["quality"].values)
+    assert isinstance(back["reflectance"].encoding["serializer"], INRZarrCodec)
+    assert "serializer" not in back["quality"].encoding or not isinstance(back["quality"].encoding["serializer"],
+                                                                          INRZarrCodec)
+    assert back["reflectance"].dtype == np.uint16  # no _FillValue: nothing for xarray to mask
+
+
+# -- 4. georeferencing ---------------------------------------------------------------
+
+
+def _same_attrs(a: dict, b: dict) -> bool:
+    """Attributes equal once JSON-normalised (tuples become lists, numpy scalars Python numbers)."""
+    def plain(value):
+        return value.item() if isinstance(value, np.generic) else str(value)
+
+    return json.loads(json.dumps(a, default=plain)) == json.loads(json.dumps(b, default=plain))
+
+
+def _write_geotiff(crop, path):
+    from rasterio.transform import from_origin
+
+    da = crop.drop_vars(["y", "x"]).assign_coords(band=np.arange(1, crop.sizes["band"] + 1))
+    da = da.rio.write_crs("EPSG:32610").rio.write_transform(from_origin(500_000.0, 4_200_000.0, 30.0, 30.0))
+    da = da.rio.write_nodata(0)
+    da.rio.to_raster(path)
+
+
+def _write_envi(crop, stem):
+    """A BSQ .img and its .hdr with map info, projection and wavelengths, as ENVI writes them."""
+    from pyproj import CRS
+
+    crop.values.astype("<u2").tofile(f"{stem}.img")
+    wavelengths = ", ".join(f"{w:.3f}" for w in crop["band"].values)
+    wkt = CRS.from_epsg(32610).to_wkt(version="WKT1_ESRI")
+    header = (
+        "ENVI\ndescription = {test crop}\n"
+        f"samples = {crop.sizes['x']}\nlines = {crop.sizes['y']}\nbands = {crop.sizes['band']}\n"
+        "header offset = 0\nfile type = ENVI Standard\ndata type = 12\ninterleave = bsq\nbyte order = 0\n"
+        "map info = {UTM, 1, 1, 500000, 4200000, 30, 30, 10, North, WGS-84}\n"
+        f"coordinate system string = {{{wkt}}}\n"
+        f"wavelength units = Nanometers\nwavelength = {{{wavelengths}}}\n"
+    )
+    with open(f"{stem}.hdr", "w") as hdr:
+        hdr.write(header)
+
+
+@pytest.mark.parametrize("kind, zarr_format", [("geotiff", 3), ("geotiff", 2), ("envi", 3)])
+def test_georeferencing_survives(crop, tmp_path, kind, zarr_format):
+    rioxarray = pytest.importorskip("rioxarray")
+    if kind == "geotiff":
+        _write_geotiff(crop, tmp_path / "crop.tif")
+        source = rioxarray.open_rasterio(tmp_path / "crop.tif").load()
+        source = source.assign_coords(band=crop["band"])  # GeoTIFF has no wavelengths: the user adds them
+    else:
+        _write_envi(crop, tmp_path / "crop")
+        source = rioxarray.open_rasterio(tmp_path / "crop.img").load()
+        source = source.swap_dims(band="wavelength").drop_vars("band").rename(wavelength="band")
+    assert source.dtype == np.uint16 and source.rio.crs is not None
+    source.inr.to_zarr(tmp_path / "geo.zarr", BPPPB, zarr_format=zarr_format, chunks=CHUNKS, **FAST)
+
+    for back in (
+        xr_inr.open_zarr(tmp_path / "geo.zarr"),
+        xr.open_zarr(tmp_path / "geo.zarr", decode_coords="all", mask_and_scale=False),
+    ):
+        back = back[list(back.data_vars)[0]]
+        assert back.dtype == np.uint16
+        assert back.rio.crs == source.rio.crs and back.rio.crs.to_epsg() == 32610
+        assert back.rio.transform() == source.rio.transform()
+        np.testing.assert_allclose(back["band"].values, crop["band"].values, rtol=1e-6)
+        np.testing.assert_array_equal(back["x"].values, source["x"].values)
+        assert _same_attrs(back.attrs, source.attrs), (back.attrs, source.attrs)
+        assert psnr(source.values, back.values) > 18
+
+
+# -- 5. any-resolution decode ----------------------------------------------------------
+
+
+def test_preview_evaluates_only_the_requested_grid(stores, crop):
+    path, fitted = stores[("uint16", 3)]
+    full = fitted.values
+    decode_counter.reset()
+    preview = xr_inr.open_zarr(path, scale=0.25)["reflectance"]
+    assert decode_counter.blocks == 0
+    assert preview.shape == (20, 10, 9) and isinstance(preview.data, dask.array.Array)
+    values = preview.values
+    assert decode_counter.blocks == 4  # each chunk's network evaluated once...
+    assert decode_counter.values == values.size == full.size // 16  # ...at the preview's pixels only
+    # pixel centres: preview pixel j covers input pixels 4j .. 4j + 3
+    np.testing.assert_allclose(preview["x"].values, crop["x"].values[::4] + 45.0)
+    block_mean = full.reshape(20, 10, 4, 9, 4).mean(axis=(2, 4))
+    assert psnr(block_mean, values) > 18
+    # at scale 1 the grid is the pixel grid: exactly the full decode
+    np.testing.assert_array_equal(xr_inr.open_zarr(path, scale=1)["reflectance"].values, full)
+
+
+def test_sub_region_at_chosen_points(stores, crop):
+    path, fitted = stores[("float32", 2)]
+    opened = xr_inr.open_zarr(path)["reflectance"]
+    assert opened.inr.nbytes == fitted.inr.nbytes and opened.inr.bpppb <= BPPPB
+    decode_counter.reset()
+    points = opened.inr.interp(y=crop["y"].values[20:30], x=crop["x"].values[[3]]).values
+    assert decode_counter.values == 20 * 10 * 1  # two chunks touched, ten points evaluated in all
+    np.testing.assert_allclose(points, fitted.values[:, 20:30, [3]], rtol=1e-4, atol=1e-5)
+
+
+def test_preview_keeps_the_georeference(crop, tmp_path):
+    pytest.importorskip("rioxarray")
+    _write_geotiff(crop, tmp_path / "crop.tif")
+    import rioxarray
+
+    source = rioxarray.open_rasterio(tmp_path / "crop.tif").load()
+    source.inr.to_zarr(tmp_path / "geo.zarr", BPPPB, chunks=CHUNKS, **FAST)
+    preview = xr_inr.open_zarr(tmp_path / "geo.zarr", scale=0.25)
+    var = preview[list(preview.data_vars)[0]]
+    assert var.rio.crs.to_epsg() == 32610
+    transform = var.rio.transform()
+    assert (transform.a, transform.e, transform.c, transform.f) == (120.0, -120.0, 500_000.0, 4_200_000.0)
+    assert var.rio.transform(recalc=True) == transform
+
+
+# -- distributed -------------------------------------------------------------------------
+
+
+def test_an_open_distributed_client_is_used(crop, compressed):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        with distributed.get_task_stream(client) as tasks:
+            remote = crop.inr.compress(BPPPB, chunks=CHUNKS, **FAST)
+        fit_keys = [t["key"] for t in tasks.data if str(t["key"]).startswith("xr-inr-fit-")]
+        assert len(fit_keys) == 4  # one task per chunk, on the cluster's worker processes
+        workers = {t["worker"] for t in tasks.data}
+        assert workers <= set(client.scheduler_info()["workers"])
+        values = remote.values  # decoded on the workers too: the streams travel with the tasks
+    assert remote.inr.nbytes == compressed.inr.nbytes
+    np.testing.assert_array_equal(values, compressed.values)  # same seed, one thread: same networks

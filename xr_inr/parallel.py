@@ -1,0 +1,135 @@
+"""Fitting many chunks at once with Dask: one task per chunk, and a progress bar.
+
+The scheduler, unless one is given: a ``dask.distributed`` client the user
+has open (used as is), else the scheduler set in ``dask.config``, else the
+threaded scheduler. Each task limits torch to ``torch_threads`` threads (one
+by default: chunks, not matrix products, are what runs in parallel).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+import numpy as np
+from dask.base import tokenize
+from dask.callbacks import Callback
+
+from .codec import INRCodec
+
+TASK_PREFIX = "xr-inr-fit-"
+
+
+def fit_task(block, padded_shape, fill_value, nodata: bool, config: dict, torch_threads: int | None) -> bytes:
+    """Encode one chunk (its valid region ``block``) to a stream; runs inside a Dask task."""
+    block = np.asarray(block)
+    if torch_threads:
+        import torch
+
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+    codec = INRCodec(**config)
+    padded = tuple(int(n) for n in padded_shape)
+    if padded == block.shape and not nodata:
+        return codec.encode_block(block)
+    return codec.encode_block(block, padded_shape=padded, fill_value=fill_value, mask_fill=nodata)
+
+
+def fit_delayed(data, chunk_shape: tuple[int, ...], fill_value: float, nodata: bool, config: dict,
+                torch_threads: int | None) -> dict[tuple[int, ...], Any]:
+    """One delayed fit per chunk of ``data`` (a dask array chunked on the regular grid ``chunk_shape``)."""
+    token = tokenize(data.name, chunk_shape, fill_value, nodata, config)
+    blocks = data.to_delayed()
+    tasks = {}
+    for index in np.ndindex(*blocks.shape):
+        tasks[index] = dask.delayed(fit_task, pure=True)(
+            blocks[index], chunk_shape, fill_value, nodata, config, torch_threads,
+            dask_key_name=f"{TASK_PREFIX}{token}-{'.'.join(map(str, index))}",
+        )
+    return tasks
+
+
+def default_client():
+    """The ``dask.distributed`` client the user has open, else None (distributed not imported: None)."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import default_client as current
+
+    try:
+        return current()
+    except ValueError:
+        return None
+
+
+def run(tasks: Sequence, *, scheduler=None, progress: bool = True, desc: str = "xr-inr fit") -> list:
+    """Compute delayed fits, in order, showing per-chunk progress unless ``progress`` is False."""
+    tasks = list(tasks)
+    bar = _bar(len(tasks), desc, progress)
+    torch_threads = _torch_threads()
+    try:
+        client = scheduler if _is_client(scheduler) else (default_client() if scheduler is None else None)
+        if client is not None:
+            from distributed import as_completed
+
+            futures = client.compute(tasks)
+            for _ in as_completed(futures):
+                bar.update(1)
+            return client.gather(futures)
+        scheduler = scheduler or dask.config.get("scheduler", None) or "threads"
+        with _ProgressCallback(bar):
+            return list(dask.compute(*tasks, scheduler=scheduler))
+    finally:
+        bar.close()
+        _restore_torch_threads(torch_threads)
+
+
+def _is_client(obj) -> bool:
+    return obj is not None and "distributed" in sys.modules and isinstance(obj, sys.modules["distributed"].Client)
+
+
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
+def _restore_torch_threads(previous: int | None) -> None:
+    """Tasks set torch's thread count for the whole process: give the user's back."""
+    torch = sys.modules.get("torch")
+    if torch is not None and previous is not None and torch.get_num_threads() != previous:
+        torch.set_num_threads(previous)
+
+
+class _ProgressCallback(Callback):
+    """Advances the bar each time a fit task of the local scheduler finishes."""
+
+    def __init__(self, bar):
+        super().__init__()
+        self._bar = bar
+        self._lock = threading.Lock()
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        if isinstance(key, str) and key.startswith(TASK_PREFIX):
+            with self._lock:
+                self._bar.update(1)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, desc: str, progress: bool):
+    """A tqdm bar (tqdm.auto: terminal or notebook widget), or nothing when quiet or tqdm is absent."""
+    if not progress:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc=desc, unit="chunk", dynamic_ncols=True)

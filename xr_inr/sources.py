@@ -1,0 +1,283 @@
+"""Where the streams of a compressed cube live, and lazy dask arrays over them.
+
+A *source* holds one xr-inr stream per chunk of a regular chunk grid (the
+Zarr grid: every chunk ``chunk_shape``, the last ones along each axis cut by
+the array's edge):
+
+* :class:`CompressedCube` keeps them in memory, the result of
+  ``DataArray.inr.compress``;
+* :class:`StoredCube` reads them from a Zarr array (format 2 or 3).
+
+Both give :meth:`ChunkSource.lazy`, a dask array decoding one whole chunk per
+task, and :meth:`ChunkSource.sample`, a dask array that evaluates the networks
+only at chosen (fractional) pixel positions: the any-resolution decode.
+
+The accessor finds the source behind a DataArray from the name of its dask
+array (:func:`source_of`). The registry holds sources weakly; the tasks of
+the dask graph hold them strongly, so a source lives as long as an array
+built on it.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any
+
+import dask.array as dsa
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from .codec import INRCodec, decode_block
+
+_REGISTRY: weakref.WeakValueDictionary[str, ChunkSource] = weakref.WeakValueDictionary()
+
+
+def source_of(data) -> ChunkSource | None:
+    """The source whose :meth:`~ChunkSource.lazy` array ``data`` is, else None."""
+    if not isinstance(data, dsa.Array):
+        return None
+    return _REGISTRY.get(data.name)
+
+
+class ChunkSource:
+    """One stream per chunk of a regular grid; subclasses say where the bytes are."""
+
+    shape: tuple[int, ...]
+    chunk_shape: tuple[int, ...]
+    dtype: np.dtype
+    band_axis: int
+    fill_value: float
+
+    # -- to implement -------------------------------------------------------
+
+    def stream(self, index: tuple[int, ...]) -> bytes | None:
+        """The stream of chunk ``index`` (None: the chunk was never written)."""
+        raise NotImplementedError
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every stored stream together."""
+        raise NotImplementedError
+
+    # -- derived ------------------------------------------------------------
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        return tuple(math.ceil(n / c) for n, c in zip(self.shape, self.chunk_shape, strict=True))
+
+    @property
+    def bpppb(self) -> float:
+        """Stored bits per element of the array (padding of edge chunks not counted)."""
+        return 8 * self.nbytes / math.prod(self.shape)
+
+    @property
+    def spatial_axes(self) -> tuple[int, int]:
+        axes = [a for a in range(3) if a != self.band_axis]
+        return axes[0], axes[1]
+
+    def valid_shape(self, index: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of chunk ``index`` inside the array (smaller at the far edges)."""
+        return tuple(min(c, n - i * c) for i, c, n in zip(index, self.chunk_shape, self.shape, strict=True))
+
+    @property
+    def dask_chunks(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(
+            tuple(min(c, n - i * c) for i in range(g))
+            for n, c, g in zip(self.shape, self.chunk_shape, self.grid_shape, strict=True)
+        )
+
+    def _ref(self, index: tuple[int, ...]) -> Any:
+        return _ChunkRef(self, index)
+
+    def _fill(self) -> np.ndarray:
+        """The fill value as a 0-d array of the cube's dtype (what a missing chunk holds)."""
+        fill = self.fill_value
+        if self.dtype.kind in "iu" and (fill is None or math.isnan(fill)):
+            fill = 0
+        return np.asarray(fill, dtype=self.dtype)
+
+    def lazy(self) -> dsa.Array:
+        """Dask array of the whole cube: one task per chunk, each decoding its stream."""
+        name = "xr-inr-decode-" + tokenize(self.token())
+        dsk = {}
+        for index in np.ndindex(*self.grid_shape):
+            dsk[(name, *index)] = (_decode_task, self._ref(index), self.valid_shape(index), self._fill())
+        graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+        array = dsa.Array(graph, name, self.dask_chunks, meta=np.empty((0, 0, 0), self.dtype))
+        _REGISTRY[name] = self
+        return array
+
+    def sample(self, positions: dict[int, np.ndarray]) -> dsa.Array:
+        """Dask array of the cube evaluated at fractional pixel positions along the spatial axes.
+
+        ``positions`` maps a spatial axis to its 1-D positions (0 ... n - 1 in
+        pixels of the whole array); an axis left out keeps every pixel. Each
+        task evaluates one chunk's network at the positions that fall in it
+        (the nearest pixel decides which chunk), nothing more.
+        """
+        runs = {}
+        for axis in self.spatial_axes:
+            pos = positions.get(axis)
+            pos = np.arange(self.shape[axis], dtype=np.float64) if pos is None else np.asarray(pos, np.float64)
+            if pos.ndim != 1 or pos.size == 0 or not np.isfinite(pos).all():
+                raise ValueError(f"positions along axis {axis} must be a non-empty 1-D array of finite numbers")
+            runs[axis] = _runs(pos, self.chunk_shape[axis], self.grid_shape[axis])
+        band_chunks = self.dask_chunks[self.band_axis]
+        name = "xr-inr-sample-" + tokenize(self.token(), {a: positions.get(a) for a in self.spatial_axes})
+        a1, a2 = self.spatial_axes
+        dsk = {}
+        for b in range(len(band_chunks)):
+            for i, (c1, local1) in enumerate(runs[a1]):
+                for j, (c2, local2) in enumerate(runs[a2]):
+                    index, key = [0, 0, 0], [0, 0, 0]
+                    index[self.band_axis], index[a1], index[a2] = b, c1, c2
+                    key[self.band_axis], key[a1], key[a2] = b, i, j
+                    dsk[(name, *key)] = (_sample_task, self._ref(tuple(index)), local1, local2,
+                                         self.band_axis, band_chunks[b], self._fill())
+        chunks = [None, None, None]
+        chunks[self.band_axis] = band_chunks
+        chunks[a1] = tuple(len(local) for _, local in runs[a1])
+        chunks[a2] = tuple(len(local) for _, local in runs[a2])
+        graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+        return dsa.Array(graph, name, tuple(chunks), meta=np.empty((0, 0, 0), self.dtype))
+
+    def token(self) -> Any:
+        return (type(self).__name__, id(self))
+
+
+def _runs(pos: np.ndarray, chunk: int, n_chunks: int) -> list[tuple[int, np.ndarray]]:
+    """Split positions into runs falling in one chunk: [(chunk index, local positions), ...]."""
+    owner = np.clip(np.floor(np.rint(pos) / chunk).astype(np.int64), 0, n_chunks - 1)
+    breaks = np.flatnonzero(np.diff(owner)) + 1
+    return [(int(owner[s[0]]), pos[s] - owner[s[0]] * chunk) for s in np.split(np.arange(pos.size), breaks)]
+
+
+class _ChunkRef:
+    """A chunk's stream, fetched when a task runs; pickles to its bytes when in memory."""
+
+    __slots__ = ("source", "index")
+
+    def __init__(self, source: ChunkSource, index: tuple[int, ...]):
+        self.source, self.index = source, index
+
+    def get(self) -> bytes | None:
+        return self.source.stream(self.index)
+
+    def __reduce__(self):
+        if isinstance(self.source, CompressedCube):  # ship the bytes, not the whole cube
+            return (_BytesRef, (self.source.streams[self.index],))
+        return (_ChunkRef, (self.source, self.index))
+
+
+class _BytesRef:
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def get(self) -> bytes:
+        return self.data
+
+
+def _decode_task(ref, valid_shape, fill: np.ndarray) -> np.ndarray:
+    buf = ref.get()
+    if buf is None:
+        return np.full(valid_shape, fill, dtype=fill.dtype)
+    block = decode_block(buf)
+    return block[tuple(slice(0, n) for n in valid_shape)]
+
+
+def _sample_task(ref, local1, local2, band_axis, n_bands, fill: np.ndarray) -> np.ndarray:
+    buf = ref.get()
+    if buf is None:
+        shape = [len(local1), len(local2)]
+        shape.insert(band_axis, n_bands)
+        return np.full(shape, fill, dtype=fill.dtype)
+    block = decode_block(buf, local1, local2)
+    return np.take(block, np.arange(n_bands), axis=band_axis)
+
+
+class CompressedCube(ChunkSource):
+    """Streams kept in memory: what ``DataArray.inr.compress`` returns, ready to be stored."""
+
+    def __init__(self, streams: dict[tuple[int, ...], bytes], shape, chunk_shape, dtype, band_axis: int,
+                 fill_value: float, config: dict, nodata: bool):
+        self.streams = streams
+        self.shape, self.chunk_shape = tuple(shape), tuple(chunk_shape)
+        self.dtype, self.band_axis = np.dtype(dtype), band_axis
+        self.fill_value = float(fill_value)
+        self.config = dict(config)
+        """INRCodec options the chunks were fitted with (bpppb included)."""
+        self.nodata = nodata
+        """Whether elements equal to the fill value were masked as nodata."""
+        missing = [index for index in np.ndindex(*self.grid_shape) if index not in streams]
+        if missing:
+            raise ValueError(f"no stream for chunks {missing[:5]}")
+
+    def stream(self, index):
+        return self.streams[index]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(s) for s in self.streams.values())
+
+
+class StoredCube(ChunkSource):
+    """Streams read from a Zarr array whose codec is xr_inr (format 2 or 3)."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape, self.chunk_shape = tuple(array.shape), tuple(array.chunks)
+        self.dtype = np.dtype(array.dtype)
+        codec = inr_codec_of(array)
+        if codec is None:
+            raise ValueError(f"the Zarr array {array.path!r} is not stored with the xr_inr codec")
+        self.band_axis = codec.band_axis
+        self.config = {k: v for k, v in codec.get_config().items() if k not in ("id", "fill_value")}
+        """INRCodec options recorded in the array's metadata."""
+        fill = array.fill_value
+        self.fill_value = math.nan if fill is None else float(np.asarray(fill).item())
+
+    def _key(self, index) -> str:
+        return self.array.metadata.encode_chunk_key(tuple(int(i) for i in index))
+
+    def stream(self, index):
+        from zarr.core.sync import sync
+
+        buf = sync((self.array.store_path / self._key(index)).get())
+        return None if buf is None else buf.to_bytes()
+
+    @property
+    def nbytes(self) -> int:
+        from zarr.core.sync import sync
+
+        async def sizes():
+            total = 0
+            for index in np.ndindex(*self.grid_shape):
+                path = self.array.store_path / self._key(index)
+                if await path.exists():
+                    total += await path.store.getsize(path.path)
+            return total
+
+        return sync(sizes())
+
+    def token(self):
+        return ("StoredCube", str(self.array.store_path), self.shape, self.chunk_shape, str(self.dtype))
+
+
+def inr_codec_of(array) -> INRCodec | None:
+    """The :class:`INRCodec` settings of a Zarr array stored with xr_inr, else None."""
+    from .zarr_codec import INRZarrCodec
+
+    serializer = getattr(array.metadata, "codecs", None)
+    if serializer is not None:  # format 3
+        for codec in serializer:
+            if isinstance(codec, INRZarrCodec):
+                return codec.codec
+        return None
+    compressor = getattr(array.metadata, "compressor", None)  # format 2
+    if compressor is not None and getattr(compressor, "codec_id", None) == "xr_inr":
+        return compressor
+    return None
