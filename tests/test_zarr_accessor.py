@@ -425,3 +425,16 @@ def test_an_open_distributed_client_is_used(crop, compressed):
         values = remote.values  # decoded on the workers too: the streams travel with the tasks
     assert remote.inr.nbytes == compressed.inr.nbytes
     np.testing.assert_array_equal(values, compressed.values)  # same seed, one thread: same networks
+
+
+def test_example_script_runs(shared_dataset):
+    data = shared_dataset("jasper_ridge_100x100x198.npz")
+    result = subprocess.run(
+        [sys.executable, "examples/compress_to_zarr.py", "--data", str(data), "--steps", "10", "--quiet"],
+        capture_output=True, text=True, timeout=300, cwd=str(__import__("pathlib").Path(__file__).parent.parent),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "fitted 4 chunks" in result.stdout
+    assert "opening decoded 0 of 4 chunks; a 10 x 10 pixel region decoded 1; the whole cube 4" in result.stdout
+    assert "torch imported by the reader: False" in result.stdout
+    assert "PSNR" in result.stdout and "bpppb 0.0" in result.stdout
