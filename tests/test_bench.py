@@ -104,3 +104,24 @@ def test_inr_through_the_bench(tmp_path, shared_dataset):
     assert record["status"] in {"ok", "unreachable"}, record["message"]
     assert record["bpppb"] == pytest.approx(8 * record["nbytes"] / cube.size)
     assert record["params"]["steps"] == 5
+
+
+def test_partial_results_are_saved_and_reports_merge(tmp_path, shared_dataset):
+    data = str(shared_dataset("paviaU_sub_50x50x103.npz"))
+    saved_counts = []
+    cubes = bench._load_cubes([data], "16x16x8", False)
+    bench.run_benchmark(cubes, ["pca-dct"], [2.0, 4.0], log=lambda _: None,
+                        on_record=lambda records: saved_counts.append(len(records)))
+    assert saved_counts == [1, 2]  # a callback after every run: an interrupted benchmark keeps its runs
+
+    for name, rate in (("a", "2"), ("b", "4")):
+        cli.main(["bench", "--data", data, "--crop", "16x16x8", "--bpppb", rate, "--codecs", "pca-dct",
+                  "--out", str(tmp_path / name)])
+    merged = tmp_path / "merged"
+    cli.main(["bench", "--report", f"{tmp_path / 'a' / 'results.json'},{tmp_path / 'b' / 'results.json'}",
+              "--out", str(merged)])
+    document = json.loads((merged / "results.json").read_text())
+    assert [run["target_bpppb"] for run in document["runs"]] == [2.0, 4.0]
+    assert len(document["settings"]) == 2
+    assert (merged / "results.md").read_text().count("| pca-dct |") == 2
+    assert (merged / "rd.png").exists()

@@ -275,8 +275,12 @@ def run_benchmark(
     rates: list[float],
     inr_options: dict | None = None,
     log=print,
+    on_record=None,
 ) -> list[dict]:
-    """One record per (dataset, codec, rate), each run in its own worker process."""
+    """One record per (dataset, codec, rate), each run in its own worker process.
+
+    ``on_record(records)`` is called after every run (to save partial results).
+    """
     records = []
     for dataset, cube in cubes.items():
         for codec in codecs:
@@ -289,6 +293,8 @@ def run_benchmark(
                 else:
                     summary = record["message"]
                 log(f"{dataset} {codec} @{target:g}: {record['status']}  {summary}")
+                if on_record is not None:
+                    on_record(records)
     return records
 
 
@@ -370,7 +376,10 @@ def _parse_option(text: str) -> tuple[str, object]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="cube files or registry scene names, comma-separated")
+    parser.add_argument("--data", help="cube files or registry scene names, comma-separated")
+    parser.add_argument(
+        "--report", help="instead of running: merge these results.json files (comma-separated) into --out"
+    )
     parser.add_argument("--bpppb", default="0.05,0.1,0.2", help="target rates, comma-separated (default 0.05,0.1,0.2)")
     parser.add_argument("--codecs", default="all", help="'all' or comma-separated names (baselines, inr, inr-<method>)")
     parser.add_argument("--out", default="results", type=Path, help="output folder (default results/)")
@@ -384,7 +393,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    """The ``bench`` subcommand: run, then write results.json, results.md and rd.png."""
+    """The ``bench`` subcommand: run (or merge earlier runs), writing results.json, results.md and rd.png.
+
+    results.json and results.md are rewritten after every run, so an
+    interrupted benchmark keeps what it measured.
+    """
+    if args.report:
+        return _merge_reports([Path(p) for p in args.report.split(",")], args.out)
+    if not args.data:
+        raise SystemExit("xr-inr bench: --data is required (or --report)")
     codecs = available_codecs() if args.codecs == "all" else [name.strip() for name in args.codecs.split(",")]
     for name in codecs:
         make_codec(name)  # unknown names fail before any work
@@ -393,26 +410,51 @@ def run(args: argparse.Namespace) -> list[dict]:
     if args.inr_steps is not None:
         inr_options["steps"] = args.inr_steps
     cubes = _load_cubes(args.data.split(","), args.crop, args.drop_constant_bands)
-    records = run_benchmark(cubes, codecs, rates, inr_options, log=lambda line: print(line, file=sys.stderr))
-
+    settings = {
+        "data": args.data.split(","),
+        "bpppb": rates,
+        "codecs": codecs,
+        "crop": args.crop,
+        "drop_constant_bands": args.drop_constant_bands,
+        "inr_options": inr_options,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
+
+    def save(records: list[dict]) -> None:
+        _write_results({"settings": settings, "environment": _environment(), "runs": records}, args.out)
+
+    records = run_benchmark(
+        cubes, codecs, rates, inr_options, log=lambda line: print(line, file=sys.stderr), on_record=save
+    )
+    save(records)
+    plot_rd(records, args.out / "rd.png")
+    return records
+
+
+def _write_results(document: dict, out: Path) -> None:
     document = {
         "schema_version": 1,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": {
-            "data": args.data.split(","),
-            "bpppb": rates,
-            "codecs": codecs,
-            "crop": args.crop,
-            "drop_constant_bands": args.drop_constant_bands,
-            "inr_options": inr_options,
-        },
-        "environment": _environment(),
-        "runs": records,
+        **document,
     }
-    (args.out / "results.json").write_text(json.dumps(_json_safe(document), indent=1, allow_nan=False))
-    write_markdown(records, args.out / "results.md")
-    plot_rd(records, args.out / "rd.png")
+    (out / "results.json").write_text(json.dumps(_json_safe(document), indent=1, allow_nan=False))
+    write_markdown(document["runs"], out / "results.md")
+
+
+def _merge_reports(paths: list[Path], out: Path) -> list[dict]:
+    """One results.json/.md/rd.png from several runs' results.json (settings and environments kept as lists)."""
+    documents = [json.loads(path.read_text()) for path in paths]
+    records = [record for document in documents for record in document["runs"]]
+    out.mkdir(parents=True, exist_ok=True)
+    _write_results(
+        {
+            "settings": [document["settings"] for document in documents],
+            "environment": [document["environment"] for document in documents],
+            "runs": records,
+        },
+        out,
+    )
+    plot_rd(records, out / "rd.png")
     return records
 
 
