@@ -19,14 +19,18 @@ def datasets_dir() -> Path:
     return Path(os.environ.get(DATA_ENV) or REPO.parent / "shared" / "datasets")
 
 
+def _missing(message: str):
+    """Skip a test whose data is absent; in CI the data is required, so fail."""
+    if os.environ.get("CI"):
+        pytest.fail(message + ": the shared datasets are required in CI")
+    pytest.skip(message)
+
+
 def require_dataset(filename: str) -> Path:
     """Path of a shared dataset file; skip (or fail in CI) when it is missing."""
     path = datasets_dir() / filename
     if not path.exists():
-        message = f"dataset {filename} not found in {datasets_dir()} (set ${DATA_ENV})"
-        if os.environ.get("CI"):
-            pytest.fail(message + ": the shared datasets are required in CI")
-        pytest.skip(message)
+        _missing(f"dataset {filename} not found in {datasets_dir()} (set ${DATA_ENV})")
     return path
 
 
@@ -48,8 +52,5 @@ def shared_datasets() -> Path:
     """The shared data folder; skip (or fail in CI) when it is missing."""
     folder = datasets_dir()
     if not folder.is_dir():
-        message = f"shared datasets folder {folder} not found (set ${DATA_ENV})"
-        if os.environ.get("CI"):
-            pytest.fail(message + ": the shared datasets are required in CI")
-        pytest.skip(message)
+        _missing(f"shared datasets folder {folder} not found (set ${DATA_ENV})")
     return folder
