@@ -305,16 +305,19 @@ def _cell(value, digits: int) -> str:
 
 
 def write_markdown(records: list[dict], path: Path) -> None:
-    """A markdown table per dataset."""
-    lines = []
+    """A summary table (PSNR / SAM per codec and target), then every measurement, per dataset."""
+    datasets = list(dict.fromkeys(record["dataset"] for record in records))
+    lines = ["# Summary: PSNR dB / mean SAM ° at each target rate (– : target unreachable)", ""]
+    for dataset in datasets:
+        lines += _summary_table(dataset, [r for r in records if r["dataset"] == dataset])
+    lines += ["# Every run", ""]
     header = (
         "| codec | target | bpppb | PSNR dB | band-mean PSNR dB | SAM ° | max abs err "
         "| encode s | decode s | peak RSS MB | status |"
     )
-    for dataset in dict.fromkeys(record["dataset"] for record in records):
+    for dataset in datasets:
         rows = [record for record in records if record["dataset"] == dataset]
-        shape = "×".join(map(str, rows[0]["shape"]))
-        lines += [f"## {dataset} ({shape}, {rows[0]['dtype']})", "", header, "|" + "---|" * 11]
+        lines += [f"## {_dataset_title(dataset, rows)}", "", header, "|" + "---|" * 11]
         for r in rows:
             status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['message']}".replace("|", "/")
             lines.append(
@@ -324,6 +327,25 @@ def write_markdown(records: list[dict], path: Path) -> None:
             )
         lines.append("")
     path.write_text("\n".join(lines))
+
+
+def _dataset_title(dataset: str, rows: list[dict]) -> str:
+    return f"{dataset} ({'×'.join(map(str, rows[0]['shape']))}, {rows[0]['dtype']})"
+
+
+def _summary_table(dataset: str, rows: list[dict]) -> list[str]:
+    """Codecs down, target rates across; each cell "PSNR / SAM" of an "ok" run, else "–"."""
+    targets = sorted({r["target_bpppb"] for r in rows})
+    lines = [f"## {_dataset_title(dataset, rows)}", "",
+             "| codec | " + " | ".join(f"{t:g}" for t in targets) + " |", "|---" * (len(targets) + 1) + "|"]
+    for codec in dict.fromkeys(r["codec"] for r in rows):
+        cells = []
+        for target in targets:
+            run = next((r for r in rows if r["codec"] == codec and r["target_bpppb"] == target), None)
+            ok = run is not None and run["status"] == "ok"
+            cells.append(f"{_cell(run['psnr'], 2)} / {_cell(run['sam_deg'], 2)}" if ok else "–")
+        lines.append(f"| {codec} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _finite(value) -> bool:
