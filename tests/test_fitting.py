@@ -22,7 +22,8 @@ def test_numpy_evaluation_matches_torch():
     coords = grid(axis_coords(5), axis_coords(9))
     with torch.no_grad():
         expected = model(torch.from_numpy(coords)).numpy()
-    np.testing.assert_allclose(evaluate(spec, model.layers_numpy(), coords), expected, rtol=1e-4, atol=1e-5)
+    layers = [(layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in model.linears]
+    np.testing.assert_allclose(evaluate(spec, layers, coords), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_fit_keeps_the_best_weights_seen():
@@ -54,6 +55,42 @@ def test_masked_elements_do_not_count():
     target[0, 0, 0], valid[0, 0, 0] = 1e6, False  # a wild value that is masked out
     result = fit(target, valid, SirenSpec(1, 8, 2), steps=30, lr=1e-3)
     assert result.mse < 0.1
+
+
+class _ScriptedTraining:
+    """Stands in for Training: its error follows a given learning curve of the steps done."""
+
+    def __init__(self, target, valid, spec, **options):
+        self.spec, self.steps_done = spec, 0
+        self.curve = CURVES[spec.depth]
+
+    @property
+    def best_mse(self):
+        return self.curve(self.steps_done)
+
+    def train(self, steps):
+        self.steps_done += steps
+        return self
+
+    def result(self):
+        return (self.spec, self.steps_done)
+
+
+# depth 1 learns fastest and stalls; depth 3 starts slower and ends best (as SIRENs do); depth 2 is slow
+CURVES = {1: lambda n: 0.5 / (1 + n / 50) + 0.2, 2: lambda n: 0.9 / (1 + n / 200) + 0.05,
+          3: lambda n: 0.8 / (1 + n / 100) + 0.01}
+
+
+def test_successive_halving_keeps_the_slow_starter_that_ends_best(monkeypatch):
+    import xr_inr.fitting as fitting
+
+    monkeypatch.setattr(fitting, "Training", _ScriptedTraining)
+    candidates = [SirenSpec(depth, 8, 3) for depth in (1, 2, 3)]
+    assert CURVES[1](100) < min(CURVES[2](100), CURVES[3](100))  # a single 100-step round would pick depth 1
+    spec, steps_done = search_and_fit(None, None, candidates, steps=2000, search_steps=100)
+    assert spec.depth == 3 and steps_done == 2000
+    spec, steps_done = search_and_fit(None, None, candidates, steps=50, search_steps=100)
+    assert steps_done == 50  # trials never run past the full fit's length
 
 
 def test_search_returns_one_of_the_candidates_fully_trained():

@@ -33,7 +33,8 @@ class INRCodec(Codec):
     band_axis : axis of the block that holds the bands (0 for (band, y, x)).
     method : "siren", the paper's method (fp16 SIREN weights).
     depth, width : fix the architecture instead of searching it (either or both).
-    steps : Adam steps of the final fit; search_steps : steps of each brief search fit.
+    steps : Adam steps of the final fit; search_steps : steps of the architecture
+        search's first round (successive halving, see :func:`xr_inr.fitting.search_and_fit`).
     max_depth : deepest architecture the search tries.
     lr, batch_size, seed, device : optimiser settings (batch_size None = full batch;
         device None = CUDA when available, else CPU).

@@ -49,12 +49,6 @@ class Siren(torch.nn.Module):
             h = torch.sin(self.spec.w0 * layer(h))
         return self.linears[-1](h)
 
-    def layers_numpy(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [
-            (layer.weight.detach().cpu().numpy().copy(), layer.bias.detach().cpu().numpy().copy())
-            for layer in self.linears
-        ]
-
 
 @dataclass
 class FitResult:
@@ -69,69 +63,88 @@ class FitResult:
         return 10 * math.log10(4.0 / max(self.mse, 1e-20))
 
 
-def fit(
-    target: np.ndarray,
-    valid: np.ndarray | None,
-    spec: SirenSpec,
-    steps: int,
-    lr: float = 2e-4,
-    batch_size: int | None = None,
-    seed: int = 0,
-    device: str | None = None,
-) -> FitResult:
-    """Fit ``spec`` to ``target`` (bands, h, w), normalised to [-1, 1].
+class Training:
+    """One SIREN being fitted to one block; ``train`` can be called again to go on.
 
-    ``valid`` masks the elements that count in the loss (NaN pixels left out).
-    Full-batch when ``batch_size`` is None, else random pixel batches with a
-    full evaluation after every pass over the pixels.
+    ``target`` is (bands, h, w), normalised to [-1, 1]; ``valid`` masks the
+    elements that count in the loss (NaN pixels left out). Full-batch when
+    ``batch_size`` is None, else random pixel batches with a full evaluation
+    after every pass over the pixels. The weights with the lowest error seen
+    are kept (the paper's "best model").
     """
-    dev = pick_device(device)
-    generator = torch.Generator().manual_seed(seed)
-    bands, h, w = target.shape
-    coords = torch.from_numpy(grid(axis_coords(h), axis_coords(w))).to(dev)
-    values = torch.from_numpy(np.ascontiguousarray(target.reshape(bands, -1).T, dtype=np.float32)).to(dev)
-    weights = None
-    if valid is not None:
-        weights = torch.from_numpy(np.ascontiguousarray(valid.reshape(bands, -1).T)).to(dev, torch.float32)
-        values = torch.where(weights > 0, values, torch.zeros_like(values))
 
-    def mse(pred: torch.Tensor, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
-        err = (pred - values[rows]) ** 2
-        if weights is None:
+    def __init__(
+        self,
+        target: np.ndarray,
+        valid: np.ndarray | None,
+        spec: SirenSpec,
+        lr: float = 2e-4,
+        batch_size: int | None = None,
+        seed: int = 0,
+        device: str | None = None,
+    ):
+        dev = pick_device(device)
+        self.spec = spec
+        self._generator = torch.Generator().manual_seed(seed)
+        bands, h, w = target.shape
+        self._coords = torch.from_numpy(grid(axis_coords(h), axis_coords(w))).to(dev)
+        values = torch.from_numpy(np.ascontiguousarray(target.reshape(bands, -1).T, dtype=np.float32)).to(dev)
+        self._weights = None
+        if valid is not None:
+            self._weights = torch.from_numpy(np.ascontiguousarray(valid.reshape(bands, -1).T)).to(dev, torch.float32)
+            values = torch.where(self._weights > 0, values, torch.zeros_like(values))
+        self._values = values
+        self._model = Siren(spec, self._generator).to(dev)
+        self._optimiser = torch.optim.Adam(self._model.parameters(), lr=lr)
+        n_pixels = self._coords.shape[0]
+        self._batch_size = None if batch_size is None or batch_size >= n_pixels else batch_size
+        self.steps_done = 0
+        self.best_mse = math.inf
+        self._best_state: list[torch.Tensor] = []
+
+    def _mse(self, pred: torch.Tensor, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        err = (pred - self._values[rows]) ** 2
+        if self._weights is None:
             return err.mean()
-        return (err * weights[rows]).sum() / max(float(weights[rows].sum().item()), 1.0)
+        return (err * self._weights[rows]).sum() / max(float(self._weights[rows].sum().item()), 1.0)
 
-    model = Siren(spec, generator).to(dev)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    best_mse, best_state = math.inf, None
-    n_pixels = coords.shape[0]
-    full_batch = batch_size is None or batch_size >= n_pixels
-    steps_per_pass = 1 if full_batch else math.ceil(n_pixels / batch_size)
+    def _keep_if_best(self, loss_value: float) -> None:
+        if loss_value < self.best_mse:
+            self.best_mse = loss_value
+            self._best_state = [p.detach().clone() for p in self._model.parameters()]
 
-    def keep_if_best(loss_value: float):
-        nonlocal best_mse, best_state
-        if loss_value < best_mse:
-            best_mse = loss_value
-            best_state = [p.detach().clone() for p in model.parameters()]
+    def train(self, steps: int) -> Training:
+        """``steps`` more Adam steps."""
+        model, coords = self._model, self._coords
+        n_pixels = coords.shape[0]
+        steps_per_pass = 1 if self._batch_size is None else math.ceil(n_pixels / self._batch_size)
+        for _ in range(steps):
+            if self._batch_size is None:
+                loss = self._mse(model(coords))
+                self._keep_if_best(loss.item())  # loss of the weights before this update
+            else:
+                rows = torch.randint(0, n_pixels, (self._batch_size,), generator=self._generator).to(coords.device)
+                loss = self._mse(model(coords[rows]), rows)
+            self._optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            self._optimiser.step()
+            self.steps_done += 1
+            if self._batch_size is not None and self.steps_done % steps_per_pass == 0:
+                with torch.no_grad():
+                    self._keep_if_best(self._mse(model(coords)).item())
+        with torch.no_grad():
+            self._keep_if_best(self._mse(model(coords)).item())
+        return self
 
-    for step in range(steps):
-        if full_batch:
-            loss = mse(model(coords))
-            keep_if_best(loss.item())  # loss of the weights before this update
-        else:
-            rows = torch.randint(0, n_pixels, (batch_size,), generator=generator).to(dev)
-            loss = mse(model(coords[rows]), rows)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        if not full_batch and (step + 1) % steps_per_pass == 0:
-            with torch.no_grad():
-                keep_if_best(mse(model(coords)).item())
-    with torch.no_grad():
-        keep_if_best(mse(model(coords)).item())
-        for param, kept in zip(model.parameters(), best_state, strict=True):
-            param.copy_(kept)
-    return FitResult(spec, model.layers_numpy(), best_mse)
+    def result(self) -> FitResult:
+        """The best weights seen, as numpy (weight, bias) pairs."""
+        state = [t.cpu().numpy().copy() for t in self._best_state]
+        return FitResult(self.spec, list(zip(state[0::2], state[1::2], strict=True)), self.best_mse)
+
+
+def fit(target: np.ndarray, valid: np.ndarray | None, spec: SirenSpec, steps: int, **options) -> FitResult:
+    """Fit ``spec`` to ``target`` for ``steps`` Adam steps (options: see :class:`Training`)."""
+    return Training(target, valid, spec, **options).train(steps).result()
 
 
 def search_and_fit(
@@ -140,12 +153,24 @@ def search_and_fit(
     candidates: list[SirenSpec],
     steps: int,
     search_steps: int,
-    **fit_options,
+    **options,
 ) -> FitResult:
-    """The paper's stage 2: brief fits of every candidate, then the best one trained fully."""
-    if len(candidates) == 1 or search_steps <= 0:
-        best = candidates[0] if len(candidates) == 1 else max(candidates, key=lambda s: s.n_params)
-    else:
-        trials = [fit(target, valid, spec, search_steps, **fit_options) for spec in candidates]
-        best = min(trials, key=lambda r: r.mse).spec
-    return fit(target, valid, best, steps, **fit_options)
+    """The paper's stage 2 (brief fits of every candidate, the best one trained fully), as successive halving.
+
+    Every candidate trains ``search_steps`` steps; the better half (rounded up)
+    goes on to twice as many steps, and so on until one is left, which trains
+    on to ``steps``. A single brief round picks shallow networks, which learn
+    fastest at first but end worse: on Jasper Ridge at 0.1 bpppb 200-step trials
+    chose depth 2 (29.2 dB after 2,000 steps) over depth 4 (33.7 dB).
+    ``search_steps`` <= 0: no search, the candidate with most parameters.
+    """
+    if search_steps <= 0 or len(candidates) == 1:
+        return fit(target, valid, max(candidates, key=lambda spec: spec.n_params), steps, **options)
+    runs = [Training(target, valid, spec, **options) for spec in candidates]
+    rung = search_steps
+    while len(runs) > 1:
+        for run in runs:
+            run.train(min(rung, steps) - run.steps_done)
+        runs = sorted(runs, key=lambda run: run.best_mse)[: math.ceil(len(runs) / 2)]
+        rung *= 2
+    return runs[0].train(steps - runs[0].steps_done).result()
