@@ -175,10 +175,16 @@ def test_fetch_uses_a_verified_cache_offline(tmp_path, monkeypatch):
     assert datasets.fetch("tiny", cache_dir=tmp_path) == cached
     _check_cube(datasets.load("tiny", cache_dir=tmp_path), cube)
 
+    # a scene whose file holds a cube of another shape (a wrong or damaged download) is refused
+    monkeypatch.setitem(datasets.REGISTRY, "tiny", datasets.RemoteScene(scene.url, sha256, "Y", (9, 5, 3)))
+    with pytest.raises(ValueError, match="expected"):
+        datasets.load("tiny", cache_dir=tmp_path)
+
 
 def test_registry_and_unknown_names():
     for scene in datasets.REGISTRY.values():
         assert scene.url.startswith("https://www.ehu.eus/ccwintco/uploads/")
         assert scene.sha256 is None or len(scene.sha256) == 64
+        assert len(scene.shape) == 3  # checked on load while the sha256 sums are unknown
     with pytest.raises(FileNotFoundError):
         datasets.load("no_such_scene_or_file")

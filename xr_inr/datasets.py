@@ -208,24 +208,27 @@ def drop_constant_bands(da: xr.DataArray) -> xr.DataArray:
 
 @dataclass(frozen=True)
 class RemoteScene:
-    """A public .mat scene: where to get it, its sha256 (None when unverified), its variable."""
+    """A public .mat scene: where to get it, its sha256 (None when unverified), its variable,
+    and the (band, y, x) shape its cube must have (None: not checked)."""
 
     url: str
     sha256: str | None
     variable: str
+    shape: tuple[int, int, int] | None = None
 
 
 # The GIC group (UPV/EHU) "Hyperspectral Remote Sensing Scenes" files. The
 # sha256 sums are None: no copy could be downloaded here to compute them, and
-# none is published with the files, so pooch cannot verify these downloads yet.
+# none is published with the files, so pooch cannot verify these downloads yet;
+# until they are filled in, a loaded scene is checked against its known shape.
 _EHU = "https://www.ehu.eus/ccwintco/uploads/"
 REGISTRY: dict[str, RemoteScene] = {
-    "indian_pines": RemoteScene(_EHU + "6/67/Indian_pines_corrected.mat", None, "indian_pines_corrected"),
-    "pavia_university": RemoteScene(_EHU + "e/ee/PaviaU.mat", None, "paviaU"),
-    "pavia_centre": RemoteScene(_EHU + "e/e3/Pavia.mat", None, "pavia"),
-    "salinas": RemoteScene(_EHU + "a/a3/Salinas_corrected.mat", None, "salinas_corrected"),
-    "ksc": RemoteScene(_EHU + "2/26/KSC.mat", None, "KSC"),
-    "botswana": RemoteScene(_EHU + "7/72/Botswana.mat", None, "Botswana"),
+    "indian_pines": RemoteScene(_EHU + "6/67/Indian_pines_corrected.mat", None, "indian_pines_corrected", (200, 145, 145)),
+    "pavia_university": RemoteScene(_EHU + "e/ee/PaviaU.mat", None, "paviaU", (103, 610, 340)),
+    "pavia_centre": RemoteScene(_EHU + "e/e3/Pavia.mat", None, "pavia", (102, 1096, 715)),
+    "salinas": RemoteScene(_EHU + "a/a3/Salinas_corrected.mat", None, "salinas_corrected", (204, 512, 217)),
+    "ksc": RemoteScene(_EHU + "2/26/KSC.mat", None, "KSC", (176, 512, 614)),
+    "botswana": RemoteScene(_EHU + "7/72/Botswana.mat", None, "Botswana", (145, 1476, 256)),
 }
 
 
@@ -250,7 +253,10 @@ def load(path_or_name, cache_dir=None) -> xr.DataArray:
     if not path.exists():
         if str(path_or_name) in REGISTRY:
             scene = REGISTRY[str(path_or_name)]
-            return load_mat(fetch(str(path_or_name), cache_dir), scene.variable)
+            da = load_mat(fetch(str(path_or_name), cache_dir), scene.variable)
+            if scene.shape is not None and da.shape != scene.shape:
+                raise ValueError(f"{path_or_name}: the downloaded cube is {da.shape}, expected {scene.shape}")
+            return da
         raise FileNotFoundError(f"{path_or_name}: no such file, nor a scene of {sorted(REGISTRY)}")
     suffix = path.suffix.lower()
     if suffix == ".npz":
