@@ -131,6 +131,13 @@ def test_tiny_block_is_stored_above_budget_with_a_warning():
     np.testing.assert_allclose(codec.decode(buf), block, atol=1e-3)
 
 
+def test_a_fixed_architecture_over_budget_warns():
+    cube = smooth_cube()
+    with pytest.warns(BudgetWarning, match="over the 0.5 bpppb budget"):
+        buf = INRCodec(bpppb=0.5, depth=2, width=40, steps=2, search_steps=0).encode(cube)
+    assert inspect(buf)["bpppb"] > 0.5
+
+
 def test_zeroed_bands_stay_near_zero():
     cube = smooth_cube(bands=10) * 1000
     cube[3] = 0

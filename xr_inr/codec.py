@@ -200,7 +200,15 @@ class INRCodec(Codec):
             device=self.device,
         )
         flat = flatten_params(result.spec, result.layers)
-        return stream(bs.Method.SIREN, bs.pack_siren(result.spec, offset, scale, flat))
+        siren = stream(bs.Method.SIREN, bs.pack_siren(result.spec, offset, scale, flat))
+        if len(siren) > budget_bytes:  # only a fixed depth and width can overshoot
+            warnings.warn(
+                f"depth={self.depth}, width={self.width} needs {8 * len(siren) / block.size:.3g} bpppb, "
+                f"over the {self.bpppb} bpppb budget",
+                BudgetWarning,
+                stacklevel=2,
+            )
+        return siren
 
     def _candidates(self, bands: int, max_params: int) -> list[SirenSpec]:
         """Architectures to try: the fixed one, or every valid (depth, width) under the budget."""
