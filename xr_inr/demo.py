@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="a cube file (.npz, .mat, ENVI .hdr, GeoTIFF); default: built-in synthetic scene")
     parser.add_argument("--bpppb", type=float, default=0.1, help="bit budget per pixel per band (default 0.1)")
     parser.add_argument("--steps", type=int, default=2000, help="Adam steps of the final fit (default 2000)")
-    parser.add_argument("--search-steps", type=int, default=200, help="steps per architecture-search fit (default 200)")
+    parser.add_argument("--search-steps", type=int, default=200, help="steps of the architecture search's first round (default 200)")
     parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (default 2e-4, the paper's)")
 
 
