@@ -4,8 +4,9 @@
     .venv/bin/python examples/compress_to_zarr.py --bpppb 0.05 --steps 500 --store /tmp/jr.zarr
 
 The cube comes from the shared datasets folder ($XR_INR_DATA, else
-../shared/datasets beside the repository). Compression fits one SIREN per
-chunk, the chunks in parallel (Dask threads); the store is then reopened in a
+../shared/datasets beside the repository). Compression fits one model per
+chunk (the codec's default "grid" method, or ``--method siren``), the chunks
+in parallel (Dask threads); the store is then reopened in a
 fresh Python process, which reports the stored rate, the PSNR against the
 original and how many chunks each read decoded.
 """
@@ -41,9 +42,9 @@ def compress_and_write(args) -> None:
     cube = load_cube(args.data)
     print(f"{args.data.name}: {dict(cube.sizes)} {cube.dtype}")
     start = time.perf_counter()
-    compressed = cube.inr.compress(args.bpppb, chunks={"y": args.chunk, "x": args.chunk}, steps=args.steps,
-                                   search_steps=args.search_steps, lr=args.lr, depth=args.depth or None,
-                                   progress=not args.quiet)
+    options = {"search_steps": args.search_steps, "depth": args.depth or None} if args.method == "siren" else {}
+    compressed = cube.inr.compress(args.bpppb, chunks={"y": args.chunk, "x": args.chunk}, method=args.method,
+                                   steps=args.steps, lr=args.lr, progress=not args.quiet, **options)
     fit_s = time.perf_counter() - start
     print(f"fitted {compressed.data.npartitions} chunks in {fit_s:.1f} s: "
           f"{compressed.inr.nbytes} bytes, {compressed.inr.bpppb:.4f} bpppb (target {args.bpppb})")
@@ -102,10 +103,11 @@ def main(argv=None) -> None:
     parser.add_argument("--store", type=Path, default=None, help="Zarr store to write (default: a temporary one)")
     parser.add_argument("--bpppb", type=float, default=0.1)
     parser.add_argument("--chunk", type=int, default=50, help="spatial chunk side (all bands in each chunk)")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--search-steps", type=int, default=0, help="architecture search steps (0: no search)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--depth", type=int, default=3, help="network depth (0: widest net of depth 5)")
+    parser.add_argument("--method", choices=("grid", "siren"), default="grid")
+    parser.add_argument("--steps", type=int, default=None, help="fitting steps (default: the codec's)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the codec's)")
+    parser.add_argument("--search-steps", type=int, default=0, help="siren: architecture search steps (0: no search)")
+    parser.add_argument("--depth", type=int, default=3, help="siren: network depth (0: widest net of depth 5)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if not args.data.exists():

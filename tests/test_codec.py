@@ -12,7 +12,7 @@ import xr_inr
 from xr_inr import BudgetWarning, INRCodec, StreamError, decode_block, inspect
 from xr_inr.metrics import psnr
 
-FAST = dict(steps=100, search_steps=0, lr=3e-3)
+FAST = dict(method="siren", steps=100, search_steps=0, lr=3e-3)
 
 
 def smooth_cube(bands=8, h=24, w=20, dtype=np.float32, seed=0):
@@ -26,7 +26,7 @@ def smooth_cube(bands=8, h=24, w=20, dtype=np.float32, seed=0):
 
 
 def test_jasper_ridge_round_trip_within_budget(jasper_cube):
-    codec = INRCodec(bpppb=0.1, depth=3, steps=150, lr=1e-3)
+    codec = INRCodec(bpppb=0.1, method="siren", depth=3, steps=150, lr=1e-3)
     buf = codec.encode(jasper_cube)
     assert 8 * len(buf) <= 0.1 * jasper_cube.size  # every byte counted
     decoded = codec.decode(buf)
@@ -39,7 +39,7 @@ def test_jasper_ridge_round_trip_within_budget(jasper_cube):
 
 def test_architecture_search_picks_a_candidate_within_budget(jasper_cube):
     crop = jasper_cube[:, :16, :16]
-    buf = INRCodec(bpppb=0.2, steps=10, search_steps=3, max_depth=3, lr=1e-3).encode(crop)
+    buf = INRCodec(bpppb=0.2, method="siren", steps=10, search_steps=3, max_depth=3, lr=1e-3).encode(crop)
     info = inspect(buf)
     assert info["method"] == "siren" and 1 <= info["depth"] <= 3
     assert info["nbytes"] * 8 <= 0.2 * crop.size
@@ -96,7 +96,7 @@ def test_nan_pixels_restored_and_left_out_of_the_fit():
 
 def test_nan_mask_costs_nothing_when_absent_and_little_when_present():
     cube = smooth_cube(bands=32, h=40, w=40)
-    codec = INRCodec(bpppb=0.5, depth=1, steps=2, search_steps=0)
+    codec = INRCodec(bpppb=0.5, method="siren", depth=1, steps=2, search_steps=0)
     clean = codec.encode(cube)
     holed = cube.copy()
     holed[:, 10:20, 5:9] = np.nan
@@ -134,7 +134,7 @@ def test_tiny_block_is_stored_above_budget_with_a_warning():
 def test_a_fixed_architecture_over_budget_warns():
     cube = smooth_cube()
     with pytest.warns(BudgetWarning, match="over the 0.5 bpppb budget"):
-        buf = INRCodec(bpppb=0.5, depth=2, width=40, steps=2, search_steps=0).encode(cube)
+        buf = INRCodec(bpppb=0.5, method="siren", depth=2, width=40, steps=2, search_steps=0).encode(cube)
     assert inspect(buf)["bpppb"] > 0.5
 
 
@@ -230,7 +230,7 @@ def test_same_seed_same_bytes():
 
 
 def test_config_round_trip():
-    codec = INRCodec(bpppb=0.05, band_axis=2, depth=2, steps=10, lr=1e-3)
+    codec = INRCodec(bpppb=0.05, method="siren", band_axis=2, depth=2, steps=10, lr=1e-3)
     config = codec.get_config()
     assert config["id"] == "xr_inr"
     clone = numcodecs.get_codec(config)

@@ -7,7 +7,7 @@ from xr_inr import INRCodec, StreamError, decode_block, decode_counter, inspect
 from xr_inr import bitstream as bs
 from xr_inr.codec import valid_extent
 
-FAST = dict(steps=60, search_steps=0, lr=3e-3, depth=2)
+FAST = dict(method="siren", steps=60, search_steps=0, lr=3e-3, depth=2)
 
 
 def smooth_cube(bands=8, h=24, w=20, seed=0):

@@ -20,7 +20,7 @@ import xr_inr
 from xr_inr import BandDimError, INRZarrCodec, decode_counter, find_band_dim, inspect
 from xr_inr.sources import StoredCube, source_of
 
-FAST = dict(steps=60, search_steps=0, lr=3e-3, depth=2, progress=False)
+FAST = dict(method="siren", steps=60, search_steps=0, lr=3e-3, depth=2, progress=False)
 CHUNKS = {"band": -1, "y": 24, "x": 20}  # 40 x 36 pixels: 2 x 2 chunks, edge chunks of 16 x 16
 BPPPB = 1.0
 
@@ -254,7 +254,7 @@ def test_edge_chunks_are_fitted_on_their_valid_region(stores, crop):
 def test_a_codec_passed_to_zarr_by_hand_keeps_padding_out(crop, tmp_path):
     cube = crop.values[:6]
     array = zarr.create_array(tmp_path / "hand.zarr", shape=cube.shape, chunks=(6, 24, 20), dtype="uint16",
-                              serializer=INRZarrCodec(bpppb=4.0, steps=30, search_steps=0, lr=3e-3, depth=2),
+                              serializer=INRZarrCodec(bpppb=4.0, method="siren", steps=30, search_steps=0, lr=3e-3, depth=2),
                               compressors=None, fill_value=0)
     array[:] = cube
     assert inspect(StoredCube(array).stream((0, 1, 1)))["valid_shape"] == (6, 16, 16)

@@ -48,6 +48,10 @@ __all__ = [
 INR_PREFIX = "inr"
 
 
+ARCHITECTURE_KEYS = ("method", "components", "channels", "hidden", "depth", "width")
+"""What ``xr_inr.inspect`` says of a stream's model, recorded in a run's ``params``."""
+
+
 class InrBenchCodec:
     """The INR codec behind the baselines' interface (``encode_at_rate`` / ``decode``).
 
@@ -63,10 +67,13 @@ class InrBenchCodec:
             self.options["method"] = method
 
     def encode_at_rate(self, cube: np.ndarray, target_bpppb: float) -> baselines.EncodedResult:
-        from .codec import INRCodec
+        from .codec import INRCodec, inspect
 
         data = INRCodec(bpppb=target_bpppb, band_axis=0, **self.options).encode(cube)
-        return baselines.EncodedResult(self.name, data, tuple(cube.shape), target_bpppb, dict(self.options))
+        info = inspect(data)
+        chosen = {key: info[key] for key in ARCHITECTURE_KEYS if key in info}
+        return baselines.EncodedResult(self.name, data, tuple(cube.shape), target_bpppb,
+                                       {**self.options, **chosen})
 
     def decode(self, data: bytes) -> np.ndarray:
         from .codec import INRCodec

@@ -48,6 +48,7 @@ class Method(IntEnum):
     CONSTANT = 0  # every valid value equal: one float64
     RAW = 1  # values stored as float16 after affine normalisation (blocks too small for a network)
     SIREN = 2  # the paper's SIREN, fp16 weights
+    GRID = 3  # latent grids + learned spectral basis, entropy coded (xr_inr.grid_codec)
 
 
 class MaskKind(IntEnum):
@@ -128,6 +129,10 @@ def pack_siren(spec: SirenSpec, offset: float, scale: float, flat_params: np.nda
 
 def pack_raw(offset: float, scale: float, normalised: np.ndarray) -> bytes:
     return _AFFINE.pack(offset, scale) + normalised.astype("<f2").tobytes()
+
+
+def pack_grid(offset: float, scale: float, payload: bytes) -> bytes:
+    return _AFFINE.pack(offset, scale) + payload
 
 
 def pack_constant(value: float) -> bytes:
@@ -215,6 +220,11 @@ class Reader:
         except ValueError as exc:
             raise StreamError(str(exc)) from None
         return spec, offset, scale, self._f16(spec.n_params)
+
+    def grid(self) -> tuple[float, float, bytes]:
+        """Affine normalisation and the grid payload (the rest of the stream)."""
+        offset, scale = self._unpack(_AFFINE)
+        return offset, scale, self._take(len(self._data) - self._pos)
 
     def finish(self) -> None:
         """Check that the whole payload was read."""

@@ -1,7 +1,9 @@
-"""``INRCodec``: the numcodecs codec that turns a hyperspectral block into a SIREN stream.
+"""``INRCodec``: the numcodecs codec that turns a hyperspectral block into a neural stream.
 
-Encoding fits a network with torch (imported only when encoding); decoding
-evaluates it with numpy alone.
+Two methods: "grid" (default; latent grids, a learned spectral basis and an
+autoregressive entropy model, :mod:`xr_inr.grid_codec`) and "siren" (the
+paper's SIREN with float16 weights). Encoding fits with torch (imported only
+when encoding); decoding needs numpy alone.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from numcodecs.compat import ensure_bytes, ndarray_copy
 from . import bitstream as bs
 from .model import SirenSpec, axis_coords, evaluate, flatten_params, grid, largest_width, unflatten_params
 
-METHODS = ("siren",)
+METHODS = ("grid", "siren")
+DEFAULT_STEPS = {"grid": 1000, "siren": 2000}
+DEFAULT_LR = {"grid": 1e-2, "siren": 2e-4}
 
 
 class BudgetWarning(UserWarning):
@@ -25,19 +29,26 @@ class BudgetWarning(UserWarning):
 
 
 class INRCodec(Codec):
-    """Compress 3-D hyperspectral blocks with an overfitted SIREN.
+    """Compress 3-D hyperspectral blocks with an overfitted neural representation.
 
     Parameters
     ----------
     bpppb : bit budget per pixel per band, counting every stored byte.
     band_axis : axis of the block that holds the bands (0 for (band, y, x)).
-    method : "siren", the paper's method (fp16 SIREN weights).
-    depth, width : fix the architecture instead of searching it (either or both).
-    steps : Adam steps of the final fit; search_steps : steps of the architecture
-        search's first round (successive halving, see :func:`xr_inr.fitting.search_and_fit`).
-    max_depth : deepest architecture the search tries.
-    lr, batch_size, seed, device : optimiser settings (batch_size None = full batch;
-        device None = CUDA when available, else CPU).
+    method : "grid" (default): multi-resolution latent grids, a synthesis MLP
+        and a PCA-initialised spectral basis learned jointly, rate-distortion
+        trained and entropy coded (docs/method.md); "siren": the paper's
+        method (fp16 SIREN weights).
+    components : "grid" only: basis vectors; None chooses the architecture
+        for the budget (:data:`xr_inr.grid_codec.ARCHITECTURES`).
+    depth, width : "siren" only: fix the architecture instead of searching it (either or both).
+    steps : Adam steps of the (final) fit; None: 1000 for "grid", 2000 for "siren".
+    search_steps : "siren" only: steps of the architecture search's first round
+        (successive halving, see :func:`xr_inr.fitting.search_and_fit`).
+    max_depth : "siren" only: deepest architecture the search tries.
+    lr : learning rate; None: 1e-2 for "grid", 2e-4 (the paper's) for "siren".
+    batch_size, seed, device : optimiser settings (batch_size, "siren" only:
+        None = full batch; device None = CUDA when available, else CPU).
     fill_value : the Zarr array's fill value, when Zarr itself calls ``encode``:
         trailing rows, columns or bands made of it only (the padding of an edge
         chunk) are left out of the fit and restored exactly (``"NaN"`` or NaN
@@ -50,13 +61,14 @@ class INRCodec(Codec):
         self,
         bpppb: float = 0.1,
         band_axis: int = 0,
-        method: str = "siren",
+        method: str = "grid",
+        components: int | None = None,
         depth: int | None = None,
         width: int | None = None,
-        steps: int = 2000,
+        steps: int | None = None,
         search_steps: int = 200,
         max_depth: int = 5,
-        lr: float = 2e-4,
+        lr: float | None = None,
         batch_size: int | None = None,
         seed: int = 0,
         device: str | None = None,
@@ -68,14 +80,21 @@ class INRCodec(Codec):
             raise ValueError(f"band_axis must be an axis of a 3-D block, got {band_axis!r}")
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-        for name, value in (("depth", depth), ("width", width)):
+        for name, value in (("depth", depth), ("width", width), ("components", components)):
             if value is not None and (int(value) != value or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if method == "grid" and (depth is not None or width is not None or batch_size is not None):
+            raise ValueError("depth, width and batch_size are options of method='siren'")
+        if method == "siren" and components is not None:
+            raise ValueError("components is an option of method='grid'")
+        steps = DEFAULT_STEPS[method] if steps is None else steps
+        lr = DEFAULT_LR[method] if lr is None else lr
         if steps < 1 or search_steps < 0 or max_depth < 1:
             raise ValueError("steps and max_depth must be >= 1, search_steps >= 0")
         self.bpppb = float(bpppb)
         self.band_axis = band_axis % 3
         self.method = method
+        self.components = components
         self.depth = depth
         self.width = width
         self.steps = int(steps)
@@ -89,7 +108,7 @@ class INRCodec(Codec):
 
     def get_config(self) -> dict:
         config = {"id": self.codec_id}
-        for key in ("bpppb", "band_axis", "method", "depth", "width", "steps", "search_steps",
+        for key in ("bpppb", "band_axis", "method", "components", "depth", "width", "steps", "search_steps",
                     "max_depth", "lr", "batch_size", "seed", "device"):
             config[key] = getattr(self, key)
         if self.fill_value is not None:  # JSON has no NaN: stored as the string "NaN"
@@ -174,17 +193,28 @@ class INRCodec(Codec):
         budget_bytes = math.floor(self.bpppb * block.size / 8)
         fixed = (bs.HEADER_BYTES + (bs.FILL_BYTES if has_fill else 0) + len(mask)
                  + bs.SIREN_HEAD_BYTES + bs.CRC_BYTES)
-        candidates = self._candidates(cube.shape[0], (budget_bytes - fixed) // 2)
-        if not candidates:
+        if self.method == "grid":
+            from .grid_codec import choose_spec, estimated_param_bits
+
+            smallest = estimated_param_bits(choose_spec(*cube.shape, 0.0, self.components)) / 8
+            has_network = smallest + fixed < 2 * finite.size  # else float16 values take less
+        else:
+            candidates = self._candidates(cube.shape[0], (budget_bytes - fixed) // 2)
+            has_network = bool(candidates)
+        if not has_network:
             raw = stream(bs.Method.RAW, bs.pack_raw(offset, scale, normalised))
-            warnings.warn(
-                f"a {block.shape} block cannot hold a network within {self.bpppb} bpppb "
-                f"({budget_bytes} bytes); stored as float16 values at "
-                f"{8 * len(raw) / block.size:.3g} bpppb",
-                BudgetWarning,
-                stacklevel=2,
-            )
+            if len(raw) > budget_bytes:
+                warnings.warn(
+                    f"a {block.shape} block cannot hold a network within {self.bpppb} bpppb "
+                    f"({budget_bytes} bytes); stored as float16 values at "
+                    f"{8 * len(raw) / block.size:.3g} bpppb",
+                    BudgetWarning,
+                    stacklevel=2,
+                )
             return raw
+
+        if self.method == "grid":
+            return self._encode_grid(cube, nan, has_nan, lo, hi, budget_bytes, stream, has_fill, mask, block)
 
         from .fitting import search_and_fit  # torch is needed for encoding only
 
@@ -209,6 +239,26 @@ class INRCodec(Codec):
                 stacklevel=2,
             )
         return siren
+
+    def _encode_grid(self, cube, nan, has_nan, lo, hi, budget_bytes, stream, has_fill, mask, block) -> bytes:
+        from .grid_codec import encode_grid  # torch is needed for encoding only
+
+        scale = hi - lo
+        normalised = np.where(nan, 0.0, (cube - lo) / scale)
+        fixed = (bs.HEADER_BYTES + (bs.FILL_BYTES if has_fill else 0) + len(mask)
+                 + bs.AFFINE_BYTES + bs.CRC_BYTES)
+        payload = encode_grid(normalised, ~nan if has_nan else None, 8 * budget_bytes, 8 * fixed,
+                              components=self.components, steps=self.steps, lr=self.lr,
+                              seed=self.seed, device=self.device)
+        grid = stream(bs.Method.GRID, bs.pack_grid(lo, scale, payload))
+        if len(grid) > budget_bytes:
+            warnings.warn(
+                f"the grid stream of a {block.shape} block takes {8 * len(grid) / block.size:.3g} bpppb, "
+                f"over the {self.bpppb} bpppb budget: the block is too small for this rate",
+                BudgetWarning,
+                stacklevel=3,
+            )
+        return grid
 
     def _candidates(self, bands: int, max_params: int) -> list[SirenSpec]:
         """Architectures to try: the fixed one, or every valid (depth, width) under the budget."""
@@ -314,6 +364,11 @@ def decode_block(buf, ys: np.ndarray | None = None, xs: np.ndarray | None = None
         offset, scale, normalised = reader.raw()
         normalised = normalised.reshape(bands, h, w)[:, rows][:, :, cols]
         values = offset + scale * normalised.astype(np.float64)
+    elif header.method == bs.Method.GRID:
+        from .grid_codec import decode_grid
+
+        offset, scale, payload = reader.grid()
+        values = offset + scale * decode_grid(payload, bands, h, w, ys, xs)
     else:
         spec, offset, scale, flat = reader.siren()
         coords = grid(_to_unit(ys, h), _to_unit(xs, w))
@@ -376,4 +431,11 @@ def inspect(buf) -> dict:
         reader.mask()
         spec = reader.siren()[0]
         info.update(depth=spec.depth, width=spec.width, n_params=spec.n_params)
+    elif header.method == bs.Method.GRID:
+        from .grid_codec import unpack_grid
+
+        reader.mask()
+        spec, step = unpack_grid(reader.grid()[2], *header.block_shape)[:2]
+        info.update(components=spec.components, channels=spec.channels, hidden=spec.hidden,
+                    arm_hidden=spec.arm_hidden, step=step)
     return info

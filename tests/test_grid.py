@@ -1,0 +1,162 @@
+"""The latent-grid method: numpy/torch twins, latent coding, the payload and the codec."""
+
+import numpy as np
+import pytest
+import torch
+
+from xr_inr import BudgetWarning, INRCodec, StreamError, decode_block, inspect
+from xr_inr.entropy import RansDecoder, RansEncoder
+from xr_inr.grid_codec import choose_spec, decode_grid, latent_bits_estimate, pack_grid, unpack_grid
+from xr_inr.grid_fitting import GridModel
+from xr_inr.grid_model import CONTEXT, GridSpec, code_latents, decode_latents, synthesise, upsample_matrix, wavefronts
+from xr_inr.metrics import psnr, sam_deg
+
+SPEC = GridSpec(bands=7, height=9, width=11, components=3, channels=(1, 2, 1), hidden=6, arm_hidden=5)
+
+
+def random_model(spec, seed=0):
+    """A GridModel with random weights and integer latents, and its numpy twin's arrays."""
+    rng = np.random.default_rng(seed)
+    mean, basis = rng.normal(size=spec.bands), rng.normal(size=(spec.components, spec.bands))
+    coefficients = rng.normal(size=(spec.height * spec.width, spec.components))
+    model = GridModel(spec, 0.05, mean, basis, coefficients, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.round(torch.randn_like(p) * 8) / 8)
+        for z in model.latents:
+            z.copy_(torch.round(torch.randn_like(z) * 3))
+
+    def layers(module):
+        return [(l.weight.detach().double().numpy(), l.bias.detach().double().numpy()) for l in module]
+
+    latents = [z.detach().numpy().astype(np.int64) for z in model.latents]
+    return model, latents, layers(model.synthesis), layers(model.arm), model.basis.detach().double().numpy(), \
+        model.mean.detach().double().numpy()
+
+
+def test_upsampling_is_exact_on_the_pixels_and_linear_between():
+    assert np.array_equal(upsample_matrix(np.arange(5), 5, 1), np.eye(5))
+    m = upsample_matrix(np.arange(8), 4, 2)
+    assert np.allclose(m.sum(axis=1), 1) and (m >= 0).all()
+    assert np.allclose(upsample_matrix([1.5], 5, 1), [[0, 0.5, 0.5, 0, 0]])
+
+
+def test_wavefronts_visit_every_latent_once_after_its_context():
+    order = np.full((6, 9), -1)
+    for t, (rows, cols) in enumerate(wavefronts(6, 9)):
+        assert (order[rows, cols] == -1).all()
+        order[rows, cols] = t
+    assert (order >= 0).all()
+    for i in range(6):
+        for j in range(9):
+            for dy, dx in CONTEXT:
+                if 0 <= i + dy < 6 and 0 <= j + dx < 9:
+                    assert order[i + dy, j + dx] < order[i, j]
+
+
+def test_numpy_decoder_matches_the_torch_model():
+    model, latents, synthesis, arm, basis, mean = random_model(SPEC)
+    with torch.no_grad():
+        values, _ = model([torch.from_numpy(z.astype(np.float32)) for z in latents])
+        bits = model.latent_bits([torch.from_numpy(z.astype(np.float32)) for z in latents]).item()
+    ys, xs = np.arange(SPEC.height, dtype=float), np.arange(SPEC.width, dtype=float)
+    decoded = synthesise(SPEC, latents, 0.05, synthesis, basis, mean, ys, xs)
+    assert np.allclose(decoded, values.numpy().T.reshape(decoded.shape), atol=1e-4)
+    # the coder's quantised tables are within a few percent of the continuous model
+    assert abs(latent_bits_estimate(SPEC, arm, latents) - bits) <= 0.05 * bits + 16
+
+
+def test_latents_round_trip_through_the_entropy_coder():
+    _, latents, _, arm, _, _ = random_model(SPEC, seed=1)
+    batches = []
+
+    class Recorder:
+        def push(self, *batch):
+            batches.append(batch)
+
+    code_latents(SPEC, arm, latents, Recorder())
+    lo = min(int(b[0].min()) for b in batches)
+    hi = max(int(b[0].max()) for b in batches)
+    encoder = RansEncoder(lo, hi)
+    for batch in batches:
+        encoder.push(*batch)
+    decoder = RansDecoder(encoder.finish(), lo, hi)
+    decoded = decode_latents(SPEC, arm, decoder)
+    assert decoder.done()
+    for a, b in zip(latents, decoded, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_payload_round_trip_and_corruption():
+    _, latents, synthesis, arm, basis, mean = random_model(SPEC, seed=2)
+    params = {"mean": (3, np.round(mean * 8).astype(np.int64))}
+    for r in range(SPEC.components):
+        params[f"basis{r}"] = (3, np.round(basis[r] * 8).astype(np.int64))
+    for prefix, layers in (("synthesis", synthesis), ("arm", arm)):
+        for i, (w, b) in enumerate(layers):
+            params[f"{prefix}{i}.weight"] = (3, np.round(w * 8).astype(np.int64))
+            params[f"{prefix}{i}.bias"] = (3, np.round(b * 8).astype(np.int64))
+    payload = pack_grid(SPEC, 0.05, params, latents)
+    spec, step, mean2, basis2, synthesis2, latents2 = unpack_grid(payload, SPEC.bands, SPEC.height, SPEC.width)
+    assert spec == SPEC and step == 0.05
+    assert np.allclose(mean2, mean) and np.allclose(basis2, basis)
+    assert all(np.array_equal(a, b) for a, b in zip(latents, latents2, strict=True))
+    ys, xs = np.arange(9.0), np.arange(11.0)
+    assert decode_grid(payload, 7, 9, 11, ys, xs).shape == (7, 9, 11)
+    with pytest.raises(StreamError):
+        unpack_grid(payload[:-3], SPEC.bands, SPEC.height, SPEC.width)
+    with pytest.raises(StreamError):
+        unpack_grid(payload + b"\0", SPEC.bands, SPEC.height, SPEC.width)
+
+
+def test_architecture_grows_with_the_budget():
+    small = choose_spec(198, 100, 100, 0.02 * 198e4)
+    large = choose_spec(198, 100, 100, 0.2 * 198e4)
+    assert small.components < large.components
+    assert choose_spec(10, 5, 5, 100.0).components == 3  # the smallest, however tight
+    assert choose_spec(4, 30, 30, 1e6).components == 4  # never more components than bands
+
+
+def test_grid_codec_beats_the_paper_siren_on_a_jasper_crop(jasper_cube):
+    crop = jasper_cube[:, :40, :40]
+    grid = INRCodec(bpppb=0.2, steps=300).encode(crop)
+    siren = INRCodec(bpppb=0.2, method="siren", steps=300, search_steps=0, lr=1e-3).encode(crop)
+    for buf in (grid, siren):
+        assert 8 * len(buf) <= 0.2 * crop.size  # every byte counted
+    decoded = decode_block(grid)
+    assert decoded.dtype == np.uint16 and decoded.shape == crop.shape
+    assert inspect(grid)["method"] == "grid"
+    # measured: grid 42.9 dB / 2.4 deg, siren 29.3 dB / 6.2 deg
+    assert psnr(crop, decoded) > psnr(crop, decode_block(siren)) + 6
+    assert sam_deg(crop, decoded) < sam_deg(crop, decode_block(siren))
+
+
+def test_grid_decodes_any_grid_consistently():
+    rng = np.random.default_rng(3)
+    cube = np.cumsum(np.cumsum(rng.normal(size=(6, 20, 24)), axis=1), axis=2).astype(np.float32)
+    buf = INRCodec(bpppb=1.0, steps=60).encode(cube)
+    full = decode_block(buf)
+    sub = decode_block(buf, ys=np.array([0.0, 7.0, 19.0]), xs=np.array([3.0, 23.0]))
+    assert np.allclose(sub, full[:, [0, 7, 19]][:, :, [3, 23]])
+    half = decode_block(buf, ys=np.array([2.5]), xs=np.array([4.0]))
+    assert half.shape == (6, 1, 1) and np.isfinite(half).all()
+
+
+def test_grid_with_nan_pixels_keeps_them_nan():
+    cube = np.linspace(0, 1, 5 * 12 * 12, dtype=np.float32).reshape(5, 12, 12)
+    cube[:, 3, 4] = np.nan
+    out = decode_block(INRCodec(bpppb=4.0, steps=40).encode(cube))
+    assert np.isnan(out[:, 3, 4]).all() and np.isfinite(np.delete(out.reshape(5, -1), 3 * 12 + 4, axis=1)).all()
+
+
+def test_siren_options_are_refused_for_the_grid_method():
+    with pytest.raises(ValueError, match="siren"):
+        INRCodec(bpppb=0.1, depth=3)
+    with pytest.raises(ValueError, match="grid"):
+        INRCodec(bpppb=0.1, method="siren", components=4)
+
+
+def test_budget_warning_when_even_the_smallest_model_is_too_large():
+    cube = np.random.default_rng(0).normal(size=(30, 4, 4)).astype(np.float32)
+    with pytest.warns(BudgetWarning):
+        INRCodec(bpppb=0.05, steps=5).encode(cube)

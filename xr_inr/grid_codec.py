@@ -1,0 +1,296 @@
+"""Method "grid": choosing the model for a bit budget, quantising it, and its payload bytes.
+
+Payload layout (little-endian), after the stream header:
+
+    head      components, hidden, arm_hidden, levels (4 x u8), channels (levels x u8),
+              coefficient step (f64)
+    params    one rANS stream of every quantised parameter array: per array its
+              exponent e (values are integers times 2**-e, i8) and Laplace scale
+              index j (scale 2**(j/8), i8); then the alphabet lo, hi (2 x i16),
+              the stream length (u32) and the stream. The mean spectrum and
+              basis vectors are coded as differences along the bands.
+    latents   alphabet lo, hi (2 x i16), length (u32), rANS stream of the latents
+              (:func:`xr_inr.grid_model.code_latents`)
+
+Encoding (:func:`encode_grid`) needs torch; :func:`decode_grid` only numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+
+from .bitstream import StreamError
+from .entropy import RansDecoder, RansEncoder, laplace_bits
+from .grid_model import GridSpec, arm_parameters, code_latents, context_at, decode_latents, synthesise
+
+_HEAD = struct.Struct("<BBBB")
+_ARRAY = struct.Struct("<bb")
+_STREAM = struct.Struct("<hhI")
+
+ARCHITECTURES = (  # (components, channels per level, synthesis width, ARM width), smallest first
+    (3, (0,), 0, 8),
+    (4, (0, 1, 1), 8, 8),
+    (6, (0, 1, 1, 1), 12, 12),
+    (8, (0, 2, 1, 1), 16, 16),
+    (12, (0, 2, 1, 1), 24, 16),
+    (16, (0, 2, 1, 1), 24, 16),
+    (20, (0, 2, 1, 1), 24, 16),
+)
+FIXED_SHARE = 0.2
+"""The largest architecture whose estimated parameter bits stay under this share of the budget is used."""
+
+
+class GridStreamError(StreamError):
+    """The grid payload does not decode (corrupt data or a mismatched entropy model)."""
+
+
+def param_arrays(spec: GridSpec) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every stored parameter array, in storage order."""
+    arrays = [("mean", (spec.bands,))] + [(f"basis{r}", (spec.bands,)) for r in range(spec.components)]
+    for prefix, shapes in (("synthesis", spec.synthesis_shapes()), ("arm", spec.arm_shapes())):
+        for index, (out_f, in_f) in enumerate(shapes):
+            arrays += [(f"{prefix}{index}.weight", (out_f, in_f)), (f"{prefix}{index}.bias", (out_f,))]
+    return arrays
+
+
+def estimated_param_bits(spec: GridSpec) -> float:
+    """A guess of the parameter bits before fitting: 6 bits per network weight, 4 per basis value
+    (measured: 4.5-5.5 and 2.5-3.5), and the payload's heads."""
+    n_net = sum(o * i + o for o, i in spec.synthesis_shapes() + spec.arm_shapes())
+    heads = _HEAD.size + len(spec.channels) + 8 + _ARRAY.size * len(param_arrays(spec)) + 2 * (_STREAM.size + 4)
+    return 6 * n_net + 4 * (spec.components + 1) * spec.bands + 8 * heads
+
+
+def choose_spec(bands: int, height: int, width: int, budget_bits: float, components: int | None = None) -> GridSpec:
+    """The architecture for a block and budget (see :data:`ARCHITECTURES`, :data:`FIXED_SHARE`)."""
+    chosen = None
+    for k, channels, hidden, arm_hidden in ARCHITECTURES:
+        if components is not None:
+            k = components
+        spec = GridSpec(bands, height, width, min(k, bands), channels, hidden, arm_hidden)
+        if chosen is None or estimated_param_bits(spec) <= FIXED_SHARE * budget_bits:
+            chosen = spec
+    return chosen
+
+
+def _quantise(values: np.ndarray, exponent: int) -> np.ndarray:
+    return np.round(values * 2.0**exponent).astype(np.int64)
+
+
+def _finest_exponent(tolerance: float) -> int:
+    """Smallest exponent e whose quantisation error (2**-e)**2 / 12 stays under ``tolerance``."""
+    return int(np.clip(math.ceil(-0.5 * math.log2(max(12 * tolerance, 1e-30))), -8, 30))
+
+
+def quantised_parameters(fit, target: np.ndarray, valid: np.ndarray | None) -> dict[str, tuple[int, np.ndarray]]:
+    """Every parameter array as (exponent, integers), the step of each chosen for its effect:
+
+    * mean and basis: the added error stays ~1/50 of the fit's MSE;
+    * synthesis MLP: the coarsest exponent that raises the MSE by under 1 %;
+    * ARM: the coarsest exponent that raises the latents' bits by under 0.5 %.
+    """
+    spec = fit.spec
+    mse = max(fit.mse, 1e-12)
+    out = {"mean": (_finest_exponent(mse / 50), None)}
+    rms = np.maximum(fit.coefficient_rms, 1e-12)
+    for r in range(spec.components):
+        out[f"basis{r}"] = (_finest_exponent(mse / (50 * spec.components * rms[r] ** 2)), None)
+    for name in list(out):
+        exponent = out[name][0]
+        source = fit.mean if name == "mean" else fit.basis[int(name[5:])]
+        out[name] = (exponent, _quantise(source, exponent))
+    mean = out["mean"][1] * 2.0 ** -out["mean"][0]
+    basis = np.stack([out[f"basis{r}"][1] * 2.0 ** -out[f"basis{r}"][0] for r in range(spec.components)])
+    ys, xs = np.arange(spec.height, dtype=np.float64), np.arange(spec.width, dtype=np.float64)
+
+    def layers_at(layers, exponent):
+        return [(_quantise(w, exponent) * 2.0**-exponent, _quantise(b, exponent) * 2.0**-exponent) for w, b in layers]
+
+    if spec.hidden:
+        counted = np.ones(target.shape, bool) if valid is None else valid
+
+        def synthesis_mse(exponent):
+            values = synthesise(spec, fit.latents, fit.step, layers_at(fit.synthesis, exponent), basis, mean, ys, xs)
+            return float(np.mean((values - target)[counted] ** 2))
+
+        base = synthesis_mse(30)
+        exponent = next(e for e in range(2, 31) if synthesis_mse(e) <= 1.01 * base)
+        for index, (w, b) in enumerate(fit.synthesis):
+            out[f"synthesis{index}.weight"] = (exponent, _quantise(w, exponent))
+            out[f"synthesis{index}.bias"] = (exponent, _quantise(b, exponent))
+
+    base = latent_bits_estimate(spec, fit.arm, fit.latents)
+    exponent = next(e for e in range(2, 31)
+                    if latent_bits_estimate(spec, layers_at(fit.arm, e), fit.latents) <= 1.005 * base + 8)
+    for index, (w, b) in enumerate(fit.arm):
+        out[f"arm{index}.weight"] = (exponent, _quantise(w, exponent))
+        out[f"arm{index}.bias"] = (exponent, _quantise(b, exponent))
+    return out
+
+
+def latent_bits_estimate(spec: GridSpec, arm, latents) -> float:
+    """Bits of the latents under ``arm``, every context read at once (for choosing, not coding)."""
+    total = 0.0
+    for level, grid in enumerate(latents):
+        if grid.shape[0] == 0:
+            continue
+        gh, gw = grid.shape[1:]
+        padded = np.zeros((grid.shape[0], gh + 2, gw + 4))
+        padded[:, 2:, 2:-2] = grid
+        rows, cols = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+        mu, scale = arm_parameters(arm, context_at(padded, rows.ravel(), cols.ravel()))
+        residual = grid.reshape(-1) - np.round(mu)
+        lo, hi = int(residual.min()), int(residual.max())
+        if hi - lo >= 2**14:
+            return math.inf
+        total += laplace_bits(residual.astype(np.int64), mu - np.round(mu), scale, lo, hi)
+    return total
+
+
+def dequantised_layers(params: dict, prefix: str, count: int):
+    return [(params[f"{prefix}{i}.weight"][1] * 2.0 ** -params[f"{prefix}{i}.weight"][0],
+             params[f"{prefix}{i}.bias"][1] * 2.0 ** -params[f"{prefix}{i}.bias"][0]) for i in range(count)]
+
+
+def _pack_stream(encoder: RansEncoder) -> bytes:
+    data = encoder.finish()
+    return _STREAM.pack(encoder.lo, encoder.hi, len(data)) + data
+
+
+def pack_grid(spec: GridSpec, step: float, params: dict, latents: list[np.ndarray]) -> bytes:
+    """The payload bytes of a quantised model (layout in the module docstring)."""
+    head = _HEAD.pack(spec.components, spec.hidden, spec.arm_hidden, len(spec.channels))
+    head += bytes(spec.channels) + struct.pack("<d", step)
+    symbols, scales, array_heads = [], [], b""
+    for name, _ in param_arrays(spec):
+        exponent, ints = params[name]
+        ints = ints.reshape(-1)
+        if name == "mean" or name.startswith("basis"):
+            ints = np.diff(ints, prepend=0)
+        scale_index = int(np.clip(round(8 * math.log2(max(np.abs(ints).mean(), 2.0**-4))), -32, 96))
+        array_heads += _ARRAY.pack(exponent, scale_index)
+        symbols.append(ints)
+        scales.append(np.full(ints.size, 2.0 ** (scale_index / 8)))
+    symbols = np.concatenate(symbols)
+    if symbols.min() < -(2**15) or symbols.max() >= 2**15:
+        raise ValueError("a quantised parameter is too large for the stream format")
+    params_coder = RansEncoder(int(symbols.min()), int(symbols.max()))
+    params_coder.push(symbols, 0.0, np.concatenate(scales))
+
+    arm = dequantised_layers(params, "arm", len(spec.arm_shapes()))
+    recorder = _Recorder()
+    code_latents(spec, arm, latents, recorder)
+    latent_coder = RansEncoder(recorder.lo, recorder.hi)
+    for batch in recorder.batches:
+        latent_coder.push(*batch)
+    return head + array_heads + _pack_stream(params_coder) + _pack_stream(latent_coder)
+
+
+class _Recorder:
+    """Collects the batches :func:`code_latents` pushes, to learn the alphabet first."""
+
+    def __init__(self):
+        self.batches, self.lo, self.hi = [], 0, 0
+
+    def push(self, symbols, mu, scale):
+        self.batches.append((symbols, mu, scale))
+        if symbols.size:
+            self.lo, self.hi = min(self.lo, int(symbols.min())), max(self.hi, int(symbols.max()))
+        if self.lo < -(2**15) or self.hi >= 2**15:
+            raise ValueError("a latent is too large for the stream format")
+
+
+class _Bytes:
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise GridStreamError("grid payload ends early")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def unpack(self, fmt: struct.Struct) -> tuple:
+        return fmt.unpack(self.take(fmt.size))
+
+
+def unpack_grid(payload: bytes, bands: int, height: int, width: int):
+    """(spec, step, mean, basis, synthesis layers, latents) from a payload."""
+    reader = _Bytes(payload)
+    components, hidden, arm_hidden, levels = reader.unpack(_HEAD)
+    channels = tuple(reader.take(levels))
+    (step,) = struct.unpack("<d", reader.take(8))
+    try:
+        spec = GridSpec(bands, height, width, components, channels, hidden, arm_hidden)
+    except ValueError as exc:
+        raise GridStreamError(str(exc)) from None
+    arrays = param_arrays(spec)
+    heads = [reader.unpack(_ARRAY) for _ in arrays]
+    lo, hi, length = reader.unpack(_STREAM)
+    decoder = RansDecoder(reader.take(length), lo, hi)
+    params = {}
+    try:
+        for (name, shape), (exponent, scale_index) in zip(arrays, heads, strict=True):
+            ints = decoder.pop(np.zeros(math.prod(shape)), 2.0 ** (scale_index / 8))
+            if name == "mean" or name.startswith("basis"):
+                ints = np.cumsum(ints)
+            params[name] = (exponent, ints.reshape(shape))
+    except ValueError as exc:
+        raise GridStreamError(f"corrupt parameter stream: {exc}") from None
+    if not decoder.done():
+        raise GridStreamError("corrupt parameter stream")
+    lo, hi, length = reader.unpack(_STREAM)
+    latent_decoder = RansDecoder(reader.take(length), lo, hi)
+    if reader.pos != len(payload):
+        raise GridStreamError(f"{len(payload) - reader.pos} unexpected bytes after the grid payload")
+    arm = dequantised_layers(params, "arm", len(spec.arm_shapes()))
+    try:
+        latents = decode_latents(spec, arm, latent_decoder)
+    except ValueError as exc:
+        raise GridStreamError(f"corrupt latent stream: {exc}") from None
+    if not latent_decoder.done():
+        raise GridStreamError("the latents did not decode to the encoder's final state "
+                              "(corrupt data, or this machine's arithmetic differs from the encoder's)")
+    mean = params["mean"][1] * 2.0 ** -params["mean"][0]
+    basis = np.stack([params[f"basis{r}"][1] * 2.0 ** -params[f"basis{r}"][0] for r in range(components)])
+    synthesis = dequantised_layers(params, "synthesis", len(spec.synthesis_shapes()))
+    return spec, step, mean, basis, synthesis, latents
+
+
+def decode_grid(payload: bytes, bands: int, height: int, width: int, ys, xs) -> np.ndarray:
+    """Normalised values (bands, len(ys), len(xs)) at pixel positions ``ys`` x ``xs``."""
+    spec, step, mean, basis, synthesis, latents = unpack_grid(payload, bands, height, width)
+    return synthesise(spec, latents, step, synthesis, basis, mean, np.asarray(ys, float), np.asarray(xs, float))
+
+
+TRIMS = 3
+"""Times a stream over budget is fine-tuned towards fewer bits before it is returned as it is."""
+
+
+def encode_grid(target: np.ndarray, valid: np.ndarray | None, budget_bits: float, fixed_bits: float,
+                components: int | None = None, steps: int = 1000, lr: float = 1e-2, seed: int = 0,
+                device: str | None = None) -> bytes:
+    """Fit and pack ``target`` (bands, h, w, normalised to [0, 1]) within ``budget_bits`` when it can.
+
+    ``fixed_bits``: what the rest of the stream (header, mask, checksum) takes.
+    A stream over budget is fine-tuned towards fewer bits (:data:`TRIMS` times).
+    """
+    from .grid_fitting import GridTraining  # torch: encoding only
+
+    bands, h, w = target.shape
+    spec = choose_spec(bands, h, w, budget_bits, components)
+    latent_bits = 0.97 * (budget_bits - fixed_bits - estimated_param_bits(spec))
+    training = GridTraining(target, valid, spec, max(latent_bits, 0.02 * budget_bits), lr=lr, seed=seed,
+                            device=device).train(steps)
+    for _ in range(TRIMS + 1):
+        fit = training.result()
+        payload = pack_grid(spec, fit.step, quantised_parameters(fit, target, valid), fit.latents)
+        over = 8 * len(payload) + fixed_bits - budget_bits
+        if over <= 0:
+            break
+        training.trim(max(fit.latent_bits - 1.2 * over - 64, 0.5 * fit.latent_bits), max(steps // 10, 20))
+    return payload

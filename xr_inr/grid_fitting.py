@@ -1,0 +1,320 @@
+"""Fitting the latent-grid model (method "grid") to one block with torch.
+
+The loss is rate + distortion: the mean squared error of the normalised block
+plus ``lmbda`` times the estimated bits of the latents per value, the bits
+being -log2 of each latent's probability under the ARM's discretised Laplace
+(the entropy coder's model). ``lmbda`` is steered during training so that the
+latents fill the bits left by the budget. Latents are trained with additive
+uniform noise, then with straight-through rounding (Ballé et al.; Cool-chic).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .fitting import pick_device
+from .grid_model import CONTEXT, GridSpec, upsample_matrix
+
+MIN_SCALE, MAX_SCALE = 2.0**-4, 2.0**12  # the entropy coder's range of Laplace scales
+
+
+@dataclass
+class GridFit:
+    """A trained model as numpy arrays (float, not yet quantised except the latents)."""
+
+    spec: GridSpec
+    step: float
+    """Quantisation step of the coefficient images (normalised units)."""
+    latents: list[np.ndarray]
+    """Integer-valued latent grids, (channels, gh, gw) per level."""
+    synthesis: list[tuple[np.ndarray, np.ndarray]]
+    arm: list[tuple[np.ndarray, np.ndarray]]
+    basis: np.ndarray
+    mean: np.ndarray
+    coefficient_rms: np.ndarray
+    """Root mean square of each predicted coefficient (how much a basis error costs)."""
+    mse: float
+    latent_bits: float
+    """Estimated bits of the rounded latents under the (float) ARM."""
+    lmbda: float
+
+
+def _linears(shapes, generator) -> torch.nn.ModuleList:
+    layers = torch.nn.ModuleList(torch.nn.Linear(i, o) for o, i in shapes)
+    with torch.no_grad():
+        for layer in layers:
+            bound = 1 / math.sqrt(layer.in_features)
+            layer.weight.uniform_(-bound, bound, generator=generator)
+            layer.bias.zero_()
+    return layers
+
+
+def _mlp(layers: torch.nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    for layer in layers[:-1]:
+        x = F.gelu(layer(x), approximate="tanh")
+    return layers[-1](x)
+
+
+class GridModel(torch.nn.Module):
+    """Torch twin of :mod:`xr_inr.grid_model`.
+
+    Starts as quantised PCA: the coefficient images are the PCA coefficients
+    divided by ``step``, the synthesis MLP's output layer is zero, and the
+    ARM predicts each latent as the mean of its left and upper neighbours.
+    """
+
+    def __init__(self, spec: GridSpec, step: float, mean: np.ndarray, basis: np.ndarray,
+                 coefficients: np.ndarray, generator: torch.Generator):
+        super().__init__()
+        self.spec = spec
+        self.step = step
+        grids = [torch.zeros(c, *spec.level_shape(level)) for level, c in enumerate(spec.level_channels())]
+        grids[0][: spec.components] = torch.from_numpy(
+            (coefficients.T / step).reshape(spec.components, spec.height, spec.width).astype(np.float32))
+        self.latents = torch.nn.ParameterList(torch.nn.Parameter(g) for g in grids)
+        self.synthesis = _linears(spec.synthesis_shapes(), generator)
+        self.arm = _linears(spec.arm_shapes(), generator)
+        with torch.no_grad():
+            if spec.hidden:
+                self.synthesis[-1].weight.zero_()
+            predictor = self.arm[0].weight
+            predictor.zero_()
+            predictor[0, CONTEXT.index((0, -1))] = 0.5
+            predictor[0, CONTEXT.index((-1, 0))] = 0.5
+            self.arm[-1].weight.zero_()
+            self.arm[-1].bias.copy_(torch.tensor([0.0, 1.0]))
+        self.basis = torch.nn.Parameter(torch.from_numpy(basis.astype(np.float32)))
+        self.mean = torch.nn.Parameter(torch.from_numpy(mean.astype(np.float32)))
+        for level in range(len(spec.channels)):
+            gh, gw = spec.level_shape(level)
+            up_y = upsample_matrix(np.arange(spec.height), gh, 2**level)
+            up_x = upsample_matrix(np.arange(spec.width), gw, 2**level)
+            self.register_buffer(f"up_y{level}", torch.from_numpy(up_y.astype(np.float32)))
+            self.register_buffer(f"up_x{level}", torch.from_numpy(up_x.astype(np.float32)))
+
+    @torch.no_grad()
+    def retune_step(self, latent_bits: float) -> None:
+        """Re-pick the coefficient step so that the ARM's bits meet ``latent_bits``.
+
+        The ratio of the ARM's bits to the static estimate of the current
+        latents is assumed to hold at the new step; the coefficient images are
+        rescaled so that the reconstruction does not change.
+        """
+        k = self.spec.components
+        rounded = [torch.round(z) for z in self.latents]
+        images = rounded[0][:k].cpu().numpy()
+        other_bits = self.latent_bits([r if level else r[k:] for level, r in enumerate(rounded)]).item()
+        coefficient_bits = self.latent_bits([rounded[0][:k]]).item()
+        ratio = coefficient_bits / max(estimate_bits(images), 1.0)
+        coefficients = self.latents[0][:k].cpu().numpy().reshape(k, -1).T * self.step
+        new_step = choose_step(coefficients, images.shape[1:], max(latent_bits - other_bits, 1.0) / ratio)
+        self.latents[0][:k] *= self.step / new_step
+        self.step = new_step
+
+    def quantised(self, mode: str) -> list[torch.Tensor]:
+        """Latents with uniform noise ("noise"), rounded with straight-through gradients ("round")."""
+        out = []
+        for z in self.latents:
+            if mode == "noise":
+                out.append(z + torch.rand_like(z) - 0.5)
+            else:
+                out.append(z + (torch.round(z) - z).detach())
+        return out
+
+    def forward(self, latents: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pixels, bands) normalised values and coefficients (pixels, components)."""
+        k = self.spec.components
+        features = [latents[0][:k].reshape(k, -1).T * self.step]
+        for level, z in enumerate(latents):
+            z = z[k:] if level == 0 else z
+            if z.shape[0] == 0:
+                continue
+            up = torch.einsum("yi,cij,xj->yxc", getattr(self, f"up_y{level}"), z, getattr(self, f"up_x{level}"))
+            features.append(up.reshape(self.spec.height * self.spec.width, -1))
+        coefficients = features[0]
+        if self.spec.hidden:
+            coefficients = coefficients + _mlp(self.synthesis, torch.cat(features, dim=1))
+        return coefficients @ self.basis + self.mean, coefficients
+
+    def latent_bits(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """Estimated bits of the latents under the ARM's discretised Laplace."""
+        total = latents[0].new_zeros(())
+        for z in latents:
+            if z.shape[0] == 0:
+                continue
+            gh, gw = z.shape[1:]
+            padded = F.pad(z, (2, 2, 2, 0))
+            ctx = torch.stack([padded[:, 2 + dy : 2 + dy + gh, 2 + dx : 2 + dx + gw] for dy, dx in CONTEXT], dim=-1)
+            ctx = ctx.reshape(-1, len(CONTEXT))
+            prediction = self.arm[0](ctx)
+            deviation = ctx - prediction
+            out = _mlp(self.arm[1:], torch.sign(deviation) * torch.log2(1 + deviation.abs()))
+            mu = prediction[:, 0] + out[:, 0]
+            scale = torch.exp(out[:, 1]).clamp(MIN_SCALE, MAX_SCALE)
+            total = total + laplace_interval_bits(z.reshape(-1), mu, scale).sum()
+        return total
+
+
+def laplace_interval_bits(x: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """-log2 P(x) for integers x under a Laplace(mu, scale) discretised to unit bins."""
+    upper = _laplace_cdf(x + 0.5, mu, scale)
+    lower = _laplace_cdf(x - 0.5, mu, scale)
+    return -torch.log2((upper - lower).clamp_min(2.0**-16))
+
+
+def _laplace_cdf(x, mu, scale):
+    d = (x - mu) / scale
+    return 0.5 + 0.5 * torch.sign(d) * (1 - torch.exp(-d.abs()))
+
+
+def pca(values: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean spectrum (bands,) and the top ``components`` principal directions (components, bands)."""
+    mean = values.mean(axis=0)
+    _, _, vt = np.linalg.svd(values - mean, full_matrices=False)
+    basis = np.zeros((components, values.shape[1]))
+    basis[: min(components, vt.shape[0])] = vt[:components]
+    return mean, basis
+
+
+def estimate_bits(images: np.ndarray) -> float:
+    """Bits of integer images (n, h, w) coded as the residual of the left/upper mean,
+    under one Laplace per image: a static stand-in for the ARM, used to pick the step."""
+    padded = np.pad(images.astype(np.float64), ((0, 0), (1, 0), (1, 0)))
+    residual = images - np.round(0.5 * (padded[:, 1:, :-1] + padded[:, :-1, 1:]))
+    total = 0.0
+    for r in residual:
+        b = max(np.abs(r).mean(), 1e-3)
+
+        def cdf(x):
+            return 0.5 + 0.5 * np.sign(x) * (1 - np.exp(-np.abs(x) / b))
+
+        total += -np.log2(np.maximum(cdf(r + 0.5) - cdf(r - 0.5), 2.0**-16)).sum()
+    return total
+
+
+def choose_step(coefficients: np.ndarray, shape: tuple[int, int], latent_bits: float) -> float:
+    """The finest quantisation step of the coefficient images whose estimated bits fit ``latent_bits``."""
+    images = coefficients.T.reshape(-1, *shape)
+    lo, hi = 1e-6, 1.0  # bisect log(step)
+    for _ in range(30):
+        step = math.sqrt(lo * hi)
+        if estimate_bits(np.round(images / step)) > latent_bits:
+            lo = step
+        else:
+            hi = step
+    return hi
+
+
+class GridTraining:
+    """One latent-grid model being fitted to one block; ``train`` and ``trim`` can be called again.
+
+    ``target`` is (bands, h, w) in [0, 1]; ``valid`` masks the elements that
+    count in the distortion (NaN left out); ``latent_bits`` is the bits the
+    latents may take. The coefficient step starts from the static estimate
+    times ``step_margin`` (the ARM codes better) and is re-picked three times.
+    """
+
+    def __init__(self, target: np.ndarray, valid: np.ndarray | None, spec: GridSpec, latent_bits: float,
+                 lr: float = 1e-2, step_margin: float = 1.15, seed: int = 0, device: str | None = None):
+        dev = pick_device(device)
+        torch.manual_seed(seed)
+        bands, h, w = target.shape
+        values = np.ascontiguousarray(target.reshape(bands, -1).T, dtype=np.float64)
+        weights = None if valid is None else valid.reshape(bands, -1).T.astype(np.float64)
+        if weights is not None:  # masked elements take their band's mean for the PCA
+            band_mean = (values * weights).sum(0) / np.maximum(weights.sum(0), 1)
+            values = np.where(weights > 0, values, band_mean)
+        mean, basis = pca(values, spec.components)
+        coefficients = (values - mean) @ basis.T
+        step = choose_step(coefficients, (h, w), step_margin * max(latent_bits, 1.0))
+        self.spec = spec
+        self.latent_bits = max(latent_bits, 1.0)
+        self.model = GridModel(spec, step, mean, basis, coefficients, torch.Generator().manual_seed(seed)).to(dev)
+        self._x = torch.from_numpy(values.astype(np.float32)).to(dev)
+        self._weights = None if weights is None else torch.from_numpy(weights.astype(np.float32)).to(dev)
+        self._n_values = float(values.size if weights is None else weights.sum())
+        spectral = [self.model.basis, self.model.mean]  # small values: a gentler learning rate
+        networks = list(self.model.synthesis.parameters()) + list(self.model.arm.parameters())
+        groups = [(list(self.model.latents.parameters()), 1.0), (networks, 1.0), (spectral, 0.05)]
+        self._lr = lr
+        self._optimiser = torch.optim.Adam([{"params": p, "base": f} for p, f in groups], lr=lr)
+        with torch.no_grad():  # at high rate, D falls by 2 ln 2 D per bit per value: start there
+            start = self._distortion(self.model(self.model.quantised("round"))[0]).item()
+        self._log_lmbda = math.log(2 * math.log(2) * max(start, 1e-12))
+
+    def _distortion(self, pred: torch.Tensor) -> torch.Tensor:
+        err = (pred - self._x) ** 2
+        return err.mean() if self._weights is None else (err * self._weights).sum() / self._n_values
+
+    def _step(self, mode: str, lr_scale: float, iteration: int) -> None:
+        for group in self._optimiser.param_groups:
+            group["lr"] = self._lr * lr_scale * group["base"]
+        latents = self.model.quantised(mode)
+        pred, _ = self.model(latents)
+        bits = self.model.latent_bits(latents)
+        loss = self._distortion(pred) + math.exp(self._log_lmbda) * bits / self._n_values
+        self._optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self._optimiser.step()
+        if iteration % 10 == 9:  # steer the bits of the rounded latents towards the budget
+            with torch.no_grad():
+                rounded = self.model.latent_bits([torch.round(z) for z in self.model.latents]).item()
+            self._log_lmbda += float(np.clip(0.5 * math.log(max(rounded, 1.0) / self.latent_bits), -0.2, 0.2))
+
+    def train(self, steps: int) -> GridTraining:
+        """The schedule: 80 % of the steps with noisy latents (cosine learning rate),
+        then rounded latents at a tenth of the learning rate."""
+        noise_steps = int(0.8 * steps)
+        retune_at = {int(0.1 * steps), int(0.25 * steps), int(0.4 * steps)}
+        for iteration in range(steps):
+            if iteration in retune_at:  # the ARM codes better than the static estimate: re-pick the step
+                self.model.retune_step(self.latent_bits)
+            if iteration < noise_steps:
+                mode, progress, top = "noise", iteration / noise_steps, 1.0
+            else:
+                mode, progress, top = "round", (iteration - noise_steps) / max(steps - noise_steps, 1), 0.1
+            self._step(mode, top * 0.5 * (1 + math.cos(math.pi * progress)) + 1e-3, iteration)
+        return self
+
+    def trim(self, latent_bits: float, steps: int) -> GridTraining:
+        """More rounded-latent steps aiming at fewer bits (after a stream came out over budget)."""
+        self.latent_bits = max(latent_bits, 1.0)
+        self._log_lmbda += 0.5
+        for iteration in range(steps):
+            self._step("round", 0.05, iteration)
+        return self
+
+    @torch.no_grad()
+    def result(self) -> GridFit:
+        model = self.model
+        latents = [torch.round(z) for z in model.latents]
+        pred, coefficients = model(latents)
+
+        def layers(module):
+            return [(l.weight.detach().cpu().numpy().astype(np.float64),
+                     l.bias.detach().cpu().numpy().astype(np.float64)) for l in module]
+
+        return GridFit(
+            spec=self.spec,
+            step=model.step,
+            latents=[z.cpu().numpy().astype(np.int64) for z in latents],
+            synthesis=layers(model.synthesis),
+            arm=layers(model.arm),
+            basis=model.basis.detach().cpu().numpy().astype(np.float64),
+            mean=model.mean.detach().cpu().numpy().astype(np.float64),
+            coefficient_rms=coefficients.pow(2).mean(0).sqrt().cpu().numpy().astype(np.float64),
+            mse=self._distortion(pred).item(),
+            latent_bits=model.latent_bits(latents).item(),
+            lmbda=math.exp(self._log_lmbda),
+        )
+
+
+def fit_grid(target: np.ndarray, valid: np.ndarray | None, spec: GridSpec, latent_bits: float,
+             steps: int = 1000, **options) -> GridFit:
+    """Fit ``spec`` to ``target`` for ``steps`` steps (options: see :class:`GridTraining`)."""
+    return GridTraining(target, valid, spec, latent_bits, **options).train(steps).result()
