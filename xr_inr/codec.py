@@ -432,10 +432,11 @@ def inspect(buf) -> dict:
         spec = reader.siren()[0]
         info.update(depth=spec.depth, width=spec.width, n_params=spec.n_params)
     elif header.method == bs.Method.GRID:
-        from .grid_codec import unpack_grid
+        from .grid_codec import describe_payload
 
         reader.mask()
-        spec, step = unpack_grid(reader.grid()[2], *header.block_shape)[:2]
+        described = describe_payload(reader.grid()[2], *header.block_shape)
+        spec = described.pop("spec")
         info.update(components=spec.components, channels=spec.channels, hidden=spec.hidden,
-                    arm_hidden=spec.arm_hidden, step=step)
+                    arm_hidden=spec.arm_hidden, **described)
     return info

@@ -80,9 +80,16 @@ def _quantise(values: np.ndarray, exponent: int) -> np.ndarray:
     return np.round(values * 2.0**exponent).astype(np.int64)
 
 
-def _finest_exponent(tolerance: float) -> int:
-    """Smallest exponent e whose quantisation error (2**-e)**2 / 12 stays under ``tolerance``."""
-    return int(np.clip(math.ceil(-0.5 * math.log2(max(12 * tolerance, 1e-30))), -8, 30))
+def _finest_exponent(tolerance: float, values: np.ndarray) -> int:
+    """Smallest exponent e whose quantisation error (2**-e)**2 / 12 stays under ``tolerance``,
+    capped so that the integers stay within +-2**12 (a small alphabet for the entropy coder)."""
+    cap = math.floor(math.log2(2**12 / max(float(np.abs(values).max()), 1e-30)))
+    return int(np.clip(math.ceil(-0.5 * math.log2(max(12 * tolerance, 1e-30))), -8, min(cap, 30)))
+
+
+def _coarsest(good) -> int:
+    """Smallest exponent in 2 ... 30 for which ``good`` holds (30 if none)."""
+    return next((e for e in range(2, 31) if good(e)), 30)
 
 
 def quantised_parameters(fit, target: np.ndarray, valid: np.ndarray | None) -> dict[str, tuple[int, np.ndarray]]:
@@ -94,10 +101,10 @@ def quantised_parameters(fit, target: np.ndarray, valid: np.ndarray | None) -> d
     """
     spec = fit.spec
     mse = max(fit.mse, 1e-12)
-    out = {"mean": (_finest_exponent(mse / 50), None)}
+    out = {"mean": (_finest_exponent(mse / 50, fit.mean), None)}
     rms = np.maximum(fit.coefficient_rms, 1e-12)
     for r in range(spec.components):
-        out[f"basis{r}"] = (_finest_exponent(mse / (50 * spec.components * rms[r] ** 2)), None)
+        out[f"basis{r}"] = (_finest_exponent(mse / (50 * spec.components * rms[r] ** 2), fit.basis[r]), None)
     for name in list(out):
         exponent = out[name][0]
         source = fit.mean if name == "mean" else fit.basis[int(name[5:])]
@@ -117,14 +124,13 @@ def quantised_parameters(fit, target: np.ndarray, valid: np.ndarray | None) -> d
             return float(np.mean((values - target)[counted] ** 2))
 
         base = synthesis_mse(30)
-        exponent = next(e for e in range(2, 31) if synthesis_mse(e) <= 1.01 * base)
+        exponent = _coarsest(lambda e: synthesis_mse(e) <= 1.01 * base)
         for index, (w, b) in enumerate(fit.synthesis):
             out[f"synthesis{index}.weight"] = (exponent, _quantise(w, exponent))
             out[f"synthesis{index}.bias"] = (exponent, _quantise(b, exponent))
 
     base = latent_bits_estimate(spec, fit.arm, fit.latents)
-    exponent = next(e for e in range(2, 31)
-                    if latent_bits_estimate(spec, layers_at(fit.arm, e), fit.latents) <= 1.005 * base + 8)
+    exponent = _coarsest(lambda e: latent_bits_estimate(spec, layers_at(fit.arm, e), fit.latents) <= 1.005 * base + 8)
     for index, (w, b) in enumerate(fit.arm):
         out[f"arm{index}.weight"] = (exponent, _quantise(w, exponent))
         out[f"arm{index}.bias"] = (exponent, _quantise(b, exponent))
@@ -175,7 +181,7 @@ def pack_grid(spec: GridSpec, step: float, params: dict, latents: list[np.ndarra
         symbols.append(ints)
         scales.append(np.full(ints.size, 2.0 ** (scale_index / 8)))
     symbols = np.concatenate(symbols)
-    if symbols.min() < -(2**15) or symbols.max() >= 2**15:
+    if symbols.max() - symbols.min() >= 2**15:
         raise ValueError("a quantised parameter is too large for the stream format")
     params_coder = RansEncoder(int(symbols.min()), int(symbols.max()))
     params_coder.push(symbols, 0.0, np.concatenate(scales))
@@ -218,16 +224,20 @@ class _Bytes:
         return fmt.unpack(self.take(fmt.size))
 
 
-def unpack_grid(payload: bytes, bands: int, height: int, width: int):
-    """(spec, step, mean, basis, synthesis layers, latents) from a payload."""
-    reader = _Bytes(payload)
+def _read_head(reader: _Bytes, bands: int, height: int, width: int) -> tuple[GridSpec, float]:
     components, hidden, arm_hidden, levels = reader.unpack(_HEAD)
     channels = tuple(reader.take(levels))
     (step,) = struct.unpack("<d", reader.take(8))
     try:
-        spec = GridSpec(bands, height, width, components, channels, hidden, arm_hidden)
+        return GridSpec(bands, height, width, components, channels, hidden, arm_hidden), step
     except ValueError as exc:
         raise GridStreamError(str(exc)) from None
+
+
+def unpack_grid(payload: bytes, bands: int, height: int, width: int):
+    """(spec, step, mean, basis, synthesis layers, latents) from a payload."""
+    reader = _Bytes(payload)
+    spec, step = _read_head(reader, bands, height, width)
     arrays = param_arrays(spec)
     heads = [reader.unpack(_ARRAY) for _ in arrays]
     lo, hi, length = reader.unpack(_STREAM)
@@ -256,9 +266,21 @@ def unpack_grid(payload: bytes, bands: int, height: int, width: int):
         raise GridStreamError("the latents did not decode to the encoder's final state "
                               "(corrupt data, or this machine's arithmetic differs from the encoder's)")
     mean = params["mean"][1] * 2.0 ** -params["mean"][0]
-    basis = np.stack([params[f"basis{r}"][1] * 2.0 ** -params[f"basis{r}"][0] for r in range(components)])
+    basis = np.stack([params[f"basis{r}"][1] * 2.0 ** -params[f"basis{r}"][0] for r in range(spec.components)])
     synthesis = dequantised_layers(params, "synthesis", len(spec.synthesis_shapes()))
     return spec, step, mean, basis, synthesis, latents
+
+
+def describe_payload(payload: bytes, bands: int, height: int, width: int) -> dict:
+    """The model's ``spec`` and ``step``, and the bytes of the payload's parts: ``head_bytes``
+    (architecture, step, array heads), ``parameter_bytes`` and ``latent_bytes`` (nothing decoded)."""
+    reader = _Bytes(payload)
+    spec, step = _read_head(reader, bands, height, width)
+    reader.take(_ARRAY.size * len(param_arrays(spec)))
+    head = reader.pos
+    parameters = _STREAM.size + reader.unpack(_STREAM)[2]
+    return {"spec": spec, "step": step, "head_bytes": head, "parameter_bytes": parameters,
+            "latent_bytes": len(payload) - head - parameters}
 
 
 def decode_grid(payload: bytes, bands: int, height: int, width: int, ys, xs) -> np.ndarray:

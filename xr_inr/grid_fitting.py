@@ -197,8 +197,14 @@ def estimate_bits(images: np.ndarray) -> float:
     return total
 
 
+MAX_LATENT = 2**9
+"""The step is never so fine that a coefficient latent exceeds this (the coder's alphabet stays small;
+at very high rates the stream then comes out under its budget)."""
+
+
 def choose_step(coefficients: np.ndarray, shape: tuple[int, int], latent_bits: float) -> float:
-    """The finest quantisation step of the coefficient images whose estimated bits fit ``latent_bits``."""
+    """The finest quantisation step of the coefficient images whose estimated bits fit ``latent_bits``
+    (no finer than :data:`MAX_LATENT` allows)."""
     images = coefficients.T.reshape(-1, *shape)
     lo, hi = 1e-6, 1.0  # bisect log(step)
     for _ in range(30):
@@ -207,7 +213,7 @@ def choose_step(coefficients: np.ndarray, shape: tuple[int, int], latent_bits: f
             lo = step
         else:
             hi = step
-    return hi
+    return max(hi, float(np.abs(coefficients).max()) / MAX_LATENT)
 
 
 class GridTraining:

@@ -1,6 +1,6 @@
-"""Which parts of the paper's SIREN codec matter: one cube, one rate, one change at a time.
+"""Which parts of the paper's SIREN codec (method="siren") matter: one cube, one rate, one change at a time.
 
-    python examples/ablation.py [CUBE] [--bpppb 0.1]
+    python examples/ablation_siren.py [CUBE] [--bpppb 0.1]
 
 Prints a markdown table (PSNR over the whole cube with R = max - min of the
 original, mean SAM in degrees, rate with every byte counted, and the PSNR the
@@ -56,7 +56,7 @@ def main() -> None:
     print("| variant | bpppb | architecture | PSNR dB | SAM ° | PSNR with fp32 weights | encode s |")
     print("|---|---|---|---|---|---|---|")
     for label, options in VARIANTS:
-        codec = INRCodec(bpppb=args.bpppb, **options)
+        codec = INRCodec(bpppb=args.bpppb, method="siren", **options)
         start = time.perf_counter()
         stream = codec.encode(cube)
         seconds = time.perf_counter() - start
