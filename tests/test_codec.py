@@ -252,9 +252,15 @@ def test_entry_point_lookup_in_a_fresh_process():
     assert out.split() == ["xr_inr.codec", "0.2"]
 
 
-def test_decoding_does_not_import_torch(small_stream, tmp_path):
+@pytest.fixture(scope="module")
+def grid_stream():
+    return INRCodec(bpppb=2.0, steps=40).encode(smooth_cube())
+
+
+@pytest.mark.parametrize("stream", ["small_stream", "grid_stream"])
+def test_decoding_does_not_import_torch(stream, request, tmp_path):
     path = tmp_path / "block.xinr"
-    path.write_bytes(small_stream)
+    path.write_bytes(request.getfixturevalue(stream))
     out = run_fresh_python(
         "import sys, numcodecs\n"
         f"data = open({str(path)!r}, 'rb').read()\n"
