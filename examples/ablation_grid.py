@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xr_inr.grid_codec import (TRIMS, choose_spec, decode_grid, encode_grid, estimated_param_bits, pack_grid,
-                               quantised_parameters)
+from xr_inr.grid_codec import choose_spec, decode_grid, encode_grid, estimated_param_bits, pack_within_budget
 from xr_inr.grid_fitting import GridTraining
 from xr_inr.grid_model import GridSpec
 from xr_inr.metrics import psnr, sam_deg
@@ -41,14 +40,7 @@ def encode_variant(target, budget_bits, spec, steps, freeze=()):
         for layer in model.arm[1:-1]:
             layer.bias.requires_grad_(False)
     training.train(steps)
-    for _ in range(TRIMS + 1):
-        fit = training.result()
-        payload = pack_grid(spec, fit.step, quantised_parameters(fit, target, None), fit.latents)
-        over = 8 * (len(payload) + STREAM_BYTES) - budget_bits
-        if over <= 0:
-            break
-        training.trim(max(fit.latent_bits - 1.2 * over - 64, 0.5 * fit.latent_bits), max(steps // 10, 20))
-    return payload
+    return pack_within_budget(training, target, None, budget_bits, 8 * STREAM_BYTES)
 
 
 def main(argv=None):

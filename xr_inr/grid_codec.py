@@ -289,8 +289,8 @@ def decode_grid(payload: bytes, bands: int, height: int, width: int, ys, xs) -> 
     return synthesise(spec, latents, step, synthesis, basis, mean, np.asarray(ys, float), np.asarray(xs, float))
 
 
-TRIMS = 3
-"""Times a stream over budget is fine-tuned towards fewer bits before it is returned as it is."""
+RATE_FIXES = 5
+"""Times a stream over budget gets a coarser coefficient step before it is returned as it is."""
 
 
 def encode_grid(target: np.ndarray, valid: np.ndarray | None, budget_bits: float, fixed_bits: float,
@@ -299,7 +299,6 @@ def encode_grid(target: np.ndarray, valid: np.ndarray | None, budget_bits: float
     """Fit and pack ``target`` (bands, h, w, normalised to [0, 1]) within ``budget_bits`` when it can.
 
     ``fixed_bits``: what the rest of the stream (header, mask, checksum) takes.
-    A stream over budget is fine-tuned towards fewer bits (:data:`TRIMS` times).
     """
     from .grid_fitting import GridTraining  # torch: encoding only
 
@@ -308,11 +307,26 @@ def encode_grid(target: np.ndarray, valid: np.ndarray | None, budget_bits: float
     latent_bits = 0.97 * (budget_bits - fixed_bits - estimated_param_bits(spec))
     training = GridTraining(target, valid, spec, max(latent_bits, 0.02 * budget_bits), lr=lr, seed=seed,
                             device=device).train(steps)
-    for _ in range(TRIMS + 1):
+    return pack_within_budget(training, target, valid, budget_bits, fixed_bits)
+
+
+def pack_within_budget(training, target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
+                       fixed_bits: float) -> bytes:
+    """Pack a trained model; while the stream is over budget (the parameters took more than
+    estimated), coarsen the coefficient step by what the excess should save, learning from
+    each try how many bits a doubling of the step saves per latent (:data:`RATE_FIXES` times)."""
+    spec = training.spec
+    n_coefficients = spec.components * spec.height * spec.width
+    saving, previous, log2_ratio = 1.0, None, 0.0  # bits saved per latent per doubling: 1 at high rates
+    for _ in range(RATE_FIXES + 1):
         fit = training.result()
         payload = pack_grid(spec, fit.step, quantised_parameters(fit, target, valid), fit.latents)
-        over = 8 * len(payload) + fixed_bits - budget_bits
-        if over <= 0:
+        size = 8 * len(payload) + fixed_bits
+        if size <= budget_bits:
             break
-        training.trim(max(fit.latent_bits - 1.2 * over - 64, 0.5 * fit.latent_bits), max(steps // 10, 20))
+        if previous is not None:
+            saving = max((previous - size) / (n_coefficients * log2_ratio), 0.05)
+        log2_ratio = min(1.05 * (size - budget_bits) / (n_coefficients * saving), 4.0)
+        training.coarsen(log2_ratio)
+        previous = size
     return payload

@@ -217,7 +217,7 @@ def choose_step(coefficients: np.ndarray, shape: tuple[int, int], latent_bits: f
 
 
 class GridTraining:
-    """One latent-grid model being fitted to one block; ``train`` and ``trim`` can be called again.
+    """One latent-grid model being fitted to one block; ``train`` can be called again, ``coarsen`` trades quality for bits.
 
     ``target`` is (bands, h, w) in [0, 1]; ``valid`` masks the elements that
     count in the distortion (NaN left out); ``latent_bits`` is the bits the
@@ -287,13 +287,13 @@ class GridTraining:
             self._step(mode, top * 0.5 * (1 + math.cos(math.pi * progress)) + 1e-3, iteration)
         return self
 
-    def trim(self, latent_bits: float, steps: int) -> GridTraining:
-        """More rounded-latent steps aiming at fewer bits (after a stream came out over budget)."""
-        self.latent_bits = max(latent_bits, 1.0)
-        self._log_lmbda += 0.5
-        for iteration in range(steps):
-            self._step("round", 0.05, iteration)
-        return self
+    @torch.no_grad()
+    def coarsen(self, log2_ratio: float) -> None:
+        """Multiply the coefficient step by 2**log2_ratio, the coefficient latents divided to match
+        (fewer bits after rounding; used when a stream comes out over budget)."""
+        ratio = 2.0**log2_ratio
+        self.model.latents[0][: self.spec.components] /= ratio
+        self.model.step *= ratio
 
     @torch.no_grad()
     def result(self) -> GridFit:
