@@ -197,7 +197,7 @@ def estimate_bits(images: np.ndarray) -> float:
     return total
 
 
-MAX_LATENT = 2**9
+MAX_LATENT = 2**11
 """The step is never so fine that a coefficient latent exceeds this (the coder's alphabet stays small;
 at very high rates the stream then comes out under its budget)."""
 
