@@ -41,7 +41,6 @@ class GridFit:
     mse: float
     latent_bits: float
     """Estimated bits of the rounded latents under the (float) ARM."""
-    lmbda: float
 
 
 def _linears(shapes, generator) -> torch.nn.ModuleList:
@@ -316,11 +315,4 @@ class GridTraining:
             coefficient_rms=coefficients.pow(2).mean(0).sqrt().cpu().numpy().astype(np.float64),
             mse=self._distortion(pred).item(),
             latent_bits=model.latent_bits(latents).item(),
-            lmbda=math.exp(self._log_lmbda),
         )
-
-
-def fit_grid(target: np.ndarray, valid: np.ndarray | None, spec: GridSpec, latent_bits: float,
-             steps: int = 1000, **options) -> GridFit:
-    """Fit ``spec`` to ``target`` for ``steps`` steps (options: see :class:`GridTraining`)."""
-    return GridTraining(target, valid, spec, latent_bits, **options).train(steps).result()
