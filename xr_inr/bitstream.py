@@ -144,6 +144,28 @@ def seal(body: bytes) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
+class ByteCursor:
+    """Reads a byte string from the front; running past its end raises ``error(message)``."""
+
+    def __init__(self, data: bytes, pos: int = 0, error: type[Exception] = StreamError,
+                 message: str = "stream ends early"):
+        self.data, self.pos, self._error, self._message = data, pos, error, message
+
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise self._error(self._message)
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def unpack(self, fmt: struct.Struct) -> tuple:
+        return fmt.unpack(self.take(fmt.size))
+
+
 class Reader:
     """Parses a sealed stream: checks magic, version, length and checksum first."""
 
@@ -166,24 +188,15 @@ class Reader:
         if dtype_code not in DTYPES or band_axis > 2 or min(shape) < 1 or flags & ~(HAS_NAN | HAS_FILL):
             raise StreamError("invalid xr-inr header (dtype, band axis, shape or flags)")
         self.header = Header(method, DTYPES[dtype_code], band_axis, tuple(shape), bool(flags & HAS_NAN))
-        self._data = data[:-CRC_BYTES]
-        self._pos = HEADER_BYTES
+        self._cursor = ByteCursor(data[:-CRC_BYTES], HEADER_BYTES, StreamError,
+                                  "xr-inr stream ends before its payload does")
+        self._take, self._unpack = self._cursor.take, self._cursor.unpack
         if flags & HAS_FILL:
             *padded, fill_value = self._unpack(_FILL)
             if any(p < s for p, s in zip(padded, shape, strict=True)):
                 raise StreamError(f"invalid xr-inr padding: {tuple(padded)} smaller than {tuple(shape)}")
             self.header.padded_shape = tuple(padded)
             self.header.fill_value = fill_value
-
-    def _take(self, n: int) -> bytes:
-        if self._pos + n > len(self._data):
-            raise StreamError("xr-inr stream ends before its payload does")
-        chunk = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return chunk
-
-    def _unpack(self, fmt: struct.Struct) -> tuple:
-        return fmt.unpack(self._take(fmt.size))
 
     def _f16(self, count: int) -> np.ndarray:
         return np.frombuffer(self._take(2 * count), dtype="<f2")
@@ -224,9 +237,9 @@ class Reader:
     def grid(self) -> tuple[float, float, bytes]:
         """Affine normalisation and the grid payload (the rest of the stream)."""
         offset, scale = self._unpack(_AFFINE)
-        return offset, scale, self._take(len(self._data) - self._pos)
+        return offset, scale, self._take(self._cursor.remaining)
 
     def finish(self) -> None:
         """Check that the whole payload was read."""
-        if self._pos != len(self._data):
-            raise StreamError(f"{len(self._data) - self._pos} unexpected bytes after the payload")
+        if self._cursor.remaining:
+            raise StreamError(f"{self._cursor.remaining} unexpected bytes after the payload")

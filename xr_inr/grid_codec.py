@@ -22,7 +22,7 @@ import struct
 
 import numpy as np
 
-from .bitstream import StreamError
+from .bitstream import ByteCursor, StreamError
 from .entropy import RansDecoder, RansEncoder, laplace_bits
 from .grid_model import GridSpec, arm_parameters, code_latents, context_at, decode_latents, synthesise
 
@@ -58,7 +58,8 @@ def param_arrays(spec: GridSpec) -> list[tuple[str, tuple[int, ...]]]:
 
 def estimated_param_bits(spec: GridSpec) -> float:
     """A guess of the parameter bits before fitting: 6 bits per network weight, 4 per basis value
-    (measured: 4.5-5.5 and 2.5-3.5), and the payload's heads."""
+    and the payload's heads (set a little above the parameter bytes of early encodes; at high
+    fidelity the real ones can be larger, which :func:`pack_within_budget` corrects)."""
     n_net = sum(o * i + o for o, i in spec.synthesis_shapes() + spec.arm_shapes())
     heads = _HEAD.size + len(spec.channels) + 8 + _ARRAY.size * len(param_arrays(spec)) + 2 * (_STREAM.size + 4)
     return 6 * n_net + 4 * (spec.components + 1) * spec.bands + 8 * heads
@@ -209,22 +210,11 @@ class _Recorder:
             raise ValueError("a latent is too large for the stream format")
 
 
-class _Bytes:
-    def __init__(self, data: bytes):
-        self.data, self.pos = data, 0
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
-            raise GridStreamError("grid payload ends early")
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def unpack(self, fmt: struct.Struct) -> tuple:
-        return fmt.unpack(self.take(fmt.size))
+def _cursor(payload: bytes) -> ByteCursor:
+    return ByteCursor(payload, 0, GridStreamError, "grid payload ends early")
 
 
-def _read_head(reader: _Bytes, bands: int, height: int, width: int) -> tuple[GridSpec, float]:
+def _read_head(reader: ByteCursor, bands: int, height: int, width: int) -> tuple[GridSpec, float]:
     components, hidden, arm_hidden, levels = reader.unpack(_HEAD)
     channels = tuple(reader.take(levels))
     (step,) = struct.unpack("<d", reader.take(8))
@@ -236,7 +226,7 @@ def _read_head(reader: _Bytes, bands: int, height: int, width: int) -> tuple[Gri
 
 def unpack_grid(payload: bytes, bands: int, height: int, width: int):
     """(spec, step, mean, basis, synthesis layers, latents) from a payload."""
-    reader = _Bytes(payload)
+    reader = _cursor(payload)
     spec, step = _read_head(reader, bands, height, width)
     arrays = param_arrays(spec)
     heads = [reader.unpack(_ARRAY) for _ in arrays]
@@ -274,7 +264,7 @@ def unpack_grid(payload: bytes, bands: int, height: int, width: int):
 def describe_payload(payload: bytes, bands: int, height: int, width: int) -> dict:
     """The model's ``spec`` and ``step``, and the bytes of the payload's parts: ``head_bytes``
     (architecture, step, array heads), ``parameter_bytes`` and ``latent_bytes`` (nothing decoded)."""
-    reader = _Bytes(payload)
+    reader = _cursor(payload)
     spec, step = _read_head(reader, bands, height, width)
     reader.take(_ARRAY.size * len(param_arrays(spec)))
     head = reader.pos
