@@ -17,17 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-from xr_inr.grid_codec import choose_spec, decode_grid, encode_grid, estimated_param_bits, pack_within_budget
-from xr_inr.grid_fitting import GridTraining
-from xr_inr.grid_model import GridSpec
+from xr_inr.core.decode import restore_dtype
+from xr_inr.core.stream import AFFINE
+from xr_inr.methods.grid.fitting import GridTraining, fit_and_pack, pack_within_budget
+from xr_inr.methods.grid.model import GridSpec
+from xr_inr.methods.grid.payload import choose_spec, decode, estimated_param_bits
 from xr_inr.metrics import psnr, sam_deg
 
-STREAM_BYTES = 21 + 16 + 4  # header, affine normalisation, checksum (xr_inr.bitstream)
+STREAM_BYTES = 21 + 16 + 4  # header, affine normalisation, checksum (xr_inr.core.stream)
 REPO = Path(__file__).resolve().parent.parent
 
 
 def encode_variant(target, budget_bits, spec, steps, freeze=()):
-    """As :func:`xr_inr.grid_codec.encode_grid`, with a chosen spec and parts of the model frozen."""
+    """As :func:`xr_inr.methods.grid.fitting.fit_and_pack`, with a chosen spec and parts of the model frozen."""
     latent_bits = 0.97 * (budget_bits - 8 * STREAM_BYTES - estimated_param_bits(spec))
     training = GridTraining(target, None, spec, max(latent_bits, 0.02 * budget_bits))
     model = training.model
@@ -60,13 +62,13 @@ def main(argv=None):
     spec = choose_spec(bands, h, w, budget_bits)
     no_mlp = GridSpec(bands, h, w, spec.components, (0,), 0, spec.arm_hidden)
     variants = {
-        "default": lambda: encode_grid(target, None, budget_bits, 8 * STREAM_BYTES, steps=args.steps),
+        "default": lambda: fit_and_pack(target, None, budget_bits, 8 * STREAM_BYTES, steps=args.steps),
         "no synthesis MLP, no extra latents": lambda: encode_variant(target, budget_bits, no_mlp, args.steps),
         "PCA basis and mean frozen": lambda: encode_variant(target, budget_bits, spec, args.steps, {"basis"}),
         "ARM: linear predictor, one scale": lambda: encode_variant(target, budget_bits, spec, args.steps, {"arm"}),
-        f"{args.steps // 3} steps": lambda: encode_grid(target, None, budget_bits, 8 * STREAM_BYTES,
+        f"{args.steps // 3} steps": lambda: fit_and_pack(target, None, budget_bits, 8 * STREAM_BYTES,
                                                         steps=args.steps // 3),
-        f"{3 * args.steps} steps": lambda: encode_grid(target, None, budget_bits, 8 * STREAM_BYTES,
+        f"{3 * args.steps} steps": lambda: fit_and_pack(target, None, budget_bits, 8 * STREAM_BYTES,
                                                        steps=3 * args.steps),
     }
     if args.only:
@@ -78,9 +80,8 @@ def main(argv=None):
         start = time.perf_counter()
         payload = encode()
         seconds = time.perf_counter() - start
-        decoded = lo + scale * decode_grid(payload, bands, h, w, np.arange(h, dtype=float), np.arange(w, dtype=float))
-        if original.dtype.kind in "iu":  # as INRCodec restores integer cubes
-            decoded = np.clip(np.rint(decoded), np.iinfo(original.dtype).min, np.iinfo(original.dtype).max)
+        decoded = decode(AFFINE.pack(lo, scale) + payload, (bands, h, w), np.arange(h), np.arange(w))
+        decoded = restore_dtype(decoded, original.dtype).astype(np.float64)  # as INRCodec decodes
         rate = 8 * (len(payload) + STREAM_BYTES) / cube.size
         print(f"| {name} | {rate:.4f} | {psnr(cube, decoded):.2f} | {sam_deg(cube, decoded):.2f} | {seconds:.0f} |",
               flush=True)

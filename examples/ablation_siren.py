@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xr_inr import INRCodec, fitting, inspect
-from xr_inr.datasets import load
+from xr_inr import INRCodec, inspect
+from xr_inr.methods.siren import fitting
+from xr_inr.tools.datasets import load
 from xr_inr.metrics import psnr, sam_deg
 
 DEFAULT_CUBE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "jasper_ridge_100x100x198.npz"

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def load_cube(path: Path) -> xr.DataArray:
     """A shared .npz cube as a (band, y, x) DataArray; loaded with xr_inr.datasets."""
-    from xr_inr.datasets import load
+    from xr_inr.tools.datasets import load
 
     cube = load(path)
     return cube.rename(path.stem)
@@ -62,8 +62,8 @@ start = time.perf_counter()
 ds = xr.open_zarr(store)                 # plain xarray: the xr_inr codec comes from its entry point
 var = ds[list(ds.data_vars)[0]]
 open_s = time.perf_counter() - start
-import xr_inr, xr_inr.datasets         # only now: the counter, the stored size, the original
-counter = xr_inr.decode_counter
+import xr_inr, xr_inr.tools.datasets   # only now: the counter, the stored size, the original
+counter = xr_inr.core.decode.decode_counter
 report = {"opened_chunks_decoded": counter.blocks, "chunks": var.data.npartitions, "open_s": open_s}
 counter.reset()
 var.isel(y=slice(0, 10), x=slice(0, 10)).values
@@ -73,7 +73,7 @@ start = time.perf_counter()
 decoded = var.values
 report["full_read_s"] = time.perf_counter() - start
 report["full_chunks_decoded"] = counter.blocks
-original = xr_inr.datasets.load(data).values.astype(np.float64)
+original = xr_inr.tools.datasets.load(data).values.astype(np.float64)
 mse = np.mean((original - decoded) ** 2)
 report["psnr_db"] = 10 * np.log10(np.ptp(original) ** 2 / mse)
 report["bpppb"] = xr_inr.open_zarr(store)[var.name].inr.bpppb

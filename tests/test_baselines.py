@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from xr_inr import baselines, metrics
+from xr_inr import metrics
+from xr_inr.tools import baselines
 
 CODECS = sorted(baselines.BASELINES)
 

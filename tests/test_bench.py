@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from xr_inr import baselines, bench, cli
+from xr_inr import cli
+from xr_inr.tools import baselines, bench
 
 RECORD_KEYS = {
     "codec", "dataset", "shape", "dtype", "target_bpppb", "bpppb", "nbytes", "psnr", "psnr_band_mean",
@@ -100,7 +101,7 @@ def test_json_has_no_infinity():
 
 def test_inr_through_the_bench(tmp_path, shared_dataset):
     pytest.importorskip("torch")
-    pytest.importorskip("xr_inr.codec")
+    pytest.importorskip("torch")
     cube = np.load(shared_dataset("jasper_ridge_100x100x198.npz"))["cube"][:12, :12, :16].transpose(2, 0, 1).copy()
     records = bench.run_benchmark({"jasper": cube}, ["inr"], [1.0], {"steps": 5, "search_steps": 0}, log=lambda _: None)
     (record,) = records

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from xr_inr import INRCodec, StreamError, decode_block, decode_counter, inspect
-from xr_inr import bitstream as bs
-from xr_inr.codec import valid_extent
+from xr_inr import INRCodec, StreamError, decode_block, inspect
+from xr_inr.core import stream as bs
+from xr_inr.core.decode import decode_counter
+from xr_inr.core.encode import valid_extent
 
 FAST = dict(method="siren", steps=60, search_steps=0, lr=3e-3, depth=2)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from xr_inr import datasets
+from xr_inr.tools import datasets
 
 
 def _cube_yxb(n_row=5, n_col=3, n_band=4, dtype=np.uint16):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from xr_inr.entropy import (
+from xr_inr.core.entropy import (
     PRECISION_BITS,
     RansDecoder,
     RansEncoder,

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from xr_inr.fitting import Siren, fit, search_and_fit
-from xr_inr.model import SirenSpec, axis_coords, evaluate, grid
+from xr_inr.methods.siren.fitting import Siren, fit, search_and_fit
+from xr_inr.methods.siren.model import SirenSpec, axis_coords, coordinate_mesh, evaluate
 
 
 def test_siren_initialisation_follows_the_paper():
@@ -19,7 +19,7 @@ def test_siren_initialisation_follows_the_paper():
 def test_numpy_evaluation_matches_torch():
     spec = SirenSpec(depth=2, width=16, bands=7)
     model = Siren(spec, torch.Generator().manual_seed(1))
-    coords = grid(axis_coords(5), axis_coords(9))
+    coords = coordinate_mesh(axis_coords(5), axis_coords(9))
     with torch.no_grad():
         expected = model(torch.from_numpy(coords)).numpy()
     layers = [(layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in model.linears]
@@ -32,7 +32,7 @@ def test_fit_keeps_the_best_weights_seen():
     spec = SirenSpec(depth=2, width=16, bands=4)
     # a far too large learning rate makes the loss jump around: the kept weights are the best ones
     result = fit(target, None, spec, steps=40, lr=0.05)
-    coords = grid(axis_coords(8), axis_coords(8))
+    coords = coordinate_mesh(axis_coords(8), axis_coords(8))
     decoded = evaluate(spec, result.layers, coords).T.reshape(4, 8, 8)
     np.testing.assert_allclose(np.mean((decoded - target) ** 2), result.mse, rtol=1e-4)
     first_mse = np.mean(target**2)  # an untrained SIREN outputs about 0
@@ -82,7 +82,7 @@ CURVES = {1: lambda n: 0.5 / (1 + n / 50) + 0.2, 2: lambda n: 0.9 / (1 + n / 200
 
 
 def test_successive_halving_keeps_the_slow_starter_that_ends_best(monkeypatch):
-    import xr_inr.fitting as fitting
+    import xr_inr.methods.siren.fitting as fitting
 
     monkeypatch.setattr(fitting, "Training", _ScriptedTraining)
     candidates = [SirenSpec(depth, 8, 3) for depth in (1, 2, 3)]

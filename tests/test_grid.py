@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from xr_inr import BudgetWarning, INRCodec, StreamError, decode_block, inspect
-from xr_inr.entropy import RansDecoder, RansEncoder
-from xr_inr.grid_codec import choose_spec, decode_grid, latent_bits_estimate, pack_grid, unpack_grid
-from xr_inr.grid_fitting import GridModel
-from xr_inr.grid_model import CONTEXT, GridSpec, code_latents, decode_latents, synthesise, upsample_matrix, wavefronts
+from xr_inr.core.entropy import RansDecoder, RansEncoder
+from xr_inr.core.stream import AFFINE
+from xr_inr.methods.grid.fitting import GridModel
+from xr_inr.methods.grid.model import CONTEXT, GridSpec, code_latents, decode_latents, synthesise, upsample_matrix, wavefronts
+from xr_inr.methods.grid.payload import choose_spec, decode, latent_bits_estimate, pack, unpack
 from xr_inr.metrics import psnr, sam_deg
 
 SPEC = GridSpec(bands=7, height=9, width=11, components=3, channels=(1, 2, 1), hidden=6, arm_hidden=5)
@@ -96,19 +97,19 @@ def test_payload_round_trip_and_corruption():
         for i, (w, b) in enumerate(layers):
             params[f"{prefix}{i}.weight"] = (3, np.round(w * 8).astype(np.int64))
             params[f"{prefix}{i}.bias"] = (3, np.round(b * 8).astype(np.int64))
-    payload = pack_grid(SPEC, 0.05, params, latents)
-    spec, step, mean2, basis2, synthesis2, latents2 = unpack_grid(payload, SPEC.bands, SPEC.height, SPEC.width)
+    payload = pack(SPEC, 0.05, params, latents)
+    spec, step, mean2, basis2, synthesis2, latents2 = unpack(payload, SPEC.bands, SPEC.height, SPEC.width)
     assert spec == SPEC and step == 0.05
     assert np.allclose(mean2, mean) and np.allclose(basis2, basis)
     assert all(np.array_equal(a, b) for a, b in zip(latents, latents2, strict=True))
     ys, xs = np.arange(9.0), np.arange(11.0)
-    assert decode_grid(payload, 7, 9, 11, ys, xs).shape == (7, 9, 11)
+    assert decode(AFFINE.pack(0.0, 1.0) + payload, (7, 9, 11), ys, xs).shape == (7, 9, 11)
     with pytest.raises(ValueError, match="too large"):  # the encoder's quantiser keeps them far smaller
-        pack_grid(SPEC, 0.05, {**params, "basis1": (24, np.round(basis[1] * 2**24).astype(np.int64))}, latents)
+        pack(SPEC, 0.05, {**params, "basis1": (24, np.round(basis[1] * 2**24).astype(np.int64))}, latents)
     with pytest.raises(StreamError):
-        unpack_grid(payload[:-3], SPEC.bands, SPEC.height, SPEC.width)
+        unpack(payload[:-3], SPEC.bands, SPEC.height, SPEC.width)
     with pytest.raises(StreamError):
-        unpack_grid(payload + b"\0", SPEC.bands, SPEC.height, SPEC.width)
+        unpack(payload + b"\0", SPEC.bands, SPEC.height, SPEC.width)
 
 
 def test_architecture_grows_with_the_budget():

@@ -17,8 +17,9 @@ import xarray as xr
 import zarr
 
 import xr_inr
-from xr_inr import BandDimError, INRZarrCodec, decode_counter, find_band_dim, inspect
-from xr_inr.sources import StoredCube, source_of
+from xr_inr import BandDimError, INRZarrCodec, find_band_dim, inspect
+from xr_inr.core.decode import decode_counter
+from xr_inr.xarray_zarr.sources import StoredCube, source_of
 
 FAST = dict(method="siren", steps=60, search_steps=0, lr=3e-3, depth=2, progress=False)
 CHUNKS = {"band": -1, "y": 24, "x": 20}  # 40 x 36 pixels: 2 x 2 chunks, edge chunks of 16 x 16
@@ -116,7 +117,7 @@ def test_reported_size_is_the_stored_size(crop, compressed):
 def test_one_fit_task_per_chunk_one_torch_thread_each(crop, monkeypatch):
     import torch
 
-    import xr_inr.parallel as parallel
+    import xr_inr.xarray_zarr.parallel as parallel
 
     seen = []
     original = parallel.fit_task
@@ -142,7 +143,7 @@ def test_progress_bar_per_chunk_and_quiet_switch(crop, capfd):
 
 
 def test_default_chunking_keeps_bands_together_without_slivers(crop):
-    from xr_inr.accessor import chunk_shape_for
+    from xr_inr.xarray_zarr.accessor import chunk_shape_for
 
     big = xr.DataArray(np.zeros((50, 300, 130), np.uint16), dims=("band", "y", "x"))
     assert chunk_shape_for(big, 0) == (50, 100, 65)
@@ -155,7 +156,7 @@ def test_default_chunking_keeps_bands_together_without_slivers(crop):
 
 
 def test_to_zarr_writes_the_fitted_chunks_without_refitting(compressed, tmp_path, monkeypatch):
-    import xr_inr.parallel as parallel
+    import xr_inr.xarray_zarr.parallel as parallel
 
     def no_fit(*args):
         raise AssertionError("to_zarr refitted a chunk")
@@ -198,11 +199,11 @@ FRESH_READER = textwrap.dedent(
     report = {}
     imported_before = "xr_inr" in sys.modules  # before the first store is opened
     for path in sys.argv[1:]:
-        codec_module = sys.modules.get("xr_inr.codec")
+        codec_module = sys.modules.get("xr_inr.core.decode")
         start = codec_module.decode_counter.blocks if codec_module else 0
         ds = xr.open_zarr(path)
         var = ds["reflectance"]
-        counter = sys.modules["xr_inr.codec"].decode_counter  # loaded by the codec entry point
+        counter = sys.modules["xr_inr.core.decode"].decode_counter  # loaded by the codec entry point
         counter.blocks -= start
         on_open = counter.blocks
         var[:, :5, :5].values

@@ -19,11 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("bench", add_help=False, help="rate-distortion benchmark: codecs x rates x datasets")
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
-        from . import demo
+        from .tools import demo
 
         demo.main(rest)
     else:
-        from . import bench
+        from .tools import bench
 
         bench.main(rest)
     return 0

@@ -56,8 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Encode, decode, and print what was stored and how close it came."""
-    from .codec import INRCodec, inspect
-    from .metrics import summary
+    from ..core.codec import INRCodec
+    from ..core.decode import inspect
+    from ..metrics import summary
 
     if args.data:
         from .datasets import load

@@ -23,6 +23,10 @@ import imagecodecs
 import numpy as np
 from scipy import fft
 
+from ..core.decode import restore_dtype
+from ..core.stream import ByteCursor
+from ..pca import pca
+
 __all__ = [
     "BASELINES",
     "Baseline",
@@ -70,31 +74,9 @@ class EncodedResult:
 # --------------------------------------------------------------------------- byte helpers
 
 
-class _Reader:
-    """Sequential reader over a byte string."""
-
-    def __init__(self, data: bytes, offset: int = 0):
-        self.data = memoryview(data)
-        self.offset = offset
-
-    def unpack(self, fmt: str) -> tuple:
-        values = struct.unpack_from(fmt, self.data, self.offset)
-        self.offset += struct.calcsize(fmt)
-        return values
-
-    def array(self, dtype, count: int) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        values = np.frombuffer(self.data, dtype, count, self.offset)
-        self.offset += dtype.itemsize * count
-        return values
-
-    def chunks(self, count: int) -> list[bytes]:
-        lengths = self.array("<u4", count)
-        out = []
-        for length in lengths:
-            out.append(bytes(self.data[self.offset : self.offset + int(length)]))
-            self.offset += int(length)
-        return out
+def _read_chunks(reader: ByteCursor, count: int) -> list[bytes]:
+    """The payloads :func:`_chunks` wrote."""
+    return [reader.take(int(length)) for length in reader.array("<u4", count)]
 
 
 def _chunks(payloads: list[bytes]) -> bytes:
@@ -106,11 +88,11 @@ def _header(codec_id: int, cube: np.ndarray) -> bytes:
     return _HEADER.pack(_MAGIC, codec_id, _DTYPES.index(cube.dtype), *cube.shape)
 
 
-def _read_header(data: bytes) -> tuple[int, np.dtype, tuple[int, int, int], _Reader]:
+def _read_header(data: bytes) -> tuple[int, np.dtype, tuple[int, int, int], ByteCursor]:
     magic, codec_id, dtype_code, *shape = _HEADER.unpack_from(data)
     if magic != _MAGIC:
         raise ValueError("not an xr-inr baseline stream")
-    return codec_id, _DTYPES[dtype_code], tuple(shape), _Reader(data, _HEADER.size)
+    return codec_id, _DTYPES[dtype_code], tuple(shape), ByteCursor(bytes(data), _HEADER.size, ValueError)
 
 
 def _working_copy(cube: np.ndarray) -> np.ndarray:
@@ -127,14 +109,6 @@ def _working_copy(cube: np.ndarray) -> np.ndarray:
         means = np.where(counts > 0, np.nansum(work, axis=(1, 2)) / np.maximum(counts, 1), 0.0)
         work = np.where(missing, means[:, None, None], work)
     return work
-
-
-def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Back to the source dtype: rounded and clipped for integers."""
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    return values.astype(dtype)
 
 
 def _scale_to_uint(values: np.ndarray, low: float, high: float, bits: int) -> np.ndarray:
@@ -220,12 +194,12 @@ class Baseline:
         codec_id, dtype, shape, reader = _read_header(data)
         if codec_id != self.codec_id:
             raise ValueError(f"stream is for codec id {codec_id}, not {self.name}")
-        return _to_dtype(self._decode_body(reader, shape, dtype), dtype)
+        return restore_dtype(self._decode_body(reader, shape, dtype), dtype)
 
     def _encode_within(self, cube: np.ndarray, budget: int) -> tuple[bytes, dict]:
         raise NotImplementedError
 
-    def _decode_body(self, reader: _Reader, shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
+    def _decode_body(self, reader: ByteCursor, shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
         raise NotImplementedError
 
 
@@ -256,7 +230,7 @@ class JpegPerBand(Baseline):
     def _decode_body(self, reader, shape, dtype):
         lows = reader.array("<f4", shape[0])
         highs = reader.array("<f4", shape[0])
-        streams = reader.chunks(shape[0])
+        streams = _read_chunks(reader, shape[0])
         return np.stack(
             [_unscale(imagecodecs.jpeg8_decode(s), lo, hi, 8) for s, lo, hi in zip(streams, lows, highs)]
         )
@@ -292,17 +266,8 @@ class Jpeg2000PerBand(Baseline):
 
     def _decode_body(self, reader, shape, dtype):
         low, high = reader.unpack("<2d")
-        streams = reader.chunks(shape[0])
+        streams = _read_chunks(reader, shape[0])
         return np.stack([_unscale(imagecodecs.jpeg2k_decode(s), low, high, 16) for s in streams])
-
-
-def _pca(work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Band mean and all principal axes (rows, by decreasing variance) of a (band, y, x) cube."""
-    pixels = work.reshape(work.shape[0], -1)
-    mean = pixels.mean(axis=1)
-    centred = pixels - mean[:, None]
-    eigenvalues, eigenvectors = np.linalg.eigh(centred @ centred.T)
-    return mean, eigenvectors[:, ::-1].T
 
 
 def _stored_pca(mean: np.ndarray, axes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -340,7 +305,7 @@ class _PcaBaseline(Baseline):
 
     def _encode_within(self, cube, budget):
         work = _working_copy(cube)
-        mean, axes = _pca(work)
+        mean, axes = pca(work.reshape(work.shape[0], -1).T, work.shape[0])
         best = None
         misses = 0
         smallest = math.inf
@@ -374,7 +339,7 @@ class _PcaBaseline(Baseline):
     def _fit_components(self, prefix: bytes, components: np.ndarray, budget: int) -> tuple[bytes, dict]:
         raise NotImplementedError
 
-    def _decode_components(self, reader: _Reader, k: int, size: tuple[int, int]) -> np.ndarray:
+    def _decode_components(self, reader: ByteCursor, k: int, size: tuple[int, int]) -> np.ndarray:
         raise NotImplementedError
 
 
@@ -421,7 +386,7 @@ class PcaJpeg2000(_PcaBaseline):
         n_ranges = 1 if self.shared_scale else k
         lows = reader.array("<f4", n_ranges)
         highs = reader.array("<f4", n_ranges)
-        streams = reader.chunks(k)
+        streams = _read_chunks(reader, k)
         triples = zip(streams, np.broadcast_to(lows, k), np.broadcast_to(highs, k))
         return np.stack([_unscale(imagecodecs.jpeg2k_decode(s), lo, hi, 16) for s, lo, hi in triples])
 
@@ -486,7 +451,7 @@ class PcaDct(_PcaBaseline):
     def _decode_components(self, reader, k, size):
         height, width = size
         (step,) = reader.unpack("<f")
-        folded = _entropy_decode(bytes(reader.data[reader.offset :]), k * height * width)
+        folded = _entropy_decode(reader.rest(), k * height * width)
         quantised = np.where(folded % 2 == 0, folded // 2, -(folded + 1) // 2)
         coefficients = np.empty((k, height * width))
         coefficients[:, _diagonal_order(height, width)] = quantised.reshape(k, -1) * np.float64(step)
@@ -519,7 +484,7 @@ class ZfpFixedRate(Baseline):
         return data, {"rate_bits": round(rate, 4)}
 
     def _decode_body(self, reader, shape, dtype):
-        return imagecodecs.zfp_decode(bytes(reader.data[reader.offset :])).astype(np.float64)
+        return imagecodecs.zfp_decode(reader.rest()).astype(np.float64)
 
 
 class Sz3AbsoluteError(Baseline):
@@ -549,7 +514,7 @@ class Sz3AbsoluteError(Baseline):
         return data, {"abs_error_bound": span * 10.0 ** (-log_precision)}
 
     def _decode_body(self, reader, shape, dtype):
-        stream = bytes(reader.data[reader.offset :])
+        stream = reader.rest()
         return imagecodecs.sz3_decode(stream, shape, _float_for(dtype)).astype(np.float64)
 
 

@@ -13,18 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .model import SirenSpec, axis_coords, grid
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """The requested device, else CUDA when available, else CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from ..device import pick_device
+from .model import SirenSpec, axis_coords, coordinate_mesh
+from .payload import pack
 
 
 class Siren(torch.nn.Module):
-    """Torch twin of :func:`xr_inr.model.evaluate`, with SIREN initialisation."""
+    """Torch twin of :func:`xr_inr.methods.siren.model.evaluate`, with SIREN initialisation."""
 
     def __init__(self, spec: SirenSpec, generator: torch.Generator):
         super().__init__()
@@ -87,7 +82,7 @@ class Training:
         self.spec = spec
         self._generator = torch.Generator().manual_seed(seed)
         bands, h, w = target.shape
-        self._coords = torch.from_numpy(grid(axis_coords(h), axis_coords(w))).to(dev)
+        self._coords = torch.from_numpy(coordinate_mesh(axis_coords(h), axis_coords(w))).to(dev)
         values = torch.from_numpy(np.ascontiguousarray(target.reshape(bands, -1).T, dtype=np.float32)).to(dev)
         self._weights = None
         if valid is not None:
@@ -174,3 +169,15 @@ def search_and_fit(
         runs = sorted(runs, key=lambda run: run.best_mse)[: math.ceil(len(runs) / 2)]
         rung *= 2
     return runs[0].train(steps - runs[0].steps_done).result()
+
+
+def encode(cube: np.ndarray, candidates: list[SirenSpec], codec) -> bytes:
+    """The payload of a (bands, h, w) block (NaN: left out of the fit), fitted with ``codec``'s settings."""
+    nan = np.isnan(cube)
+    lo, hi = float(np.nanmin(cube)), float(np.nanmax(cube))
+    offset, scale = lo / 2 + hi / 2, hi / 2 - lo / 2  # halves: no overflow near float64's max
+    normalised = np.where(nan, 0.0, (cube - offset) / scale).astype(np.float32)
+    result = search_and_fit(normalised, ~nan if nan.any() else None, candidates, steps=codec.steps,
+                            search_steps=codec.search_steps, lr=codec.lr, batch_size=codec.batch_size,
+                            seed=codec.seed, device=codec.device)
+    return pack(result.spec, offset, scale, result.layers)

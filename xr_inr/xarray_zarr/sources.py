@@ -29,7 +29,8 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from .codec import INRCodec, decode_block
+from ..core.codec import INRCodec
+from ..core.decode import decode_block
 
 _REGISTRY: weakref.WeakValueDictionary[str, ChunkSource] = weakref.WeakValueDictionary()
 

@@ -1,22 +1,24 @@
 """``DataArray.inr`` and ``Dataset.inr``: compress cubes chunk by chunk, store them in Zarr.
 
-``import xr_inr`` registers both accessors. See docs/zarr.md for a tour.
+``import xr_inr`` registers both accessors (as soon as xarray is imported).
+This module imports xarray only: dask, zarr and torch are imported by the
+functions that need them. See docs/zarr.md for a tour.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from . import parallel
-from .bitstream import DTYPE_CODES
-from .codec import INRCodec
-from .sources import ChunkSource, CompressedCube, source_of
+from ..core.codec import INRCodec
+from ..core.stream import DTYPE_CODES
+
+if TYPE_CHECKING:
+    from .sources import ChunkSource
 
 BAND_DIM_NAMES = ("band", "bands", "wavelength", "wavelengths", "spectral", "spectrum", "spectra",
                   "channel", "channels", "lambda", "wl", "wavenumber", "frequency")
@@ -82,7 +84,7 @@ def chunk_shape_for(obj: xr.DataArray, band_axis: int, chunks=None) -> tuple[int
     default = [math.ceil(n / math.ceil(n / DEFAULT_SPATIAL_CHUNK)) for n in shape]
     default[band_axis] = shape[band_axis]
     if chunks is None:
-        sizes = [c[0] for c in obj.data.chunks] if isinstance(obj.data, dsa.Array) else default
+        sizes = [c[0] for c in obj.chunks] if obj.chunks is not None else default
     elif isinstance(chunks, str):
         if chunks not in ("default", "auto"):
             raise ValueError(f"unknown chunks {chunks!r}: use 'default', an int, a mapping or a tuple")
@@ -136,6 +138,11 @@ def compress_dataarrays(arrays: Mapping[Hashable, xr.DataArray], bpppb: float, *
                         nodata=None, progress: bool = True, scheduler=None, torch_threads: int | None = 1,
                         **codec_options) -> dict[Hashable, xr.DataArray]:
     """Fit every chunk of every array in one parallel computation; the compressed arrays by name."""
+    import dask.array as dsa
+
+    from . import parallel
+    from .sources import CompressedCube
+
     jobs, tasks = {}, []
     for name, obj in arrays.items():
         dim = find_band_dim(obj, band_dim)
@@ -172,6 +179,8 @@ def _regular(chunks: tuple[tuple[int, ...], ...], chunk_shape: tuple[int, ...]) 
 
 
 def _source(obj: xr.DataArray) -> ChunkSource:
+    from .sources import source_of
+
     source = source_of(obj.data) if obj.chunks is not None else None  # .data of others would load them
     if source is None:
         raise ValueError(

@@ -17,8 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fitting import pick_device
-from .grid_model import CONTEXT, GridSpec, upsample_matrix
+from ...core.stream import AFFINE
+from ...pca import pca
+from ..device import pick_device
+from .model import CONTEXT, GridSpec, upsample_matrix
+from .payload import choose_spec, estimated_param_bits, pack, quantised_parameters
 
 MIN_SCALE, MAX_SCALE = 2.0**-4, 2.0**12  # the entropy coder's range of Laplace scales
 
@@ -60,7 +63,7 @@ def _mlp(layers: torch.nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
 
 
 class GridModel(torch.nn.Module):
-    """Torch twin of :mod:`xr_inr.grid_model`.
+    """Torch twin of :mod:`xr_inr.methods.grid.model`.
 
     Starts as quantised PCA: the coefficient images are the PCA coefficients
     divided by ``step``, the synthesis MLP's output layer is zero, and the
@@ -169,15 +172,6 @@ def laplace_interval_bits(x: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor
 def _laplace_cdf(x, mu, scale):
     d = (x - mu) / scale
     return 0.5 + 0.5 * torch.sign(d) * (1 - torch.exp(-d.abs()))
-
-
-def pca(values: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean spectrum (bands,) and the top ``components`` principal directions (components, bands)."""
-    mean = values.mean(axis=0)
-    _, _, vt = np.linalg.svd(values - mean, full_matrices=False)
-    basis = np.zeros((components, values.shape[1]))
-    basis[: min(components, vt.shape[0])] = vt[:components]
-    return mean, basis
 
 
 def estimate_bits(images: np.ndarray) -> float:
@@ -316,3 +310,54 @@ class GridTraining:
             mse=self._distortion(pred).item(),
             latent_bits=model.latent_bits(latents).item(),
         )
+
+
+RATE_FIXES = 5
+"""Times a stream over budget gets a coarser coefficient step before it is returned as it is."""
+
+
+def encode(cube: np.ndarray, budget_bits: float, fixed_bits: float, codec) -> bytes:
+    """The payload of a (bands, h, w) block (NaN: left out of the fit) with ``codec``'s settings."""
+    nan = np.isnan(cube)
+    lo, scale = float(np.nanmin(cube)), float(np.nanmax(cube)) - float(np.nanmin(cube))
+    normalised = np.where(nan, 0.0, (cube - lo) / scale)
+    model = fit_and_pack(normalised, ~nan if nan.any() else None, budget_bits, fixed_bits, components=codec.components,
+                         steps=codec.steps, lr=codec.lr, seed=codec.seed, device=codec.device)
+    return AFFINE.pack(lo, scale) + model
+
+
+def fit_and_pack(target: np.ndarray, valid: np.ndarray | None, budget_bits: float, fixed_bits: float,
+                 components: int | None = None, steps: int = 1000, lr: float = 1e-2, seed: int = 0,
+                 device: str | None = None) -> bytes:
+    """Fit and pack ``target`` (bands, h, w, normalised to [0, 1]) within ``budget_bits`` when it can.
+
+    ``fixed_bits``: what the rest of the stream (header, mask, affine, checksum) takes.
+    """
+    bands, h, w = target.shape
+    spec = choose_spec(bands, h, w, budget_bits, components)
+    latent_bits = 0.97 * (budget_bits - fixed_bits - estimated_param_bits(spec))
+    training = GridTraining(target, valid, spec, max(latent_bits, 0.02 * budget_bits), lr=lr, seed=seed,
+                            device=device).train(steps)
+    return pack_within_budget(training, target, valid, budget_bits, fixed_bits)
+
+
+def pack_within_budget(training, target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
+                       fixed_bits: float) -> bytes:
+    """Pack a trained model; while the stream is over budget (the parameters took more than
+    estimated), coarsen the coefficient step by what the excess should save, learning from
+    each try how many bits a doubling of the step saves per latent (:data:`RATE_FIXES` times)."""
+    spec = training.spec
+    n_coefficients = spec.components * spec.height * spec.width
+    saving, previous, log2_ratio = 1.0, None, 0.0  # bits saved per latent per doubling: 1 at high rates
+    for _ in range(RATE_FIXES + 1):
+        fit = training.result()
+        payload = pack(spec, fit.step, quantised_parameters(fit, target, valid), fit.latents)
+        size = 8 * len(payload) + fixed_bits
+        if size <= budget_bits:
+            break
+        if previous is not None:
+            saving = max((previous - size) / (n_coefficients * log2_ratio), 0.05)
+        log2_ratio = min(1.05 * (size - budget_bits) / (n_coefficients * saving), 4.0)
+        training.coarsen(log2_ratio)
+        previous = size
+    return payload

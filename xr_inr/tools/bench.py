@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import baselines, metrics
+from .. import metrics
+from . import baselines
 
 __all__ = [
     "INR_PREFIX",
@@ -67,7 +68,8 @@ class InrBenchCodec:
             self.options["method"] = method
 
     def encode_at_rate(self, cube: np.ndarray, target_bpppb: float) -> baselines.EncodedResult:
-        from .codec import INRCodec, inspect
+        from ..core.codec import INRCodec
+        from ..core.decode import inspect
 
         data = INRCodec(bpppb=target_bpppb, band_axis=0, **self.options).encode(cube)
         info = inspect(data)
@@ -76,14 +78,14 @@ class InrBenchCodec:
                                        {**self.options, **chosen})
 
     def decode(self, data: bytes) -> np.ndarray:
-        from .codec import INRCodec
+        from ..core.codec import INRCodec
 
         return INRCodec().decode(data)
 
 
 def _inr_available() -> bool:
     try:
-        from .codec import INRCodec  # noqa: F401
+        from ..core.codec import INRCodec  # noqa: F401
     except ImportError:
         return False
     return True

@@ -1,8 +1,8 @@
 """The SIREN network: its shape, its parameter layout and its evaluation in numpy.
 
 This module is what a reader needs to decode a stream, so it must not import
-torch. The torch twin used for fitting lives in :mod:`xr_inr.fitting` and
-follows the same layout.
+torch. The torch twin used for fitting lives in
+:mod:`xr_inr.methods.siren.fitting` and follows the same layout.
 """
 
 from __future__ import annotations
@@ -87,7 +87,16 @@ def axis_coords(n: int) -> np.ndarray:
     return np.linspace(-1.0, 1.0, n, dtype=np.float32)
 
 
-def grid(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+def pixel_coords(positions: np.ndarray, n: int) -> np.ndarray:
+    """Pixel positions 0 ... n - 1 (fractional too) to network coordinates -1 ... 1 (as :func:`axis_coords`)."""
+    if n == 1:
+        return np.zeros(len(positions), dtype=np.float32)
+    if len(positions) == n and np.array_equal(positions, np.arange(n)):
+        return axis_coords(n)
+    return (positions * (2.0 / (n - 1)) - 1.0).astype(np.float32)
+
+
+def coordinate_mesh(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """(len(ys) * len(xs), 2) array of (y, x) pairs, row-major."""
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
     return np.stack([yy.ravel(), xx.ravel()], axis=1).astype(np.float32)

@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from .codec import INRCodec
+from ..core.codec import INRCodec
 from .sources import ChunkSource, StoredCube, inr_codec_of
 from .zarr_codec import INRZarrCodec
 

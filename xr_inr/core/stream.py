@@ -5,7 +5,8 @@ Layout, little-endian::
     header   magic "XINR", version, method, dtype, band axis, flags, shape (3 x u32)
     [fill]   when flags has HAS_FILL: padded shape (3 x u32), fill value (f64)
     [mask]   NaN mask, when flags has HAS_NAN: kind (u8), length (u32), zlib(packbits)
-    payload  method-specific (see the pack_* / unpack_* functions)
+    payload  method-specific: the special streams' here (pack_constant, pack_raw),
+             the networks' in each method's ``payload`` module
     crc32    u32 of everything before it
 
 Everything here is numpy and the standard library.
@@ -20,8 +21,6 @@ from enum import IntEnum
 
 import numpy as np
 
-from .model import SirenSpec
-
 MAGIC = b"XINR"
 VERSION = 1
 HAS_NAN = 1
@@ -32,8 +31,8 @@ shape, the padding and the masked elements taking the stored fill value."""
 _HEADER = struct.Struct("<4sBBBBB3I")
 _FILL = struct.Struct("<3Id")
 _MASK_HEAD = struct.Struct("<BI")
-_SIREN_HEAD = struct.Struct("<BHfdd")
-_AFFINE = struct.Struct("<dd")
+AFFINE = struct.Struct("<dd")
+"""(offset, scale) of an affine normalisation, as the raw and grid payloads begin."""
 _CRC = struct.Struct("<I")
 
 DTYPES = {1: np.dtype("float32"), 2: np.dtype("float64"), 3: np.dtype("uint16"), 4: np.dtype("int16"), 5: np.dtype("uint8")}
@@ -47,8 +46,8 @@ class StreamError(ValueError):
 class Method(IntEnum):
     CONSTANT = 0  # every valid value equal: one float64
     RAW = 1  # values stored as float16 after affine normalisation (blocks too small for a network)
-    SIREN = 2  # the paper's SIREN, fp16 weights
-    GRID = 3  # latent grids + learned spectral basis, entropy coded (xr_inr.grid_codec)
+    SIREN = 2  # the paper's SIREN, fp16 weights (xr_inr.methods.siren)
+    GRID = 3  # latent grids + learned spectral basis, entropy coded (xr_inr.methods.grid)
 
 
 class MaskKind(IntEnum):
@@ -89,8 +88,6 @@ class Header:
 HEADER_BYTES = _HEADER.size
 FILL_BYTES = _FILL.size
 CRC_BYTES = _CRC.size
-SIREN_HEAD_BYTES = _SIREN_HEAD.size
-AFFINE_BYTES = _AFFINE.size
 
 
 def pack_header(header: Header) -> bytes:
@@ -122,17 +119,8 @@ def pack_mask(nan: np.ndarray) -> bytes:
     return _MASK_HEAD.pack(int(kind), len(packed)) + packed
 
 
-def pack_siren(spec: SirenSpec, offset: float, scale: float, flat_params: np.ndarray) -> bytes:
-    head = _SIREN_HEAD.pack(spec.depth, spec.width, spec.w0, offset, scale)
-    return head + flat_params.astype("<f2").tobytes()
-
-
 def pack_raw(offset: float, scale: float, normalised: np.ndarray) -> bytes:
-    return _AFFINE.pack(offset, scale) + normalised.astype("<f2").tobytes()
-
-
-def pack_grid(offset: float, scale: float, payload: bytes) -> bytes:
-    return _AFFINE.pack(offset, scale) + payload
+    return AFFINE.pack(offset, scale) + normalised.astype("<f2").tobytes()
 
 
 def pack_constant(value: float) -> bytes:
@@ -162,8 +150,17 @@ class ByteCursor:
         self.pos += n
         return chunk
 
-    def unpack(self, fmt: struct.Struct) -> tuple:
+    def unpack(self, fmt: struct.Struct | str) -> tuple:
+        fmt = struct.Struct(fmt) if isinstance(fmt, str) else fmt
         return fmt.unpack(self.take(fmt.size))
+
+    def array(self, dtype, count: int) -> np.ndarray:
+        """The next ``count`` values of ``dtype``."""
+        dtype = np.dtype(dtype)
+        return np.frombuffer(self.take(dtype.itemsize * count), dtype)
+
+    def rest(self) -> bytes:
+        return self.take(self.remaining)
 
 
 class Reader:
@@ -198,9 +195,6 @@ class Reader:
             self.header.padded_shape = tuple(padded)
             self.header.fill_value = fill_value
 
-    def _f16(self, count: int) -> np.ndarray:
-        return np.frombuffer(self._take(2 * count), dtype="<f2")
-
     def mask(self) -> np.ndarray | None:
         """The (bands, h, w) NaN mask, or None when the block had no NaN."""
         if not self.header.has_nan:
@@ -223,21 +217,12 @@ class Reader:
         return struct.unpack("<d", self._take(8))[0]
 
     def raw(self) -> tuple[float, float, np.ndarray]:
-        offset, scale = self._unpack(_AFFINE)
-        return offset, scale, self._f16(int(np.prod(self.header.block_shape)))
+        offset, scale = self._unpack(AFFINE)
+        return offset, scale, self._cursor.array("<f2", int(np.prod(self.header.block_shape)))
 
-    def siren(self) -> tuple[SirenSpec, float, float, np.ndarray]:
-        depth, width, w0, offset, scale = self._unpack(_SIREN_HEAD)
-        try:
-            spec = SirenSpec(depth, width, self.header.block_shape[0], w0)
-        except ValueError as exc:
-            raise StreamError(str(exc)) from None
-        return spec, offset, scale, self._f16(spec.n_params)
-
-    def grid(self) -> tuple[float, float, bytes]:
-        """Affine normalisation and the grid payload (the rest of the stream)."""
-        offset, scale = self._unpack(_AFFINE)
-        return offset, scale, self._take(self._cursor.remaining)
+    def payload(self) -> bytes:
+        """The rest of the stream: a network method's payload."""
+        return self._cursor.rest()
 
     def finish(self) -> None:
         """Check that the whole payload was read."""

@@ -2,6 +2,7 @@
 
 Payload layout (little-endian), after the stream header:
 
+    affine    offset, scale (2 x f64): the model predicts (value - offset) / scale
     head      components, hidden, arm_hidden, levels (4 x u8), channels (levels x u8),
               coefficient step (f64)
     params    one rANS stream of every quantised parameter array: per array its
@@ -10,9 +11,10 @@ Payload layout (little-endian), after the stream header:
               the stream length (u32) and the stream. The mean spectrum and
               basis vectors are coded as differences along the bands.
     latents   alphabet lo, hi (2 x i16), length (u32), rANS stream of the latents
-              (:func:`xr_inr.grid_model.code_latents`)
+              (:func:`xr_inr.methods.grid.model.code_latents`)
 
-Encoding (:func:`encode_grid`) needs torch; :func:`decode_grid` only numpy.
+:func:`decode` needs numpy only; the encoder (:func:`xr_inr.methods.grid.fitting.encode`)
+fits with torch and packs with :func:`pack`.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import struct
 
 import numpy as np
 
-from .bitstream import ByteCursor, StreamError
-from .entropy import RansDecoder, RansEncoder, laplace_bits
-from .grid_model import GridSpec, arm_parameters, code_latents, context_at, decode_latents, synthesise
+from ...core.entropy import RansDecoder, RansEncoder, laplace_bits
+from ...core.stream import AFFINE, ByteCursor, StreamError
+from .model import GridSpec, arm_parameters, code_latents, context_at, decode_latents, synthesise
 
 _HEAD = struct.Struct("<BBBB")
 _ARRAY = struct.Struct("<bb")
@@ -167,7 +169,7 @@ def _pack_stream(encoder: RansEncoder) -> bytes:
     return _STREAM.pack(encoder.lo, encoder.hi, len(data)) + data
 
 
-def pack_grid(spec: GridSpec, step: float, params: dict, latents: list[np.ndarray]) -> bytes:
+def pack(spec: GridSpec, step: float, params: dict, latents: list[np.ndarray]) -> bytes:
     """The payload bytes of a quantised model (layout in the module docstring)."""
     head = _HEAD.pack(spec.components, spec.hidden, spec.arm_hidden, len(spec.channels))
     head += bytes(spec.channels) + struct.pack("<d", step)
@@ -224,8 +226,8 @@ def _read_head(reader: ByteCursor, bands: int, height: int, width: int) -> tuple
         raise GridStreamError(str(exc)) from None
 
 
-def unpack_grid(payload: bytes, bands: int, height: int, width: int):
-    """(spec, step, mean, basis, synthesis layers, latents) from a payload."""
+def unpack(payload: bytes, bands: int, height: int, width: int):
+    """(spec, step, mean, basis, synthesis layers, latents) from a payload (after its affine)."""
     reader = _cursor(payload)
     spec, step = _read_head(reader, bands, height, width)
     arrays = param_arrays(spec)
@@ -261,11 +263,12 @@ def unpack_grid(payload: bytes, bands: int, height: int, width: int):
     return spec, step, mean, basis, synthesis, latents
 
 
-def describe_payload(payload: bytes, bands: int, height: int, width: int) -> dict:
+def describe(data: bytes, block_shape: tuple[int, int, int]) -> dict:
     """The model's ``spec`` and ``step``, and the bytes of the payload's parts: ``head_bytes``
     (architecture, step, array heads), ``parameter_bytes`` and ``latent_bytes`` (nothing decoded)."""
+    payload = data[AFFINE.size :]
     reader = _cursor(payload)
-    spec, step = _read_head(reader, bands, height, width)
+    spec, step = _read_head(reader, *block_shape)
     reader.take(_ARRAY.size * len(param_arrays(spec)))
     head = reader.pos
     parameters = _STREAM.size + reader.unpack(_STREAM)[2]
@@ -273,50 +276,9 @@ def describe_payload(payload: bytes, bands: int, height: int, width: int) -> dic
             "latent_bytes": len(payload) - head - parameters}
 
 
-def decode_grid(payload: bytes, bands: int, height: int, width: int, ys, xs) -> np.ndarray:
-    """Normalised values (bands, len(ys), len(xs)) at pixel positions ``ys`` x ``xs``."""
-    spec, step, mean, basis, synthesis, latents = unpack_grid(payload, bands, height, width)
-    return synthesise(spec, latents, step, synthesis, basis, mean, np.asarray(ys, float), np.asarray(xs, float))
-
-
-RATE_FIXES = 5
-"""Times a stream over budget gets a coarser coefficient step before it is returned as it is."""
-
-
-def encode_grid(target: np.ndarray, valid: np.ndarray | None, budget_bits: float, fixed_bits: float,
-                components: int | None = None, steps: int = 1000, lr: float = 1e-2, seed: int = 0,
-                device: str | None = None) -> bytes:
-    """Fit and pack ``target`` (bands, h, w, normalised to [0, 1]) within ``budget_bits`` when it can.
-
-    ``fixed_bits``: what the rest of the stream (header, mask, checksum) takes.
-    """
-    from .grid_fitting import GridTraining  # torch: encoding only
-
-    bands, h, w = target.shape
-    spec = choose_spec(bands, h, w, budget_bits, components)
-    latent_bits = 0.97 * (budget_bits - fixed_bits - estimated_param_bits(spec))
-    training = GridTraining(target, valid, spec, max(latent_bits, 0.02 * budget_bits), lr=lr, seed=seed,
-                            device=device).train(steps)
-    return pack_within_budget(training, target, valid, budget_bits, fixed_bits)
-
-
-def pack_within_budget(training, target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
-                       fixed_bits: float) -> bytes:
-    """Pack a trained model; while the stream is over budget (the parameters took more than
-    estimated), coarsen the coefficient step by what the excess should save, learning from
-    each try how many bits a doubling of the step saves per latent (:data:`RATE_FIXES` times)."""
-    spec = training.spec
-    n_coefficients = spec.components * spec.height * spec.width
-    saving, previous, log2_ratio = 1.0, None, 0.0  # bits saved per latent per doubling: 1 at high rates
-    for _ in range(RATE_FIXES + 1):
-        fit = training.result()
-        payload = pack_grid(spec, fit.step, quantised_parameters(fit, target, valid), fit.latents)
-        size = 8 * len(payload) + fixed_bits
-        if size <= budget_bits:
-            break
-        if previous is not None:
-            saving = max((previous - size) / (n_coefficients * log2_ratio), 0.05)
-        log2_ratio = min(1.05 * (size - budget_bits) / (n_coefficients * saving), 4.0)
-        training.coarsen(log2_ratio)
-        previous = size
-    return payload
+def decode(data: bytes, block_shape: tuple[int, int, int], ys, xs) -> np.ndarray:
+    """Values (bands, len(ys), len(xs)) at pixel positions ``ys`` x ``xs``."""
+    offset, scale = ByteCursor(data, 0, GridStreamError, "grid payload ends early").unpack(AFFINE)
+    spec, step, mean, basis, synthesis, latents = unpack(data[AFFINE.size :], *block_shape)
+    values = synthesise(spec, latents, step, synthesis, basis, mean, np.asarray(ys, float), np.asarray(xs, float))
+    return offset + scale * values

@@ -18,7 +18,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.callbacks import Callback
 
-from .codec import INRCodec
+from ..core.codec import INRCodec
 
 TASK_PREFIX = "xr-inr-fit-"
 

@@ -24,7 +24,8 @@ from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.array_spec import ArraySpec
 from zarr.core.buffer import Buffer, NDBuffer
 
-from .codec import INRCodec, decode_block
+from ..core.codec import INRCodec
+from ..core.decode import decode_block
 
 CODEC_NAME = "xr_inr"
 

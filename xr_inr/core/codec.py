@@ -1,0 +1,159 @@
+"""``INRCodec``: the numcodecs codec that turns a hyperspectral block into a neural stream.
+
+The codec is its configuration: the constructor checks the options, and
+``encode``/``decode`` hand the block to :mod:`xr_inr.core.encode` and
+:mod:`xr_inr.core.decode`. Two methods (:mod:`xr_inr.methods`): "grid"
+(default; latent grids, a learned spectral basis and an autoregressive
+entropy model) and "siren" (the paper's SIREN with float16 weights).
+Encoding fits with torch (imported only when encoding); decoding needs numpy
+alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numcodecs.abc import Codec
+from numcodecs.compat import ndarray_copy
+
+from .decode import decode_block
+from .encode import encode_block, valid_extent, validated_block
+
+METHODS = ("grid", "siren")
+DEFAULT_STEPS = {"grid": 1000, "siren": 2000}
+DEFAULT_LR = {"grid": 1e-2, "siren": 2e-4}
+
+
+class INRCodec(Codec):
+    """Compress 3-D hyperspectral blocks with an overfitted neural representation.
+
+    Parameters
+    ----------
+    bpppb : bit budget per pixel per band, counting every stored byte.
+    band_axis : axis of the block that holds the bands (0 for (band, y, x)).
+    method : "grid" (default): multi-resolution latent grids, a synthesis MLP
+        and a PCA-initialised spectral basis learned jointly, rate-distortion
+        trained and entropy coded (docs/method.md); "siren": the paper's
+        method (fp16 SIREN weights).
+    components : "grid" only: basis vectors; None chooses the architecture
+        for the budget (:data:`xr_inr.methods.grid.payload.ARCHITECTURES`).
+    depth, width : "siren" only: fix the architecture instead of searching it (either or both).
+    steps : Adam steps of the (final) fit; None: 1000 for "grid", 2000 for "siren".
+    search_steps : "siren" only: steps of the architecture search's first round
+        (successive halving, see :func:`xr_inr.methods.siren.fitting.search_and_fit`).
+    max_depth : "siren" only: deepest architecture the search tries.
+    lr : learning rate; None: 1e-2 for "grid", 2e-4 (the paper's) for "siren".
+    batch_size, seed, device : optimiser settings (batch_size, "siren" only:
+        None = full batch; device None = CUDA when available, else CPU).
+    fill_value : the Zarr array's fill value, when Zarr itself calls ``encode``:
+        trailing rows, columns or bands made of it only (the padding of an edge
+        chunk) are left out of the fit and restored exactly (``"NaN"`` or NaN
+        for float arrays). None (default): every element is fitted.
+    """
+
+    codec_id = "xr_inr"
+
+    def __init__(
+        self,
+        bpppb: float = 0.1,
+        band_axis: int = 0,
+        method: str = "grid",
+        components: int | None = None,
+        depth: int | None = None,
+        width: int | None = None,
+        steps: int | None = None,
+        search_steps: int = 200,
+        max_depth: int = 5,
+        lr: float | None = None,
+        batch_size: int | None = None,
+        seed: int = 0,
+        device: str | None = None,
+        fill_value: float | str | None = None,
+    ):
+        if not (isinstance(bpppb, (int, float)) and math.isfinite(bpppb) and bpppb > 0):
+            raise ValueError(f"bpppb must be a positive number, got {bpppb!r}")
+        if band_axis not in (0, 1, 2, -1, -2, -3):
+            raise ValueError(f"band_axis must be an axis of a 3-D block, got {band_axis!r}")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+        for name, value in (("depth", depth), ("width", width), ("components", components)):
+            if value is not None and (int(value) != value or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if method == "grid" and (depth is not None or width is not None or batch_size is not None):
+            raise ValueError("depth, width and batch_size are options of method='siren'")
+        if method == "siren" and components is not None:
+            raise ValueError("components is an option of method='grid'")
+        steps = DEFAULT_STEPS[method] if steps is None else steps
+        lr = DEFAULT_LR[method] if lr is None else lr
+        if steps < 1 or search_steps < 0 or max_depth < 1:
+            raise ValueError("steps and max_depth must be >= 1, search_steps >= 0")
+        self.bpppb = float(bpppb)
+        self.band_axis = band_axis % 3
+        self.method = method
+        self.components = components
+        self.depth = depth
+        self.width = width
+        self.steps = int(steps)
+        self.search_steps = int(search_steps)
+        self.max_depth = int(max_depth)
+        self.lr = float(lr)
+        self.batch_size = batch_size
+        self.seed = int(seed)
+        self.device = device
+        self.fill_value = None if fill_value is None else float(fill_value)
+
+    def get_config(self) -> dict:
+        config = {"id": self.codec_id}
+        for key in ("bpppb", "band_axis", "method", "components", "depth", "width", "steps", "search_steps",
+                    "max_depth", "lr", "batch_size", "seed", "device"):
+            config[key] = getattr(self, key)
+        if self.fill_value is not None:  # JSON has no NaN: stored as the string "NaN"
+            config["fill_value"] = "NaN" if math.isnan(self.fill_value) else self.fill_value
+        return config
+
+    def __repr__(self) -> str:
+        return f"INRCodec(bpppb={self.bpppb}, band_axis={self.band_axis}, method={self.method!r})"
+
+    # -- encoding (torch, imported when a network is first fitted) ---------
+
+    def encode(self, buf) -> bytes:
+        block = validated_block(buf)
+        if self.fill_value is None:
+            return encode_block(self, block)
+        return self.encode_padded(block, self.fill_value)
+
+    def encode_padded(self, chunk, fill_value: float) -> bytes:
+        """Encode a full chunk whose trailing slices equal to ``fill_value`` are padding.
+
+        Used when Zarr pads an edge chunk: the padding (or any trailing rows,
+        columns or bands holding nothing but the fill value, which it restores
+        exactly) is left out of the fit and out of the budget.
+        """
+        chunk = validated_block(chunk)
+        valid = valid_extent(chunk, fill_value)
+        if valid == chunk.shape or min(valid) == 0:
+            return encode_block(self, chunk)
+        region = chunk[tuple(slice(0, n) for n in valid)]
+        return encode_block(self, region, padded_shape=chunk.shape, fill_value=fill_value)
+
+    def encode_block(self, block, *, padded_shape=None, fill_value: float | None = None,
+                     mask_fill: bool = False) -> bytes:
+        """Encode ``block`` (the valid region of a chunk) to one stream.
+
+        padded_shape : shape of the full chunk the stream decodes to; ``block``
+            sits at its start on every axis and the rest is padding, never fitted.
+        fill_value : value of the padding, and of the masked elements on decode.
+        mask_fill : also leave the elements equal to ``fill_value`` (nodata) out
+            of the fit; they decode to exactly ``fill_value``.
+
+        The bit budget and reported bpppb count the elements of ``block`` only.
+        """
+        return encode_block(self, block, padded_shape=padded_shape, fill_value=fill_value, mask_fill=mask_fill)
+
+    # -- decoding ---------------------------------------------------------
+
+    def decode(self, buf, out=None):
+        block = decode_block(buf)
+        if out is not None:
+            return ndarray_copy(block, out)
+        return block

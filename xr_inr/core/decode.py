@@ -1,0 +1,127 @@
+"""Decoding a stream: the container, the method's payload, the NaN mask and padding, the dtype.
+
+numpy only: a method's ``decode`` evaluates its network with numpy
+(:mod:`xr_inr.methods`); nothing here imports torch, dask, xarray or zarr.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+from numcodecs.compat import ensure_bytes
+
+from . import stream as bs
+
+
+class DecodeCounter:
+    """How many streams :func:`decode_block` decoded, and how many values it produced.
+
+    Instrumentation for tests and diagnostics (is a read lazy? does a region
+    decode only its chunks?): ``blocks`` counts calls (whole chunks and sampled
+    ones alike), ``values`` the elements returned. Thread-safe.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.blocks = 0
+        self.values = 0
+
+    def add(self, values: int) -> None:
+        with self._lock:
+            self.blocks += 1
+            self.values += values
+
+    def reset(self) -> None:
+        with self._lock:
+            self.blocks = 0
+            self.values = 0
+
+
+decode_counter = DecodeCounter()
+"""Process-wide count of decoded streams (see :class:`DecodeCounter`)."""
+
+
+def decode_block(buf, ys: np.ndarray | None = None, xs: np.ndarray | None = None) -> np.ndarray:
+    """Decode a stream, on its own pixel grid or at chosen positions.
+
+    ``ys``/``xs`` are (fractional) pixel positions along the block's two spatial
+    axes (0 ... n - 1 of the chunk); a SIREN is evaluated there, other methods
+    and the NaN mask are sampled at the nearest pixel. A padded stream (an edge
+    chunk) returns its fill value at positions whose nearest pixel is padding.
+    The result has the stored axis order and dtype, with the spatial axes of
+    length ``len(ys)``/``len(xs)``.
+    """
+    from ..methods import BY_CODE
+
+    reader = bs.Reader(ensure_bytes(buf))
+    header = reader.header
+    bands, h, w = header.block_shape
+    out_bands, out_h, out_w = _block_layout(header.out_shape, header.band_axis)
+    ys = np.arange(out_h, dtype=np.float64) if ys is None else np.asarray(ys, dtype=np.float64).ravel()
+    xs = np.arange(out_w, dtype=np.float64) if xs is None else np.asarray(xs, dtype=np.float64).ravel()
+    if header.has_fill:  # positions on the padding are not evaluated
+        inside_y, inside_x = np.rint(ys) < h, np.rint(xs) < w
+        out_ys, out_xs, ys, xs = ys, xs, ys[inside_y], xs[inside_x]
+    rows = np.clip(np.rint(ys), 0, h - 1).astype(np.intp)
+    cols = np.clip(np.rint(xs), 0, w - 1).astype(np.intp)
+    mask = reader.mask()
+
+    if header.method == bs.Method.CONSTANT:
+        values = np.full((bands, len(ys), len(xs)), reader.constant())
+    elif header.method == bs.Method.RAW:
+        offset, scale, normalised = reader.raw()
+        normalised = normalised.reshape(bands, h, w)[:, rows][:, :, cols]
+        values = offset + scale * normalised.astype(np.float64)
+    else:
+        values = BY_CODE[header.method].decode(reader.payload(), header.block_shape, ys, xs)
+    reader.finish()
+
+    missing = math.nan if header.fill_value is None else header.fill_value
+    if mask is not None:
+        values[mask[:, rows][:, :, cols]] = missing
+    if header.has_fill:
+        full = np.full((out_bands, len(out_ys), len(out_xs)), missing)
+        full[np.ix_(np.arange(bands), np.flatnonzero(inside_y), np.flatnonzero(inside_x))] = values
+        values = full
+    decode_counter.add(values.size)
+    return restore_dtype(np.moveaxis(values, 0, header.band_axis), header.dtype)
+
+
+def _block_layout(shape: tuple[int, int, int], band_axis: int) -> tuple[int, int, int]:
+    rest = [n for axis, n in enumerate(shape) if axis != band_axis]
+    return (shape[band_axis], rest[0], rest[1])
+
+
+def restore_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float values as ``dtype``: integers rounded to nearest and clipped to the type's range."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def inspect(buf) -> dict:
+    """What a stream holds: method, shape, dtype, architecture, size and rate (bpppb)."""
+    from ..methods import BY_CODE
+
+    data = ensure_bytes(buf)
+    reader = bs.Reader(data)
+    header = reader.header
+    info = {
+        "method": header.method.name.lower(),
+        "shape": header.out_shape,
+        "valid_shape": header.shape,
+        "fill_value": header.fill_value,
+        "dtype": str(header.dtype),
+        "band_axis": header.band_axis,
+        "has_nan": header.has_nan,
+        "nbytes": len(data),
+        "bpppb": 8 * len(data) / math.prod(header.shape),  # over the valid (fitted) elements
+    }
+    if header.method in BY_CODE:
+        reader.mask()
+        info.update(BY_CODE[header.method].describe(reader.payload(), header.block_shape))
+    return info

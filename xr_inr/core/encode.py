@@ -1,0 +1,125 @@
+"""Encoding one block: checks, padding, NaN mask, special streams, then the method's payload.
+
+:func:`encode_block` is what :meth:`INRCodec.encode` runs. It writes the
+stream container (:mod:`xr_inr.core.stream`) and leaves the payload of a
+network to the chosen method (:mod:`xr_inr.methods`), which fits it with
+torch. Blocks that need no network (constant) or cannot hold one within the
+budget (float16 values) are stored here.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from . import stream as bs
+
+
+class BudgetWarning(UserWarning):
+    """A stream came out above its bit budget (the block is too small for the rate)."""
+
+
+def warn_over_budget(nbytes: int, n_values: int, bpppb: float, why: str) -> None:
+    """The one warning of a stream over its budget: its rate, the budget, and why."""
+    warnings.warn(f"{8 * nbytes / n_values:.3g} bpppb, over the {bpppb} bpppb budget: {why}",
+                  BudgetWarning, stacklevel=4)
+
+
+def validated_block(buf) -> np.ndarray:
+    """``buf`` as a 3-D array the stream format can hold, else TypeError/ValueError."""
+    block = np.asarray(buf)
+    if block.dtype not in bs.DTYPE_CODES:
+        supported = ", ".join(str(d) for d in bs.DTYPE_CODES)
+        raise TypeError(f"unsupported dtype {block.dtype}; supported: {supported}")
+    if block.ndim != 3:
+        raise ValueError(f"expected a 3-D block (bands and two spatial axes), got {block.ndim}-D shape {block.shape}")
+    if block.size == 0:
+        raise ValueError(f"cannot encode an empty block of shape {block.shape}")
+    if max(block.shape) >= 2**32:
+        raise ValueError(f"block axis too long for the stream format: {block.shape}")
+    if block.dtype.kind == "f" and np.isinf(block).any():
+        raise ValueError("block contains +/-inf values, which cannot be represented")
+    return block
+
+
+def valid_extent(chunk: np.ndarray, fill_value: float) -> tuple[int, ...]:
+    """Shape of ``chunk`` without its trailing slices made only of ``fill_value`` (NaN matches NaN)."""
+    is_fill = np.isnan(chunk) if math.isnan(fill_value) else chunk == fill_value
+    extent = []
+    for axis in range(chunk.ndim):
+        other = tuple(a for a in range(chunk.ndim) if a != axis)
+        keep = ~is_fill.all(axis=other)
+        extent.append(int(np.flatnonzero(keep)[-1]) + 1 if keep.any() else 0)
+    return tuple(extent)
+
+
+def _checked_fill(block: np.ndarray, padded_shape, fill_value):
+    """(padded shape, fill value or None) after checking they fit the block."""
+    padded = tuple(block.shape) if padded_shape is None else tuple(int(n) for n in padded_shape)
+    if len(padded) != 3 or any(p < n for p, n in zip(padded, block.shape, strict=True)):
+        raise ValueError(f"padded shape {padded_shape} does not hold a block of shape {block.shape}")
+    if max(padded) >= 2**32:
+        raise ValueError(f"chunk axis too long for the stream format: {padded}")
+    if fill_value is None:
+        if padded != block.shape:
+            raise ValueError("a padded block needs a fill_value")
+        return padded, None
+    fill_value = float(fill_value)
+    if block.dtype.kind in "iu":
+        info = np.iinfo(block.dtype)
+        if not (math.isfinite(fill_value) and info.min <= fill_value <= info.max):
+            raise ValueError(f"fill value {fill_value} does not fit {block.dtype}")
+    elif math.isinf(fill_value):
+        raise ValueError("the fill value cannot be +/-inf")
+    return padded, fill_value
+
+
+def encode_block(codec, block, *, padded_shape=None, fill_value: float | None = None,
+                 mask_fill: bool = False) -> bytes:
+    """Encode ``block`` (the valid region of a chunk) with ``codec``'s settings (see
+    :meth:`xr_inr.INRCodec.encode_block`)."""
+    from ..methods import BY_NAME
+
+    block = validated_block(block)
+    padded, fill_value = _checked_fill(block, padded_shape, fill_value)
+    has_fill = fill_value is not None
+    cube = np.moveaxis(block, codec.band_axis, 0).astype(np.float64)
+    nan = np.isnan(cube)
+    if mask_fill and has_fill and not math.isnan(fill_value):
+        nan |= cube == fill_value
+    finite = cube[~nan]
+    has_nan = bool(nan.any()) and finite.size > 0
+    mask = bs.pack_mask(nan) if has_nan else b""
+    header = bs.Header(bs.Method.CONSTANT, block.dtype, codec.band_axis, block.shape, has_nan,
+                       padded if has_fill else None, fill_value)
+
+    def stream(method: bs.Method, payload: bytes) -> bytes:
+        header.method = method
+        return bs.seal(bs.pack_header(header) + mask + payload)
+
+    if finite.size == 0:
+        return stream(bs.Method.CONSTANT, bs.pack_constant(fill_value if has_fill else math.nan))
+    lo, hi = float(finite.min()), float(finite.max())
+    if lo == hi:
+        return stream(bs.Method.CONSTANT, bs.pack_constant(lo))
+
+    budget_bytes = math.floor(codec.bpppb * block.size / 8)
+    fixed_bytes = bs.HEADER_BYTES + (bs.FILL_BYTES if has_fill else 0) + len(mask) + bs.CRC_BYTES
+    method = BY_NAME[codec.method]
+    payload = method.encode(np.where(nan, math.nan, cube), 8 * budget_bytes, 8 * fixed_bytes, codec)
+    if payload is not None:
+        encoded = stream(method.CODE, payload)
+        if len(encoded) > budget_bytes:
+            warn_over_budget(len(encoded), block.size, codec.bpppb, method.over_budget_reason(codec, block.shape))
+        return encoded
+
+    offset, scale = lo / 2 + hi / 2, hi / 2 - lo / 2  # halves: no overflow near float64's max
+    normalised = np.where(nan, 0.0, (cube - offset) / scale).astype(np.float32)
+    raw = stream(bs.Method.RAW, bs.pack_raw(offset, scale, normalised))
+    if len(raw) > budget_bytes:
+        warn_over_budget(len(raw), block.size, codec.bpppb,
+                         f"a {block.shape} block cannot hold a network within {budget_bytes} bytes; "
+                         "stored as float16 values")
+    return raw

@@ -1,0 +1,10 @@
+"""Where torch fits run (shared by the methods' fitting modules)."""
+
+import torch
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The requested device, else CUDA when available, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,38 @@
+"""Method "siren": the paper's SIREN, (y, x) -> all bands, float16 weights.
+
+Rezasoltani & Qureshi, "Hyperspectral Image Compression Using Implicit
+Neural Representation": sine activations (w0 = 30), SIREN initialisation,
+Adam; the architecture (depth, width) is searched per bit budget. The
+interface is described in :mod:`xr_inr.methods`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...core.stream import Method
+from . import payload
+
+CODE = Method.SIREN
+
+
+def encode(cube: np.ndarray, budget_bits: int, fixed_bits: int, codec) -> bytes | None:
+    candidates = payload.candidates(codec, cube.shape[0], budget_bits, fixed_bits)
+    if not candidates:
+        return None
+    from .fitting import encode  # torch: encoding only
+
+    return encode(cube, candidates, codec)
+
+
+def decode(data: bytes, block_shape: tuple[int, int, int], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    return payload.decode(data, block_shape, ys, xs)
+
+
+def describe(data: bytes, block_shape: tuple[int, int, int]) -> dict:
+    spec = payload.unpack(data, block_shape)[0]
+    return {"depth": spec.depth, "width": spec.width, "n_params": spec.n_params}
+
+
+def over_budget_reason(codec, shape) -> str:
+    return f"the fixed depth={codec.depth}, width={codec.width} is too large for a {shape} block"
