@@ -1,8 +1,10 @@
 """Shared test fixtures: where the real hyperspectral cubes are.
 
-Tests that need them look in $XR_INR_DATA, else ../shared/datasets beside the
-repository. They skip when the data is absent (a user's machine) but fail in
-CI (CI=true), where the data is required.
+A small crop of a real scene is committed under tests/fixtures/ (its source is
+named in the README there), so a fresh clone runs the real-data tests. Tests
+that need the larger cubes look in $XR_INR_DATA, else ../shared/datasets
+beside the repository. They skip when the data is absent (a user's machine)
+but fail in CI (CI=true), where the data is required.
 """
 
 import os
@@ -13,6 +15,7 @@ import pytest
 
 DATA_ENV = "XR_INR_DATA"
 REPO = Path(__file__).resolve().parent
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def datasets_dir() -> Path:
@@ -38,6 +41,12 @@ def require_dataset(filename: str) -> Path:
 def shared_dataset():
     """Callable fixture: shared_dataset("jasper_ridge_100x100x198.npz") -> Path."""
     return require_dataset
+
+
+@pytest.fixture(scope="session")
+def jasper_crop() -> np.ndarray:
+    """The committed crop of Jasper Ridge as (band, y, x) uint16, 40 x 40 x 40 (every 5th band)."""
+    return np.load(FIXTURES / "jasper_ridge_crop_40x40x40.npz")["cube"].transpose(2, 0, 1).copy()
 
 
 @pytest.fixture(scope="session")

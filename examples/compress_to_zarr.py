@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def load_cube(path: Path) -> xr.DataArray:
-    """A shared .npz cube as a (band, y, x) DataArray; loaded with xr_inr.datasets."""
+    """A shared .npz cube as a (band, y, x) DataArray; loaded with xr_inr.tools.datasets."""
     from xr_inr.tools.datasets import load
 
     cube = load(path)

@@ -244,13 +244,25 @@ def run_fresh_python(code: str) -> str:
     return result.stdout
 
 
-def test_entry_point_lookup_in_a_fresh_process():
+def test_entry_point_lookup_in_a_fresh_process_stays_light():
     out = run_fresh_python(
         "import sys, numcodecs\n"
         "codec = numcodecs.get_codec({'id': 'xr_inr', 'bpppb': 0.2})\n"
-        "print(type(codec).__module__, codec.bpppb)\n"
+        "heavy = [m for m in ('torch', 'xarray', 'dask', 'zarr', 'pandas') if m in sys.modules]\n"
+        "print(type(codec).__module__, codec.bpppb, heavy)\n"
     )
-    assert out.split() == ["xr_inr.core.codec", "0.2"]
+    assert out.split() == ["xr_inr.core.codec", "0.2", "[]"]  # decoding a chunk needs numpy and numcodecs only
+
+
+@pytest.mark.parametrize("order", ["xr_inr first", "xarray first"])
+def test_import_xr_inr_registers_the_accessors_in_either_order(order):
+    imports = "import xr_inr; import xarray as xr" if order == "xr_inr first" else "import xarray as xr; import xr_inr"
+    out = run_fresh_python(
+        f"import sys, importlib.util; {imports}\n"
+        "importlib.util.find_spec('xarray')\n"  # a probe for xarray does not undo the registration
+        "print(xr.DataArray.inr.__name__, xr.Dataset.inr.__name__, 'dask.array' in sys.modules)\n"
+    )
+    assert out.split() == ["INRDataArrayAccessor", "INRDatasetAccessor", "False"]  # dask: on first compress only
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Padded streams (HAS_FILL): edge chunks fitted on their valid region, nodata masked."""
+"""Padded streams (HAS_FILL): edge chunks fitted on their valid region, nodata masked; both methods."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,13 @@ from xr_inr.core import stream as bs
 from xr_inr.core.decode import decode_counter
 from xr_inr.core.encode import valid_extent
 
-FAST = dict(method="siren", steps=60, search_steps=0, lr=3e-3, depth=2)
+METHODS = {"grid": dict(steps=30), "siren": dict(method="siren", steps=60, search_steps=0, lr=3e-3, depth=2)}
+
+
+@pytest.fixture(params=METHODS)
+def fast(request):
+    """A few fitting steps of each method (the default, grid, first)."""
+    return METHODS[request.param]
 
 
 def smooth_cube(bands=8, h=24, w=20, seed=0):
@@ -22,9 +28,9 @@ def as_uint16(cube):
     return (1000 + 3000 * (cube - cube.min()) / np.ptp(cube)).astype(np.uint16)
 
 
-def test_padded_stream_decodes_to_the_chunk_with_the_padding_filled():
+def test_padded_stream_decodes_to_the_chunk_with_the_padding_filled(fast):
     valid = as_uint16(smooth_cube(h=13, w=9))
-    codec = INRCodec(bpppb=4.0, **FAST)
+    codec = INRCodec(bpppb=4.0, **fast)
     buf = codec.encode_block(valid, padded_shape=(8, 16, 16), fill_value=7)
     decoded = codec.decode(buf)
     assert decoded.shape == (8, 16, 16) and decoded.dtype == np.uint16
@@ -38,28 +44,28 @@ def test_padded_stream_decodes_to_the_chunk_with_the_padding_filled():
     assert info["bpppb"] == pytest.approx(8 * len(buf) / valid.size) and info["bpppb"] <= 4.0
 
 
-def test_padding_along_the_band_axis_and_nan_fill():
+def test_padding_along_the_band_axis_and_nan_fill(fast):
     valid = smooth_cube(bands=5, h=12, w=12).astype(np.float32)
-    buf = INRCodec(bpppb=8.0, **FAST).encode_block(valid, padded_shape=(8, 12, 12), fill_value=np.nan)
+    buf = INRCodec(bpppb=8.0, **fast).encode_block(valid, padded_shape=(8, 12, 12), fill_value=np.nan)
     decoded = decode_block(buf)
     assert decoded.shape == (8, 12, 12)
     assert np.isnan(decoded[5:]).all() and not np.isnan(decoded[:5]).any()
 
 
-def test_sampling_a_padded_stream():
+def test_sampling_a_padded_stream(fast):
     valid = as_uint16(smooth_cube(h=10, w=10))
-    buf = INRCodec(bpppb=4.0, **FAST).encode_block(valid, padded_shape=(8, 16, 16), fill_value=0)
+    buf = INRCodec(bpppb=4.0, **fast).encode_block(valid, padded_shape=(8, 16, 16), fill_value=0)
     full = decode_block(buf)
     sub = decode_block(buf, ys=np.array([0.0, 3.0, 9.0, 12.0]), xs=np.array([2.0, 15.0]))
     np.testing.assert_array_equal(sub[:, :3, 0], full[:, [0, 3, 9], 2])  # network at the same pixels
     assert (sub[:, 3] == 0).all() and (sub[:, :, 1] == 0).all()  # padding positions: the fill value
 
 
-def test_nodata_elements_are_left_out_and_restored_exactly():
+def test_nodata_elements_are_left_out_and_restored_exactly(fast):
     cube = as_uint16(smooth_cube())
     cube[:, 3:7, 2:5] = 0  # nodata pixels
     cube[2, 10, 10] = 0  # and one element
-    codec = INRCodec(bpppb=4.0, **FAST)
+    codec = INRCodec(bpppb=4.0, **fast)
     decoded = codec.decode(codec.encode_block(cube, fill_value=0, mask_fill=True))
     np.testing.assert_array_equal(decoded == 0, cube == 0)
     # without the mask the network smears the hole into its neighbours
@@ -67,11 +73,11 @@ def test_nodata_elements_are_left_out_and_restored_exactly():
     assert (plain[cube == 0] != 0).any()
 
 
-def test_zarr_style_padded_chunk_is_trimmed_before_the_fit():
+def test_zarr_style_padded_chunk_is_trimmed_before_the_fit(fast):
     chunk = np.zeros((8, 16, 16), np.uint16)
     chunk[:, :11, :6] = as_uint16(smooth_cube(h=11, w=6))
     assert valid_extent(chunk, 0) == (8, 11, 6)
-    buf = INRCodec(bpppb=4.0, fill_value=0, **FAST).encode(chunk)
+    buf = INRCodec(bpppb=4.0, fill_value=0, **fast).encode(chunk)
     assert inspect(buf)["valid_shape"] == (8, 11, 6)
     decoded = decode_block(buf)
     assert (decoded[:, 11:] == 0).all() and (decoded[:, :, 6:] == 0).all()
@@ -79,7 +85,7 @@ def test_zarr_style_padded_chunk_is_trimmed_before_the_fit():
     # float chunks padded with NaN: the same
     nan_chunk = np.full((8, 16, 16), np.nan, np.float32)
     nan_chunk[:, :16, :10] = smooth_cube(h=16, w=10)
-    assert inspect(INRCodec(bpppb=4.0, fill_value="NaN", **FAST).encode(nan_chunk))["valid_shape"] == (8, 16, 10)
+    assert inspect(INRCodec(bpppb=4.0, fill_value="NaN", **fast).encode(nan_chunk))["valid_shape"] == (8, 16, 10)
 
 
 def test_fill_value_is_part_of_the_config():
@@ -102,8 +108,8 @@ def test_bad_padding_is_named(kwargs, message):
         INRCodec(bpppb=1.0).encode_block(as_uint16(smooth_cube()), **kwargs)
 
 
-def test_corrupted_padding_is_rejected():
-    buf = INRCodec(bpppb=4.0, **FAST).encode_block(as_uint16(smooth_cube(h=10, w=10)), padded_shape=(8, 16, 16),
+def test_corrupted_padding_is_rejected(fast):
+    buf = INRCodec(bpppb=4.0, **fast).encode_block(as_uint16(smooth_cube(h=10, w=10)), padded_shape=(8, 16, 16),
                                                    fill_value=0)
     header = bs.HEADER_BYTES
     broken = bytearray(buf)
@@ -113,8 +119,8 @@ def test_corrupted_padding_is_rejected():
         decode_block(bs.seal(body))
 
 
-def test_decode_counter_counts_blocks_and_values():
-    buf = INRCodec(bpppb=4.0, **FAST).encode(smooth_cube(h=10, w=10))
+def test_decode_counter_counts_blocks_and_values(fast):
+    buf = INRCodec(bpppb=4.0, **fast).encode(smooth_cube(h=10, w=10))
     decode_counter.reset()
     decode_block(buf)
     decode_block(buf, ys=np.array([1.5]), xs=np.array([2.5, 3.5]))

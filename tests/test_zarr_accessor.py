@@ -1,7 +1,9 @@
 """The accessor, the Zarr codecs and lazy / any-resolution reading, on a real cube.
 
-Every fit here is tiny (60 Adam steps, depth 2): the tests check plumbing and
-honesty (sizes, decode counts, edge chunks, georeferencing), not quality.
+The default method (grid) runs through every path; every fit here is tiny
+(30 Adam steps): the tests check plumbing and honesty (sizes, decode counts,
+edge chunks, georeferencing), not quality. The crop is committed under
+tests/fixtures/, so these tests run on a fresh clone too.
 """
 
 import json
@@ -21,7 +23,8 @@ from xr_inr import BandDimError, INRZarrCodec, find_band_dim, inspect
 from xr_inr.core.decode import decode_counter
 from xr_inr.xarray_zarr.sources import StoredCube, source_of
 
-FAST = dict(method="siren", steps=60, search_steps=0, lr=3e-3, depth=2, progress=False)
+FAST = dict(steps=30, progress=False)
+SIREN = dict(method="siren", steps=60, search_steps=0, lr=3e-3, depth=2, progress=False)
 CHUNKS = {"band": -1, "y": 24, "x": 20}  # 40 x 36 pixels: 2 x 2 chunks, edge chunks of 16 x 16
 BPPPB = 1.0
 
@@ -33,9 +36,9 @@ def psnr(reference, decoded):
 
 
 @pytest.fixture(scope="module")
-def crop(jasper_cube):
-    """20 bands x 40 x 36 pixels of Jasper Ridge, uint16, with wavelengths and map coordinates."""
-    cube = jasper_cube[::10, 30:70, 40:76].copy()
+def crop(jasper_crop):
+    """20 bands (every 10th) x 40 x 36 pixels of Jasper Ridge, uint16, with wavelengths and map coordinates."""
+    cube = jasper_crop[::2, :, 4:].copy()
     return xr.DataArray(
         cube,
         dims=("band", "y", "x"),
@@ -98,8 +101,8 @@ def test_compress_returns_a_lazy_array_like_the_input(crop, compressed):
     decode_counter.reset()
     values = compressed.values
     assert decode_counter.blocks == 4  # one decode per chunk, none while building the array
-    # 60 steps on 4 chunks: 24.3 dB measured; the floor only guards against garbage
-    assert psnr(crop.values, values) > 18
+    # a few steps on 4 chunks; the floor only guards against garbage
+    assert psnr(crop.values, values) > 30
 
 
 def test_reported_size_is_the_stored_size(crop, compressed):
@@ -245,9 +248,17 @@ def test_edge_chunks_are_fitted_on_their_valid_region(stores, crop):
     assert info["shape"] == (20, 24, 20) and info["valid_shape"] == (20, 16, 16)
     assert inspect(stored.stream((0, 0, 0)))["valid_shape"] == (20, 24, 20)
     # padding never reaches the fit: the edge chunk is the network of its valid region alone
+    import torch
+
     alone = xr_inr.INRCodec(bpppb=BPPPB, **{k: v for k, v in FAST.items() if k != "progress"})
     region = crop.values[:, 24:, 20:]
-    np.testing.assert_array_equal(fitted.values[:, 24:, 20:], alone.decode(alone.encode(region)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the accessor's fits run: float sums depend on the thread count
+    try:
+        alone_stream = alone.encode_block(region, padded_shape=(20, 24, 20), fill_value=0)
+        np.testing.assert_array_equal(fitted.values[:, 24:, 20:], alone.decode(alone_stream)[:, :16, :16])
+    finally:
+        torch.set_num_threads(threads)
     float_array = zarr.open_group(stores[("float32", 3)][0], mode="r")["reflectance"]
     assert math.isnan(float_array.fill_value)
 
@@ -255,7 +266,7 @@ def test_edge_chunks_are_fitted_on_their_valid_region(stores, crop):
 def test_a_codec_passed_to_zarr_by_hand_keeps_padding_out(crop, tmp_path):
     cube = crop.values[:6]
     array = zarr.create_array(tmp_path / "hand.zarr", shape=cube.shape, chunks=(6, 24, 20), dtype="uint16",
-                              serializer=INRZarrCodec(bpppb=4.0, method="siren", steps=30, search_steps=0, lr=3e-3, depth=2),
+                              serializer=INRZarrCodec(bpppb=4.0, steps=30),
                               compressors=None, fill_value=0)
     array[:] = cube
     assert inspect(StoredCube(array).stream((0, 1, 1)))["valid_shape"] == (6, 16, 16)
@@ -393,6 +404,17 @@ def test_sub_region_at_chosen_points(stores, crop):
     points = opened.inr.interp(y=crop["y"].values[20:30], x=crop["x"].values[[3]]).values
     assert decode_counter.values == 20 * 10 * 1  # two chunks touched, ten points evaluated in all
     np.testing.assert_allclose(points, fitted.values[:, 20:30, [3]], rtol=1e-4, atol=1e-5)
+
+
+def test_siren_method_through_the_accessor_zarr_and_a_preview(crop, tmp_path):
+    """The paper's method on the same paths: compress, store, reopen, evaluate at fractional positions."""
+    fitted = crop.inr.compress(BPPPB, chunks=CHUNKS, **SIREN)
+    assert {inspect(source_of(fitted.data).stream(i))["method"] for i in np.ndindex(1, 2, 2)} == {"siren"}
+    fitted.inr.to_zarr(tmp_path / "siren.zarr")
+    back = xr_inr.open_zarr(tmp_path / "siren.zarr")["reflectance"]
+    np.testing.assert_array_equal(back.values, fitted.values)
+    preview = xr_inr.open_zarr(tmp_path / "siren.zarr", scale=0.5)["reflectance"]
+    assert preview.shape == (20, 20, 18) and preview.dtype == np.uint16
 
 
 def test_preview_keeps_the_georeference(crop, tmp_path):

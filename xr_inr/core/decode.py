@@ -47,8 +47,9 @@ def decode_block(buf, ys: np.ndarray | None = None, xs: np.ndarray | None = None
     """Decode a stream, on its own pixel grid or at chosen positions.
 
     ``ys``/``xs`` are (fractional) pixel positions along the block's two spatial
-    axes (0 ... n - 1 of the chunk); a SIREN is evaluated there, other methods
-    and the NaN mask are sampled at the nearest pixel. A padded stream (an edge
+    axes (0 ... n - 1 of the chunk); the networks are evaluated there (the grid
+    method on its latents interpolated linearly), float16 values and the NaN
+    mask are sampled at the nearest pixel. A padded stream (an edge
     chunk) returns its fill value at positions whose nearest pixel is padding.
     The result has the stored axis order and dtype, with the spatial axes of
     length ``len(ys)``/``len(xs)``.

@@ -118,12 +118,13 @@ class GridModel(torch.nn.Module):
         self.latents[0][:k] *= self.step / new_step
         self.step = new_step
 
-    def quantised(self, mode: str) -> list[torch.Tensor]:
-        """Latents with uniform noise ("noise"), rounded with straight-through gradients ("round")."""
+    def quantised(self, mode: str, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Latents with uniform noise ("noise", drawn from ``generator``), rounded with
+        straight-through gradients ("round")."""
         out = []
         for z in self.latents:
             if mode == "noise":
-                out.append(z + torch.rand_like(z) - 0.5)
+                out.append(z + torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype) - 0.5)
             else:
                 out.append(z + (torch.round(z) - z).detach())
         return out
@@ -221,7 +222,7 @@ class GridTraining:
     def __init__(self, target: np.ndarray, valid: np.ndarray | None, spec: GridSpec, latent_bits: float,
                  lr: float = 1e-2, step_margin: float = 1.15, seed: int = 0, device: str | None = None):
         dev = pick_device(device)
-        torch.manual_seed(seed)
+        self._noise = torch.Generator(device=dev).manual_seed(seed)  # per fit: fits in threads stay reproducible
         bands, h, w = target.shape
         values = np.ascontiguousarray(target.reshape(bands, -1).T, dtype=np.float64)
         weights = None if valid is None else valid.reshape(bands, -1).T.astype(np.float64)
@@ -253,7 +254,7 @@ class GridTraining:
     def _step(self, mode: str, lr_scale: float, iteration: int) -> None:
         for group in self._optimiser.param_groups:
             group["lr"] = self._lr * lr_scale * group["base"]
-        latents = self.model.quantised(mode)
+        latents = self.model.quantised(mode, self._noise)
         pred, _ = self.model(latents)
         bits = self.model.latent_bits(latents)
         loss = self._distortion(pred) + math.exp(self._log_lmbda) * bits / self._n_values
