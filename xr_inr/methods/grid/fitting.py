@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ...core.stream import AFFINE
 from ...pca import pca
-from ..device import pick_device
+from ..fitting import pick_device
 from .model import CONTEXT, GridSpec, upsample_matrix
 from .payload import choose_spec, estimated_param_bits, pack, quantised_parameters
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..device import pick_device
+from ..fitting import pick_device
 from .model import SirenSpec, axis_coords, coordinate_mesh
 from .payload import pack
 

@@ -1,4 +1,4 @@
-"""Where torch fits run (shared by the methods' fitting modules)."""
+"""What the methods' fitting modules share (torch: encoding only)."""
 
 import torch
 
