@@ -1,187 +1,142 @@
-"""rANS entropy coder for integer symbols under discretised Laplace distributions.
+"""The entropy coder: integers under the fixed Laplace tables, with constriction's range coder.
 
-Each symbol has its own location ``mu`` and scale ``b``; both pass through
-:func:`quantise_params` and become an integer frequency table over the
-alphabet ``lo..hi`` summing to ``2**PRECISION_BITS``. Symbols are queued in
-batches (:meth:`RansEncoder.push`) and decoded batch by batch in the same
-order (:meth:`RansDecoder.pop`), so an autoregressive decoder can compute the
-parameters of a batch from the batches decoded before it.
+An integer residual ``r`` (a value minus its predicted centre) is coded under
+the table picked by a scale index ``j`` and an offset index ``a``
+(:mod:`xr_inr.core.laplace_tables`, part of the format). Large scales split
+``r`` into a table symbol and ``k`` raw low bits; the tables' two end symbols
+are escapes for larger magnitudes.
 
-The coder is byte-wise rANS (as in ryg_rans): a 32-bit state kept in
-``[2**23, 2**31)``, renormalised one byte at a time. Stream layout:
+Within a batch (one decode step of the caller) every index is known before
+any symbol is decoded, so a batch is coded grouped by table: a stable sort by
+table index, one constriction call per table used, then the low bits of every
+split symbol (uniform, one call), then the escapes: for each end symbol, the
+excess x = |q| - HALF_ALPHABET as n = bit_length(x + 1) - 1 (uniform over 32),
+then the n bits of x + 1 - 2**n (uniform: the low 16 bits, then the rest).
 
-* bytes 0-3: the encoder's final state, little-endian uint32;
-* bytes 4-: the renormalisation bytes, in the order the decoder reads them.
+Why decoding is exact on every machine: the tables are integer frequencies
+shipped with the package, handed to constriction as exactly representable
+float64 probabilities ``freq / 2**24`` (the float type is part of the format:
+constriction quantises in the input's type); constriction's quantisation of
+them is sequential IEEE-754 arithmetic in Rust (no transcendental functions,
+no reordering), and its range coder works on integers. Streams are the
+coder's 32-bit words, little-endian.
 
-An empty stream (no symbols) is the 4-byte initial state ``2**23``. Needs
-only numpy.
+Only numpy and constriction.
 """
 
-from bisect import bisect_right
+from __future__ import annotations
 
+import functools
+
+import constriction
 import numpy as np
 
-PRECISION_BITS = 16
+from . import laplace_tables as lt
 
-_M = 1 << PRECISION_BITS
-_L = 1 << 23  # lower bound of the state
-_X_MAX_PER_FREQ = (_L >> PRECISION_BITS) << 8  # encoder renormalises while x >= this * freq
-_CHUNK = 4096  # symbols per frequency-table computation (bounds memory)
+_ESCAPE_LENGTHS = 32
+_M = lt.HALF_ALPHABET
 
 
-def quantise_params(mu, scale):
-    """Round mu to multiples of 1/64 and scale to a log2 grid of 1/16 steps in [2**-4, 2**12].
-
-    Both encoder and decoder call this, so tiny float differences between
-    machines rarely change the tables. Returns float64 arrays.
-    """
-    mu = np.asarray(mu, dtype=np.float64)
-    scale = np.asarray(scale, dtype=np.float64)
-    if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(scale))):
-        raise ValueError("mu and scale must be finite")
-    with np.errstate(divide="ignore"):
-        log_scale = np.log2(np.maximum(scale, 0.0))
-    log_scale = np.clip(np.round(log_scale * 16.0) / 16.0, -4.0, 12.0)
-    return np.round(mu * 64.0) / 64.0, np.exp2(log_scale)
+@functools.lru_cache(maxsize=None)
+def _tables() -> np.ndarray:
+    return lt.load()
 
 
-def laplace_frequencies(mu, scale, lo, hi):
-    """Frequency table ``(n, hi-lo+1)`` int64 of a discretised Laplace over ``lo..hi``.
-
-    ``P(v)`` is proportional to ``F(v+0.5) - F(v-0.5)``, ``F`` the Laplace CDF
-    with location mu and scale b (after :func:`quantise_params`); the tails
-    beyond lo/hi are folded into the end symbols. Every row sums to exactly
-    ``2**PRECISION_BITS`` and every entry is >= 1.
-    """
-    lo, hi = int(lo), int(hi)
-    size = hi - lo + 1
-    if not 1 <= size <= _M // 2:
-        raise ValueError(f"alphabet size {size} outside [1, {_M // 2}]")
-    mu, scale = quantise_params(mu, scale)
-    mu, scale = np.broadcast_arrays(np.atleast_1d(mu), np.atleast_1d(scale))
-    edges = np.arange(lo, hi, dtype=np.float64) + 0.5
-    z = (edges[None, :] - mu[:, None]) / scale[:, None]
-    half_tail = 0.5 * np.exp(-np.abs(z))
-    cdf = np.where(z < 0, half_tail, 1.0 - half_tail)
-    n = mu.shape[0]
-    cdf = np.concatenate([np.zeros((n, 1)), cdf, np.ones((n, 1))], axis=1)
-    prob = np.diff(cdf, axis=1)
-    freq = 1 + np.floor(prob * (_M - size)).astype(np.int64)
-    # Floors leave a deficit in [0, size); give it to each row's most probable symbol.
-    deficit = _M - freq.sum(axis=1)
-    freq[np.arange(n), np.argmax(freq, axis=1)] += deficit
-    return freq
+@functools.lru_cache(maxsize=None)
+def _table_bits() -> np.ndarray:
+    return lt.PRECISION - np.log2(_tables().astype(np.float64))
 
 
-def _check_batch(symbols, mu, scale):
-    symbols = np.asarray(symbols)
-    if symbols.ndim != 1:
-        raise ValueError("symbols must be a 1-D array")
-    if symbols.size and not np.issubdtype(symbols.dtype, np.integer):
-        raise ValueError("symbols must be integers")
-    mu = np.broadcast_to(np.asarray(mu, dtype=np.float64), symbols.shape)
-    scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), symbols.shape)
-    return symbols.astype(np.int64), mu, scale
+@functools.lru_cache(maxsize=None)
+def _model(table: int):
+    """constriction model of one table (exact dyadic probabilities freq / 2**PRECISION)."""
+    probabilities = _tables()[table].astype(np.float64) * 2.0**-lt.PRECISION
+    return constriction.stream.model.Categorical(probabilities, perfect=False)
 
 
-class RansEncoder:
-    """Queue batches of symbols with :meth:`push`; :meth:`finish` returns the stream."""
-
-    def __init__(self, lo: int, hi: int):
-        self.lo, self.hi = int(lo), int(hi)
-        self._batches = []
-
-    def push(self, symbols, mu, scale):
-        """Queue a batch (1-D int array, matching mu/scale). ValueError if a symbol is outside [lo, hi]."""
-        symbols, mu, scale = _check_batch(symbols, mu, scale)
-        if symbols.size and (symbols.min() < self.lo or symbols.max() > self.hi):
-            raise ValueError(f"symbol outside [{self.lo}, {self.hi}]")
-        self._batches.append((symbols, mu, scale))
-
-    def finish(self) -> bytes:
-        """Encode everything queued (in reverse, so the decoder reads forward) and return the bytes."""
-        if self._batches:
-            symbols, mu, scale = (np.concatenate(parts) for parts in zip(*self._batches))
-        else:
-            symbols = mu = scale = np.zeros(0)
-        starts, freqs = [], []
-        for i in range(0, symbols.size, _CHUNK):
-            sl = slice(i, i + _CHUNK)
-            table = laplace_frequencies(mu[sl], scale[sl], self.lo, self.hi)
-            rows = np.arange(table.shape[0])
-            index = symbols[sl] - self.lo
-            freq = table[rows, index]
-            freqs.extend(freq.tolist())
-            starts.extend((np.cumsum(table, axis=1)[rows, index] - freq).tolist())
-        x = _L
-        out = []
-        append = out.append
-        for start, freq in zip(reversed(starts), reversed(freqs)):
-            x_max = _X_MAX_PER_FREQ * freq
-            while x >= x_max:
-                append(x & 0xFF)
-                x >>= 8
-            q, r = divmod(x, freq)
-            x = (q << PRECISION_BITS) + r + start
-        out.reverse()
-        return x.to_bytes(4, "little") + bytes(out)
+_UNIFORM = constriction.stream.model.Uniform()
+_LENGTHS = constriction.stream.model.Uniform(_ESCAPE_LENGTHS)
 
 
-class RansDecoder:
-    """Decode a :class:`RansEncoder` stream batch by batch, in push order."""
-
-    def __init__(self, data: bytes, lo: int, hi: int):
-        if len(data) < 4:
-            raise ValueError("rANS stream shorter than its 4-byte header")
-        self.lo, self.hi = int(lo), int(hi)
-        self._data = bytes(data)
-        self._x = int.from_bytes(self._data[:4], "little")
-        self._pos = 4
-
-    def pop(self, mu, scale) -> np.ndarray:
-        """Decode the next batch; mu/scale must match the encoder's push. Returns int64 symbols."""
-        mu = np.atleast_1d(np.asarray(mu, dtype=np.float64))
-        mu, scale = np.broadcast_arrays(mu, np.asarray(scale, dtype=np.float64))
-        if mu.ndim != 1:
-            raise ValueError("mu and scale must be 1-D")
-        data, x, pos = self._data, self._x, self._pos
-        mask = _M - 1
-        decoded = []
-        append = decoded.append
-        try:
-            for i in range(0, mu.size, _CHUNK):
-                table = laplace_frequencies(mu[i : i + _CHUNK], scale[i : i + _CHUNK], self.lo, self.hi)
-                cum = np.zeros((table.shape[0], table.shape[1] + 1), dtype=np.int64)
-                np.cumsum(table, axis=1, out=cum[:, 1:])
-                for row in cum.tolist():
-                    slot = x & mask
-                    s = bisect_right(row, slot) - 1
-                    start = row[s]
-                    x = (row[s + 1] - start) * (x >> PRECISION_BITS) + slot - start
-                    while x < _L:
-                        x = (x << 8) | data[pos]
-                        pos += 1
-                    append(s)
-        except IndexError:
-            raise ValueError("rANS stream exhausted: corrupt data or mismatched parameters") from None
-        self._x, self._pos = x, pos
-        return np.asarray(decoded, dtype=np.int64) + self.lo
-
-    def done(self) -> bool:
-        """True when every byte is consumed and the state is back to the encoder's initial state.
-
-        An integrity check, not a guarantee: wrong parameters or corrupt data
-        usually, but not always, leave it False.
-        """
-        return self._x == _L and self._pos == len(self._data)
+def _grouped(index: np.ndarray):
+    """(stable order by table, tables used, their starts and counts in that order)."""
+    order = np.argsort(index.astype(np.int16), kind="stable")  # radix sort
+    counts = np.bincount(index, minlength=lt.TABLES)
+    tables = np.flatnonzero(counts)
+    return order, tables, (np.cumsum(counts) - counts)[tables], counts[tables]
 
 
-def laplace_bits(symbols, mu, scale, lo, hi) -> float:
-    """Ideal code length in bits of symbols under the quantised tables: sum of -log2(freq / 2**16)."""
-    symbols, mu, scale = _check_batch(symbols, mu, scale)
-    bits = 0.0
-    for i in range(0, symbols.size, _CHUNK):
-        table = laplace_frequencies(mu[i : i + _CHUNK], scale[i : i + _CHUNK], lo, hi)
-        freq = table[np.arange(table.shape[0]), symbols[i : i + _CHUNK] - int(lo)]
-        bits += float(np.sum(PRECISION_BITS - np.log2(freq)))
-    return bits
+def encode_residuals(encoder, r: np.ndarray, j: np.ndarray, a: np.ndarray) -> None:
+    """Code integer residuals ``r`` (one batch) under scale indices ``j`` and offset indices ``a``."""
+    k = lt.low_bits(j)
+    q = (r + ((1 << k) >> 1)) >> k
+    low = r + ((1 << k) >> 1) - (q << k)
+    order, tables, starts, counts = _grouped(lt.table_index(j, a))
+    q, k, low = q[order], k[order], low[order]
+    symbols = (np.clip(q, -_M, _M) + _M).astype(np.int32)
+    for table, start, count in zip(tables, starts, counts):
+        encoder.encode(symbols[start : start + count], _model(int(table)))
+    split = k > 0
+    if split.any():
+        encoder.encode(low[split].astype(np.int32), _UNIFORM, (1 << k[split]).astype(np.int32))
+    excess = np.abs(q[np.abs(q) >= _M]) - _M + 1
+    if excess.size:
+        if excess.max() >= 2**31:
+            raise ValueError("a value is too large for the stream format")
+        n = np.frexp(excess.astype(np.float64))[1] - 1
+        encoder.encode(n.astype(np.int32), _LENGTHS)
+        rest = excess - (1 << n)
+        for bits, part in ((np.minimum(n, 16), rest & 0xFFFF), (np.maximum(n - 16, 0), rest >> 16)):
+            if (bits > 0).any():
+                encoder.encode(part[bits > 0].astype(np.int32), _UNIFORM, (1 << bits[bits > 0]).astype(np.int32))
+
+
+def decode_residuals(decoder, j: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """The residuals :func:`encode_residuals` coded under the same indices (int64)."""
+    k = lt.low_bits(j)
+    order, tables, starts, counts = _grouped(lt.table_index(j, a))
+    q = np.empty(j.size, np.int64)
+    for table, start, count in zip(tables, starts, counts):
+        q[start : start + count] = decoder.decode(_model(int(table)), int(count))
+    q -= _M
+    k = k[order]
+    low = np.zeros(j.size, np.int64)
+    split = k > 0
+    if split.any():
+        low[split] = decoder.decode(_UNIFORM, (1 << k[split]).astype(np.int32))
+    ends = np.flatnonzero(np.abs(q) == _M)
+    if ends.size:
+        n = decoder.decode(_LENGTHS, ends.size).astype(np.int64)
+        excess = 1 << n
+        for bits, shift in ((np.minimum(n, 16), 0), (np.maximum(n - 16, 0), 16)):
+            if (bits > 0).any():
+                excess[bits > 0] += decoder.decode(_UNIFORM, (1 << bits[bits > 0]).astype(np.int32)).astype(np.int64) << shift
+        q[ends] = np.sign(q[ends]) * (_M - 1 + excess)
+    r = np.empty(j.size, np.int64)
+    r[order] = (q << k) - ((1 << k) >> 1) + low
+    return r
+
+
+def residual_bits(r: np.ndarray, j: np.ndarray, a: np.ndarray) -> float:
+    """Code length in bits of :func:`encode_residuals` (the tables' ideal bits, escapes included)."""
+    k = lt.low_bits(j)
+    q = (r + ((1 << k) >> 1)) >> k
+    symbols = np.clip(q, -_M, _M) + _M
+    bits = _table_bits()[lt.table_index(j, a), symbols].sum() + k.sum()
+    excess = np.abs(q[np.abs(q) >= _M]) - _M + 1
+    return float(bits + (np.log2(_ESCAPE_LENGTHS) + np.floor(np.log2(excess))).sum())
+
+
+def new_encoder():
+    return constriction.stream.queue.RangeEncoder()
+
+
+def stream_bytes(encoder) -> bytes:
+    """The encoder's compressed words as little-endian bytes."""
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def new_decoder(data: bytes):
+    if len(data) % 4:
+        raise ValueError("a range-coded stream is a whole number of 32-bit words")
+    return constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))

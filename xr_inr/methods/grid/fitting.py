@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from ...core.stream import AFFINE
 from ...pca import pca
 from ..fitting import pick_device
-from .model import CONTEXT, GridSpec, upsample_matrix
+from . import arm as lc
+from .model import CONTEXT_SIZE, GridSpec, upsample_matrix
 from .payload import choose_spec, estimated_param_bits, pack, quantised_parameters
 
-MIN_SCALE, MAX_SCALE = 2.0**-4, 2.0**12  # the entropy coder's range of Laplace scales
+LOG2_SCALES = (-4.0, 13.0)  # the entropy coder's range of log2 Laplace scales
 
 
 @dataclass
@@ -67,7 +68,9 @@ class GridModel(torch.nn.Module):
 
     Starts as quantised PCA: the coefficient images are the PCA coefficients
     divided by ``step``, the synthesis MLP's output layer is zero, and the
-    ARM predicts each latent as the mean of its left and upper neighbours.
+    ARM predicts each latent as the mean of its 4 nearest context points.
+    The ARM is the float twin of :func:`xr_inr.methods.grid.arm.arm_integers`
+    (ReLU, clipped; Mitchell's log2).
     """
 
     def __init__(self, spec: GridSpec, step: float, mean: np.ndarray, basis: np.ndarray,
@@ -86,14 +89,17 @@ class GridModel(torch.nn.Module):
                 self.synthesis[-1].weight.zero_()
             predictor = self.arm[0].weight
             predictor.zero_()
-            predictor[0, CONTEXT.index((0, -1))] = 0.5
-            predictor[0, CONTEXT.index((-1, 0))] = 0.5
+            predictor[0, :4] = 0.25
             self.arm[-1].weight.zero_()
             self.arm[-1].bias.copy_(torch.tensor([0.0, 1.0]))
         self.basis = torch.nn.Parameter(torch.from_numpy(basis.astype(np.float32)))
         self.mean = torch.nn.Parameter(torch.from_numpy(mean.astype(np.float32)))
         for level in range(len(spec.channels)):
             gh, gw = spec.level_shape(level)
+            points, contexts, strides = lc.all_contexts(gh, gw)
+            self.register_buffer(f"strides{level}", torch.from_numpy(strides.astype(np.float32)))
+            self.register_buffer(f"points{level}", torch.from_numpy(points.astype(np.int64)))
+            self.register_buffer(f"contexts{level}", torch.from_numpy(contexts.astype(np.int64)))
             up_y = upsample_matrix(np.arange(spec.height), gh, 2**level)
             up_x = upsample_matrix(np.arange(spec.width), gw, 2**level)
             self.register_buffer(f"up_y{level}", torch.from_numpy(up_y.astype(np.float32)))
@@ -145,22 +151,30 @@ class GridModel(torch.nn.Module):
         return coefficients @ self.basis + self.mean, coefficients
 
     def latent_bits(self, latents: list[torch.Tensor]) -> torch.Tensor:
-        """Estimated bits of the latents under the ARM's discretised Laplace."""
+        """Estimated bits of the latents (a list by level) under the ARM's discretised Laplace."""
         total = latents[0].new_zeros(())
-        for z in latents:
+        for level, z in enumerate(latents):
             if z.shape[0] == 0:
                 continue
-            gh, gw = z.shape[1:]
-            padded = F.pad(z, (2, 2, 2, 0))
-            ctx = torch.stack([padded[:, 2 + dy : 2 + dy + gh, 2 + dx : 2 + dx + gw] for dy, dx in CONTEXT], dim=-1)
-            ctx = ctx.reshape(-1, len(CONTEXT))
+            padded = F.pad(z.reshape(z.shape[0], -1), (0, 1))  # index gh * gw reads 0
+            ctx = padded[:, getattr(self, f"contexts{level}")].reshape(-1, CONTEXT_SIZE)
             prediction = self.arm[0](ctx)
             deviation = ctx - prediction
-            out = _mlp(self.arm[1:], torch.sign(deviation) * torch.log2(1 + deviation.abs()))
+            h = torch.sign(deviation) * _mitchell(deviation.abs())
+            h = torch.cat([h, getattr(self, f"strides{level}").repeat(z.shape[0])[:, None]], dim=1)
+            for layer in self.arm[1:-1]:
+                h = layer(h).clamp(0.0, lc.HIDDEN_CAP * 2.0**-lc.FRACTION)
+            out = self.arm[-1](h)
             mu = prediction[:, 0] + out[:, 0]
-            scale = torch.exp(out[:, 1]).clamp(MIN_SCALE, MAX_SCALE)
-            total = total + laplace_interval_bits(z.reshape(-1), mu, scale).sum()
+            scale = torch.exp2(out[:, 1].clamp(*LOG2_SCALES))
+            total = total + laplace_interval_bits(padded[:, getattr(self, f"points{level}")].reshape(-1), mu, scale).sum()
         return total
+
+
+def _mitchell(x: torch.Tensor) -> torch.Tensor:
+    """log2(1 + x) with Mitchell's log2 (piecewise linear, x >= 0), as :func:`xr_inr.methods.grid.arm._compress`."""
+    k = torch.floor(torch.log2(1.0 + x)).detach()
+    return k + (1.0 + x) * torch.exp2(-k) - 1.0
 
 
 def laplace_interval_bits(x: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -191,9 +205,10 @@ def estimate_bits(images: np.ndarray) -> float:
     return total
 
 
-MAX_LATENT = 2**11
-"""The step is never so fine that a coefficient latent exceeds this (the coder's alphabet stays small;
-at very high rates the stream then comes out under its budget)."""
+MAX_LATENT = 2**13
+"""The step is never so fine that a coefficient latent exceeds this (the stream format takes latents
+below 2**15, :data:`xr_inr.methods.grid.arm.MAX_LATENT`; at very high rates the stream then comes out
+under its budget)."""
 
 
 def choose_step(coefficients: np.ndarray, shape: tuple[int, int], latent_bits: float) -> float:

@@ -10,30 +10,24 @@ A block of ``bands`` x h x w values, normalised to [0, 1], is stored as
 * a synthesis MLP (when ``hidden`` > 0) that reads the coefficient images and
   the other latents, upsampled to the pixel grid, and adds a correction to
   the coefficients (its output layer starts at zero);
-* an autoregressive model (ARM): an MLP that reads the 12 already-decoded
-  neighbours of a latent (:data:`CONTEXT`) and gives the location and scale
-  of the discretised Laplace distribution its value is entropy coded with.
+* an autoregressive model (ARM): an integer MLP that reads 12 already-decoded
+  neighbours of a latent and gives the location and scale of the discretised
+  Laplace its value is entropy coded with (:mod:`xr_inr.methods.grid.arm`:
+  the decoding phases and the integer arithmetic).
 
-Decoding reverses the entropy coding of the latents wavefront by wavefront
-(the ARM needs each latent's decoded neighbours), then evaluates the spectra at the requested pixel positions: any grid, as
-the latents are interpolated linearly. Only numpy.
+Decoding reverses the entropy coding of the latents phase by phase, then
+evaluates the spectra at the requested pixel positions: any grid, as the
+latents are interpolated linearly. Only numpy.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-CONTEXT = ((-2, -2), (-2, -1), (-2, 0), (-2, 1), (-2, 2),
-           (-1, -2), (-1, -1), (-1, 0), (-1, 1), (-1, 2),
-           (0, -2), (0, -1))
-"""(dy, dx) of the causal neighbours the ARM reads (zero outside the grid)."""
-
-WAVEFRONT_SLOPE = 3
-"""Latents with equal 3 * row + column are decoded together: none of them is in
-another's context, and every context position lies on an earlier wavefront."""
+CONTEXT_SIZE = 12
+"""Neighbours the ARM reads (see :func:`xr_inr.methods.grid.arm.phases`)."""
 
 
 @dataclass(frozen=True)
@@ -78,15 +72,16 @@ class GridSpec:
 
     def arm_shapes(self) -> list[tuple[int, int]]:
         """(out, in) of the ARM's layers: a linear predictor of the location, then
-    an MLP that reads the context minus that prediction (log-compressed, see
-    :func:`arm_parameters`) and gives (location correction, log scale)."""
-        n = len(CONTEXT)
-        return [(1, n), (self.arm_hidden, n), (self.arm_hidden, self.arm_hidden), (2, self.arm_hidden)]
+        an MLP that reads the context minus that prediction (log-compressed) and the
+        phase's stride feature (see :func:`xr_inr.methods.grid.arm.arm_integers`) and
+        gives (location correction, log2 scale)."""
+        n = CONTEXT_SIZE
+        return [(1, n), (self.arm_hidden, n + 1), (self.arm_hidden, self.arm_hidden), (2, self.arm_hidden)]
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
     """GELU, tanh approximation (torch's ``approximate="tanh"``)."""
-    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 
 
 def mlp(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
@@ -139,65 +134,3 @@ def synthesise(spec: GridSpec, latents, step, synthesis, basis, mean, ys, xs) ->
         coefficients = coefficients + mlp(synthesis, features)
     values = coefficients @ basis + mean
     return values.T.reshape(spec.bands, len(ys), len(xs))
-
-
-def wavefronts(height: int, width: int):
-    """(rows, cols) index arrays of each wavefront of a height x width grid, in decoding order."""
-    for t in range(WAVEFRONT_SLOPE * (height - 1) + width):
-        rows = np.arange(max(0, -(-(t - width + 1) // WAVEFRONT_SLOPE)), min(height - 1, t // WAVEFRONT_SLOPE) + 1)
-        cols = t - WAVEFRONT_SLOPE * rows
-        yield rows, cols
-
-
-def context_at(padded: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """(channels * len(rows), 12) contexts from a grid padded by 2 on top, left and right."""
-    ctx = np.stack([padded[:, rows + 2 + dy, cols + 2 + dx] for dy, dx in CONTEXT], axis=-1)
-    return ctx.reshape(-1, len(CONTEXT))
-
-
-def compress(x: np.ndarray) -> np.ndarray:
-    """sign(x) * log2(1 + |x|): the ARM's view of context deviations of any size."""
-    return np.sign(x) * np.log2(1.0 + np.abs(x))
-
-
-def arm_parameters(arm, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Laplace location and scale for each context row (float64)."""
-    context = context.astype(np.float64)
-    (weight, bias), *layers = arm
-    prediction = context @ weight[0] + bias[0]
-    out = mlp(layers, compress(context - prediction[:, None]))
-    return prediction + out[:, 0], np.exp(np.clip(out[:, 1], -10.0, 10.0))
-
-
-def code_latents(spec: GridSpec, arm, latents: list[np.ndarray], coder) -> None:
-    """Push every latent to an entropy encoder, in decoding order (see :func:`decode_latents`).
-
-    What is coded is the latent minus its rounded predicted location, under a
-    Laplace centred on the prediction's fractional part: small alphabets.
-    """
-    for level, channels in enumerate(spec.level_channels()):
-        if channels == 0:
-            continue
-        gh, gw = spec.level_shape(level)
-        padded = np.zeros((channels, gh + 2, gw + 4))
-        padded[:, 2:, 2:-2] = latents[level]
-        for rows, cols in wavefronts(gh, gw):
-            mu, scale = arm_parameters(arm, context_at(padded, rows, cols))
-            centre = np.round(mu)
-            coder.push(latents[level][:, rows, cols].reshape(-1) - centre.astype(np.int64), mu - centre, scale)
-
-
-def decode_latents(spec: GridSpec, arm, decoder) -> list[np.ndarray]:
-    """The integer latent grids, read from an entropy decoder wavefront by wavefront."""
-    latents = []
-    for level, channels in enumerate(spec.level_channels()):
-        gh, gw = spec.level_shape(level)
-        padded = np.zeros((channels, gh + 2, gw + 4))
-        if channels:
-            for rows, cols in wavefronts(gh, gw):
-                mu, scale = arm_parameters(arm, context_at(padded, rows, cols))
-                centre = np.round(mu)
-                symbols = decoder.pop(mu - centre, scale) + centre
-                padded[:, rows + 2, cols + 2] = symbols.reshape(channels, len(rows))
-        latents.append(padded[:, 2:, 2:-2])
-    return latents

@@ -5,16 +5,17 @@ Payload layout (little-endian), after the stream header:
     affine    offset, scale (2 x f64): the model predicts (value - offset) / scale
     head      components, hidden, arm_hidden, levels (4 x u8), channels (levels x u8),
               coefficient step (f64)
-    params    one rANS stream of every quantised parameter array: per array its
-              exponent e (values are integers times 2**-e, i8) and Laplace scale
-              index j (scale 2**(j/8), i8); then the alphabet lo, hi (2 x i16),
-              the stream length (u32) and the stream. The mean spectrum and
-              basis vectors are coded as differences along the bands.
-    latents   alphabet lo, hi (2 x i16), length (u32), rANS stream of the latents
-              (:func:`xr_inr.methods.grid.model.code_latents`)
+    params    per parameter array its exponent e (values are integers times
+              2**-e, i8) and Laplace scale index j (i8, see
+              :mod:`xr_inr.core.laplace_tables`); then the length (u32) and the
+              range-coded stream of every array's integers (offset index 0).
+              The mean spectrum and basis vectors are coded as differences
+              along the bands. The ARM's arrays share one exponent.
+    latents   length (u32) and range-coded stream of the latents
+              (:func:`xr_inr.methods.grid.arm.encode_latents`)
 
-:func:`decode` needs numpy only; the encoder (:func:`xr_inr.methods.grid.fitting.encode`)
-fits with torch and packs with :func:`pack`.
+:func:`decode` needs numpy and constriction only; the encoder
+(:func:`xr_inr.methods.grid.fitting.encode`) fits with torch and packs with :func:`pack`.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import struct
 
 import numpy as np
 
-from ...core.entropy import RansDecoder, RansEncoder, laplace_bits
+from ...core import entropy
 from ...core.stream import AFFINE, ByteCursor, StreamError
-from .model import GridSpec, arm_parameters, code_latents, context_at, decode_latents, synthesise
+from . import arm as lc
+from .model import GridSpec, synthesise
 
 _HEAD = struct.Struct("<BBBB")
 _ARRAY = struct.Struct("<bb")
-_STREAM = struct.Struct("<hhI")
+_STREAM = struct.Struct("<I")
 
 ARCHITECTURES = (  # (components, channels per level, synthesis width, ARM width), smallest first
     (3, (0,), 0, 8),
@@ -100,7 +102,8 @@ def quantised_parameters(fit, target: np.ndarray, valid: np.ndarray | None) -> d
 
     * mean and basis: the added error stays ~1/50 of the fit's MSE;
     * synthesis MLP: the coarsest exponent that raises the MSE by under 1 %;
-    * ARM: the coarsest exponent that raises the latents' bits by under 0.5 %.
+    * ARM: the coarsest exponent that raises the latents' bits (exact integer model)
+      by under 0.5 % (no finer than keeps its integers within +-2**13).
     """
     spec = fit.spec
     mse = max(fit.mse, 1e-12)
@@ -132,31 +135,19 @@ def quantised_parameters(fit, target: np.ndarray, valid: np.ndarray | None) -> d
             out[f"synthesis{index}.weight"] = (exponent, _quantise(w, exponent))
             out[f"synthesis{index}.bias"] = (exponent, _quantise(b, exponent))
 
-    base = latent_bits_estimate(spec, fit.arm, fit.latents)
-    exponent = _coarsest(lambda e: latent_bits_estimate(spec, layers_at(fit.arm, e), fit.latents) <= 1.005 * base + 8)
+    largest = max(max(np.abs(w).max(), np.abs(b).max()) for w, b in fit.arm)
+    finest = int(np.clip(math.floor(math.log2((2**13 - 1) / max(largest, 1e-30))), 2, lc.MAX_EXPONENT))
+
+    def arm_bits(e):
+        return lc.latent_bits(spec, lc.prepare_arm([(_quantise(w, e), _quantise(b, e)) for w, b in fit.arm], e), e,
+                              fit.latents)
+
+    base = arm_bits(finest)
+    exponent = next(e for e in range(2, finest + 1) if arm_bits(e) <= 1.005 * base + 8)
     for index, (w, b) in enumerate(fit.arm):
         out[f"arm{index}.weight"] = (exponent, _quantise(w, exponent))
         out[f"arm{index}.bias"] = (exponent, _quantise(b, exponent))
     return out
-
-
-def latent_bits_estimate(spec: GridSpec, arm, latents) -> float:
-    """Bits of the latents under ``arm``, every context read at once (for choosing, not coding)."""
-    total = 0.0
-    for level, grid in enumerate(latents):
-        if grid.shape[0] == 0:
-            continue
-        gh, gw = grid.shape[1:]
-        padded = np.zeros((grid.shape[0], gh + 2, gw + 4))
-        padded[:, 2:, 2:-2] = grid
-        rows, cols = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
-        mu, scale = arm_parameters(arm, context_at(padded, rows.ravel(), cols.ravel()))
-        residual = grid.reshape(-1) - np.round(mu)
-        lo, hi = int(residual.min()), int(residual.max())
-        if hi - lo >= 2**14:
-            return math.inf
-        total += laplace_bits(residual.astype(np.int64), mu - np.round(mu), scale, lo, hi)
-    return total
 
 
 def dequantised_layers(params: dict, prefix: str, count: int):
@@ -164,9 +155,23 @@ def dequantised_layers(params: dict, prefix: str, count: int):
              params[f"{prefix}{i}.bias"][1] * 2.0 ** -params[f"{prefix}{i}.bias"][0]) for i in range(count)]
 
 
-def _pack_stream(encoder: RansEncoder) -> bytes:
-    data = encoder.finish()
-    return _STREAM.pack(encoder.lo, encoder.hi, len(data)) + data
+def _pack_stream(encoder) -> bytes:
+    data = entropy.stream_bytes(encoder)
+    return _STREAM.pack(len(data)) + data
+
+
+def arm_from_params(params: dict, spec: GridSpec) -> tuple[list, int]:
+    """The ARM ready for :func:`~xr_inr.methods.grid.arm.arm_integers` (see
+    :func:`~xr_inr.methods.grid.arm.prepare_arm`) and its shared exponent."""
+    names = [f"arm{i}.{kind}" for i in range(len(spec.arm_shapes())) for kind in ("weight", "bias")]
+    exponents = {params[name][0] for name in names}
+    if len(exponents) != 1 or not 0 <= min(exponents) <= lc.MAX_EXPONENT:
+        raise GridStreamError("the ARM's arrays need one exponent in [0, 16]")
+    if max(np.abs(params[name][1]).max() for name in names) >= 2**15:
+        raise GridStreamError("an ARM weight is out of range")
+    ints = [params[name][1] for name in names]
+    exponent = exponents.pop()
+    return lc.prepare_arm(list(zip(ints[::2], ints[1::2])), exponent), exponent
 
 
 def pack(spec: GridSpec, step: float, params: dict, latents: list[np.ndarray]) -> bytes:
@@ -182,34 +187,13 @@ def pack(spec: GridSpec, step: float, params: dict, latents: list[np.ndarray]) -
         scale_index = int(np.clip(round(8 * math.log2(max(np.abs(ints).mean(), 2.0**-4))), -32, 96))
         array_heads += _ARRAY.pack(exponent, scale_index)
         symbols.append(ints)
-        scales.append(np.full(ints.size, 2.0 ** (scale_index / 8)))
-    symbols = np.concatenate(symbols)
-    if symbols.max() - symbols.min() >= 2**15:
-        raise ValueError("a quantised parameter is too large for the stream format")
-    params_coder = RansEncoder(int(symbols.min()), int(symbols.max()))
-    params_coder.push(symbols, 0.0, np.concatenate(scales))
-
-    arm = dequantised_layers(params, "arm", len(spec.arm_shapes()))
-    recorder = _Recorder()
-    code_latents(spec, arm, latents, recorder)
-    latent_coder = RansEncoder(recorder.lo, recorder.hi)
-    for batch in recorder.batches:
-        latent_coder.push(*batch)
+        scales.append(np.full(ints.size, scale_index))
+    params_coder = entropy.new_encoder()
+    scales = np.concatenate(scales)
+    entropy.encode_residuals(params_coder, np.concatenate(symbols).astype(np.int64), scales, np.zeros_like(scales))
+    latent_coder = entropy.new_encoder()
+    lc.encode_latents(spec, *arm_from_params(params, spec), latents, latent_coder)
     return head + array_heads + _pack_stream(params_coder) + _pack_stream(latent_coder)
-
-
-class _Recorder:
-    """Collects the batches :func:`code_latents` pushes, to learn the alphabet first."""
-
-    def __init__(self):
-        self.batches, self.lo, self.hi = [], 0, 0
-
-    def push(self, symbols, mu, scale):
-        self.batches.append((symbols, mu, scale))
-        if symbols.size:
-            self.lo, self.hi = min(self.lo, int(symbols.min())), max(self.hi, int(symbols.max()))
-        if self.lo < -(2**15) or self.hi >= 2**15:
-            raise ValueError("a latent is too large for the stream format")
 
 
 def _cursor(payload: bytes) -> ByteCursor:
@@ -232,31 +216,27 @@ def unpack(payload: bytes, bands: int, height: int, width: int):
     spec, step = _read_head(reader, bands, height, width)
     arrays = param_arrays(spec)
     heads = [reader.unpack(_ARRAY) for _ in arrays]
-    lo, hi, length = reader.unpack(_STREAM)
-    decoder = RansDecoder(reader.take(length), lo, hi)
     params = {}
     try:
-        for (name, shape), (exponent, scale_index) in zip(arrays, heads, strict=True):
-            ints = decoder.pop(np.zeros(math.prod(shape)), 2.0 ** (scale_index / 8))
+        decoder = entropy.new_decoder(reader.take(reader.unpack(_STREAM)[0]))
+        scales = np.concatenate([np.full(math.prod(shape), j, np.int64) for (_, shape), (_, j) in zip(arrays, heads)])
+        ints = entropy.decode_residuals(decoder, scales, np.zeros_like(scales))
+        start = 0
+        for (name, shape), (exponent, _) in zip(arrays, heads, strict=True):
+            values = ints[start : start + math.prod(shape)]
+            start += values.size
             if name == "mean" or name.startswith("basis"):
-                ints = np.cumsum(ints)
-            params[name] = (exponent, ints.reshape(shape))
-    except ValueError as exc:
+                values = np.cumsum(values)
+            params[name] = (exponent, values.reshape(shape))
+        latent_decoder = entropy.new_decoder(reader.take(reader.unpack(_STREAM)[0]))
+    except (ValueError, RuntimeError) as exc:
         raise GridStreamError(f"corrupt parameter stream: {exc}") from None
-    if not decoder.done():
-        raise GridStreamError("corrupt parameter stream")
-    lo, hi, length = reader.unpack(_STREAM)
-    latent_decoder = RansDecoder(reader.take(length), lo, hi)
     if reader.pos != len(payload):
         raise GridStreamError(f"{len(payload) - reader.pos} unexpected bytes after the grid payload")
-    arm = dequantised_layers(params, "arm", len(spec.arm_shapes()))
     try:
-        latents = decode_latents(spec, arm, latent_decoder)
-    except ValueError as exc:
+        latents = lc.decode_latents(spec, *arm_from_params(params, spec), latent_decoder)
+    except (ValueError, RuntimeError) as exc:
         raise GridStreamError(f"corrupt latent stream: {exc}") from None
-    if not latent_decoder.done():
-        raise GridStreamError("the latents did not decode to the encoder's final state "
-                              "(corrupt data, or this machine's arithmetic differs from the encoder's)")
     mean = params["mean"][1] * 2.0 ** -params["mean"][0]
     basis = np.stack([params[f"basis{r}"][1] * 2.0 ** -params[f"basis{r}"][0] for r in range(spec.components)])
     synthesis = dequantised_layers(params, "synthesis", len(spec.synthesis_shapes()))
@@ -271,7 +251,7 @@ def describe(data: bytes, block_shape: tuple[int, int, int]) -> dict:
     spec, step = _read_head(reader, *block_shape)
     reader.take(_ARRAY.size * len(param_arrays(spec)))
     head = reader.pos
-    parameters = _STREAM.size + reader.unpack(_STREAM)[2]
+    parameters = _STREAM.size + reader.unpack(_STREAM)[0]
     return {"spec": spec, "step": step, "head_bytes": head, "parameter_bytes": parameters,
             "latent_bytes": len(payload) - head - parameters}
 

@@ -1,0 +1,219 @@
+"""The grid method's exact entropy model: decoding phases and the integer ARM.
+
+Decoding order (phases)
+    Each latent grid (h x w) is decoded in a few phases, coarse to fine, every
+    channel of a level together: the point (0, 0), then for each stride
+    s = S, S/2, ..., 2 (S the power of two >= max(h, w)) the "centres"
+    (s/2 mod s, s/2 mod s) and then the "edges" (s/2 mod s, 0 mod s) and
+    (0 mod s, s/2 mod s). A point's context is 12 already-decoded points
+    (:func:`phases`): the 4 nearest at distance s/2 (diagonal for centres,
+    axial for edges) and 8 more at the next ring. Offsets that leave the grid
+    are mirrored (each axis on its own); if still outside, they read 0.
+    A 100 x 100 grid takes 15 phases (about 400 wavefronts of a raster-order
+    context before), so decoding is a few dozen large numpy steps.
+
+Integer ARM (:func:`arm_integers`)
+    Weights and biases are the stored integers (value * 2**e, one e <=
+    MAX_EXPONENT for the whole ARM, |integer| < 2**15). For contexts c
+    (|c| < 2**15): prediction P = c . w0 + b0 (units 2**-e); deviations
+    d = c * 2**e - P; features sign(d) * log2(1 + |d| 2**-e) in units
+    2**-FRACTION with Mitchell's log2 (bit length plus linear mantissa, read
+    exactly off the IEEE-754 pattern, :func:`_compress`), plus the phase's
+    stride feature times 2**FRACTION; two hidden layers
+    h = clip(floor((W h + b 2**FRACTION) / 2**e), 0, HIDDEN_CAP) (units
+    2**-FRACTION, ReLU); the output layer gives, in units 2**-(e + FRACTION),
+    a location correction and log2 of the scale. Every value is an integer
+    held in float64 and every sum of absolute products stays under 2**44
+    (<= 255 hidden units), so BLAS gives the same result in any summation
+    order, thread count or SIMD width. Indices are then taken with int64
+    shifts: centre = round(mu), offset index a = round(8 (mu - centre)) in
+    [-4, 4], scale index j = floor(8 log2 scale); the residual (latent -
+    centre) is coded under the fixed tables (:mod:`xr_inr.core.entropy`).
+
+Only numpy and constriction.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ...core import entropy
+from ...core import laplace_tables as lt
+
+FRACTION = 8
+"""Fractional bits of the ARM's features and hidden activations."""
+HIDDEN_CAP = 2.0 ** (FRACTION + 12)
+"""Hidden activations are clipped to [0, 4096) (keeps every sum exact in float64)."""
+MAX_EXPONENT = 16
+"""Largest ARM weight exponent e (weights are integers times 2**-e)."""
+MAX_LATENT = 2**15
+"""Latents must stay in (-MAX_LATENT, MAX_LATENT)."""
+CHUNK_ROWS = 8192
+"""Contexts per ARM evaluation while decoding (speed only)."""
+
+@functools.lru_cache(maxsize=None)
+def phases(height: int, width: int) -> tuple[tuple[np.ndarray, np.ndarray, int], ...]:
+    """(points (n,), contexts (n, 12), stride feature) per phase. Points and contexts index the
+    grid flattened row-major with one zero appended (index height * width reads 0); the stride
+    feature, bit_length(s / 2), tells the ARM how far the context is (the first point: that of S)."""
+    size = 1 << max(0, (max(height, width) - 1).bit_length())
+    out = [(np.zeros(1, np.intp), np.full((1, 12), height * width, np.intp), size.bit_length())]
+    s = size
+    while s >= 2:
+        h = s // 2
+        centres = _lattice(np.arange(h, height, s), np.arange(h, width, s))
+        near = ((-h, -h), (-h, h), (h, -h), (h, h))
+        far = ((-h, -3 * h), (-h, 3 * h), (h, -3 * h), (h, 3 * h), (-3 * h, -h), (-3 * h, h), (3 * h, -h), (3 * h, h))
+        out.append(_phase(centres, near + far, height, width) + (h.bit_length(),))
+        edges = np.concatenate([_lattice(np.arange(h, height, s), np.arange(0, width, s)),
+                                _lattice(np.arange(0, height, s), np.arange(h, width, s))])
+        near = ((-h, 0), (0, -h), (0, h), (h, 0))
+        far = ((-h, -s), (-h, s), (h, -s), (h, s), (-s, -h), (-s, h), (s, -h), (s, h))
+        out.append(_phase(edges, near + far, height, width) + (h.bit_length(),))
+        s = h
+    return tuple(phase for phase in out if phase[0].size)
+
+
+def _lattice(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    return np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
+
+
+def _phase(points: np.ndarray, offsets, height: int, width: int):
+    y, x = points[:, :1], points[:, 1:]
+    dy, dx = np.array(offsets).T
+    ny, nx = y + dy, x + dx
+    ny = np.where((ny < 0) | (ny >= height), y - dy, ny)  # mirror
+    nx = np.where((nx < 0) | (nx >= width), x - dx, nx)
+    inside = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
+    context = np.where(inside, ny * width + nx, height * width)
+    return (y[:, 0] * width + x[:, 0]).astype(np.intp), context.astype(np.intp)
+
+
+def all_contexts(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every phase's (points, contexts, stride features) concatenated, one row per point
+    (for rate estimates and training)."""
+    points, contexts, strides = zip(*phases(height, width))
+    return (np.concatenate(points), np.concatenate(contexts),
+            np.concatenate([np.full(p.size, s) for p, s in zip(points, strides)]))
+
+
+def _compress(d: np.ndarray, e: int) -> np.ndarray:
+    """sign(d) * log2(1 + |d| * 2**-e) in units 2**-FRACTION, floored, exact for integer d.
+
+    log2 is Mitchell's, k + v / 2**k - 1 for v in [2**k, 2**(k+1)): in fixed point that is the
+    IEEE-754 binary64 pattern of v = |d| + 2**e (exact, as |d| < 2**52) shifted right."""
+    v = np.abs(d)
+    v += 2.0**e
+    pattern = v.view(np.int64)
+    pattern >>= 52 - FRACTION
+    pattern -= (1023 + e) << FRACTION
+    magnitude = pattern.astype(np.float64)
+    return np.copysign(magnitude, d, out=magnitude)
+
+
+def prepare_arm(arm: list[tuple[np.ndarray, np.ndarray]], e: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The stored ARM integers (weight, bias) as float64 arrays for :func:`arm_integers`: weights
+    transposed; hidden layers' weights and biases times 2**-e and their biases times 2**FRACTION,
+    so that a hidden layer's products are multiples of 2**-e and its sums (< 2**44 * 2**-e) stay
+    exact; the first hidden layer's last input row is the stride feature's."""
+    (w0, b0), *hidden, (w3, b3) = arm
+    scale = 2.0**-e
+    return ([(w0[0].astype(np.float64), b0.astype(np.float64))]
+            + [(w.T.astype(np.float64) * scale, b.astype(np.float64) * (2.0**FRACTION * scale)) for w, b in hidden]
+            + [(w3.T.astype(np.float64), b3.astype(np.float64) * 2.0**FRACTION)])
+
+
+def arm_integers(arm, e: int, context: np.ndarray, stride):
+    """(mu, log2 scale) in units 2**-(e + FRACTION), int64, for integer contexts (n, 12) (float64)
+    and their stride feature (a number, or one per row).
+
+    ``arm``: :func:`prepare_arm` of the stored integers (values times 2**e)."""
+    (w0, b0), *hidden, (w3, b3) = arm
+    prediction = context @ w0 + b0[0]
+    d = context * 2.0**e
+    d -= prediction[:, None]
+    h = _compress(d, e)
+    for index, (w, b) in enumerate(hidden):
+        if index == 0:  # the stride feature, stride * 2**FRACTION, is the last input
+            h = h @ w[:-1]
+            h += np.multiply.outer(np.asarray(stride, np.float64) * 2.0**FRACTION, w[-1]) + b
+        else:
+            h = h @ w
+            h += b
+        np.floor(h, out=h)
+        np.clip(h, 0.0, HIDDEN_CAP, out=h)
+    out = h @ w3
+    out += b3
+    mu = prediction * 2.0**FRACTION + out[:, 0]
+    return mu.astype(np.int64), out[:, 1].astype(np.int64)
+
+
+def _phase_parameters(arm, e: int, padded: np.ndarray, context: np.ndarray, stride):
+    """:func:`coding_indices` of every channel's points of a phase (channel-major), the ARM run
+    on a few channels at a time (about CHUNK_ROWS contexts: the arrays stay in cache)."""
+    group = max(1, CHUNK_ROWS // context.shape[0])
+    parts = [arm_integers(arm, e, padded[c : c + group, context].reshape(-1, 12), stride)
+             for c in range(0, padded.shape[0], group)]
+    return coding_indices(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), e)
+
+
+def coding_indices(mu: np.ndarray, log_scale: np.ndarray, e: int):
+    """(centre, offset index a, scale index j) from :func:`arm_integers`' output."""
+    g = e + FRACTION
+    centre = (mu + (1 << (g - 1))) >> g
+    offset = ((mu - (centre << g)) + (1 << (g - 4))) >> (g - 3)
+    centre = np.clip(centre, -MAX_LATENT, MAX_LATENT)  # residuals of latents stay under 2**16
+    return centre, offset, np.clip(log_scale >> (g - 3), lt.SCALE_MIN, lt.SCALE_MAX - 1)
+
+
+def _level_grids(spec, latents):
+    for level, grid in enumerate(latents):
+        if grid.shape[0]:
+            yield spec.level_shape(level), grid.reshape(grid.shape[0], -1)
+
+
+def _with_zero(flat: np.ndarray) -> np.ndarray:
+    return np.concatenate([flat, np.zeros((flat.shape[0], 1), flat.dtype)], axis=1)
+
+
+def encode_latents(spec, arm, e: int, latents: list[np.ndarray], encoder) -> None:
+    """Code every latent grid (level by level, phase by phase) with the integer ARM
+    (:func:`prepare_arm` of the stored integers, exponent ``e``)."""
+    for (h, w), flat in _level_grids(spec, latents):
+        if np.abs(flat).max() >= MAX_LATENT:
+            raise ValueError("a latent is too large for the stream format")
+        padded = _with_zero(flat.astype(np.float64))
+        for points, context, stride in phases(h, w):
+            centre, a, j = _phase_parameters(arm, e, padded, context, stride)
+            entropy.encode_residuals(encoder, padded[:, points].reshape(-1).astype(np.int64) - centre, j, a)
+
+
+def decode_latents(spec, arm, e: int, decoder) -> list[np.ndarray]:
+    """The integer latent grids (float64, (channels, gh, gw) per level) that :func:`encode_latents` coded."""
+    latents = []
+    for level, channels in enumerate(spec.level_channels()):
+        h, w = spec.level_shape(level)
+        padded = np.zeros((channels, h * w + 1))
+        if channels:
+            for points, context, stride in phases(h, w):
+                centre, a, j = _phase_parameters(arm, e, padded, context, stride)
+                values = centre + entropy.decode_residuals(decoder, j, a)
+                if values.size and np.abs(values).max() >= MAX_LATENT:
+                    raise ValueError("a decoded latent is out of range")
+                padded[:, points] = values.reshape(channels, -1)
+        latents.append(padded[:, :-1].reshape(channels, h, w))
+    return latents
+
+
+def latent_bits(spec, arm, e: int, latents: list[np.ndarray]) -> float:
+    """Bits :func:`encode_latents` takes for ``latents`` (every context read at once)."""
+    total = 0.0
+    for (h, w), flat in _level_grids(spec, latents):
+        points, context, stride = all_contexts(h, w)
+        padded = _with_zero(flat.astype(np.float64))
+        context = padded[:, context].reshape(-1, 12)
+        centre, a, j = coding_indices(*arm_integers(arm, e, context, np.tile(stride, padded.shape[0])), e)
+        total += entropy.residual_bits(padded[:, points].reshape(-1).astype(np.int64) - centre, j, a)
+    return total
