@@ -50,8 +50,10 @@ MAX_EXPONENT = 16
 """Largest ARM weight exponent e (weights are integers times 2**-e)."""
 MAX_LATENT = 2**15
 """Latents must stay in (-MAX_LATENT, MAX_LATENT)."""
-CHUNK_ROWS = 8192
-"""Contexts per ARM evaluation while decoding (speed only)."""
+CHUNK_ROWS = 1024
+"""Contexts per ARM evaluation while coding (speed only): OpenBLAS runs a product on one thread
+while rows x inputs x outputs stays under 2**18 (1024 x 16 x 16 for the widest ARM), and its
+threads run slower than one as soon as other work (Dask's threads, other processes) shares the cores."""
 
 @functools.lru_cache(maxsize=None)
 def phases(height: int, width: int) -> tuple[tuple[np.ndarray, np.ndarray, int], ...]:
@@ -143,7 +145,8 @@ def arm_integers(arm, e: int, context: np.ndarray, stride):
             h = h @ w
             h += b
         np.floor(h, out=h)
-        np.clip(h, 0.0, HIDDEN_CAP, out=h)
+        np.maximum(h, 0.0, out=h)
+        np.minimum(h, HIDDEN_CAP, out=h)
     out = h @ w3
     out += b3
     mu = prediction * 2.0**FRACTION + out[:, 0]
@@ -152,10 +155,10 @@ def arm_integers(arm, e: int, context: np.ndarray, stride):
 
 def _phase_parameters(arm, e: int, padded: np.ndarray, context: np.ndarray, stride):
     """:func:`coding_indices` of every channel's points of a phase (channel-major), the ARM run
-    on a few channels at a time (about CHUNK_ROWS contexts: the arrays stay in cache)."""
-    group = max(1, CHUNK_ROWS // context.shape[0])
-    parts = [arm_integers(arm, e, padded[c : c + group, context].reshape(-1, 12), stride)
-             for c in range(0, padded.shape[0], group)]
+    on CHUNK_ROWS contexts at a time."""
+    rows = padded[:, context].reshape(-1, 12)
+    parts = [arm_integers(arm, e, rows[start : start + CHUNK_ROWS], stride)
+             for start in range(0, rows.shape[0], CHUNK_ROWS)]
     return coding_indices(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), e)
 
 
