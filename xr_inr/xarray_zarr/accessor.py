@@ -160,6 +160,10 @@ class FitJob:
     def dtype(self) -> np.dtype:
         return self.obj.dtype.newbyteorder("=")
 
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        return tuple(self.data.numblocks)
+
 
 def plan_fits(arrays: Mapping[Hashable, xr.DataArray], bpppb: float, *, band_dim=None, chunks=None,
               nodata=None, torch_threads: int | None = 1, **codec_options) -> list[FitJob]:

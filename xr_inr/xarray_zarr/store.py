@@ -40,6 +40,10 @@ _KEEP_ENCODING = ("grid_mapping", "coordinates")
 (dtype, scale_factor, _FillValue...) is dropped, so the store holds the array as it is."""
 
 
+STATE_ATTR = "xr_inr_write"
+"""Group attribute: ``{"state": "writing" | "complete", "fingerprint": ...}`` of the write."""
+
+
 def _fill_for(source: ChunkSource):
     fill = source.fill_value
     if source.dtype.kind in "iu":
@@ -118,10 +122,6 @@ def write(ds: xr.Dataset, cubes: Mapping[Hashable, ChunkSource | FitJob], store,
     if staging is not None:
         _swap_in(staging, target)
     return fitted
-
-
-STATE_ATTR = "xr_inr_write"
-"""Group attribute: ``{"state": "writing" | "complete", "fingerprint": ...}`` of the write."""
 
 
 def _fingerprint(cubes: Mapping[Hashable, ChunkSource | FitJob]) -> str:
