@@ -439,7 +439,7 @@ def test_preview_keeps_the_georeference(crop, tmp_path):
 # -- distributed -------------------------------------------------------------------------
 
 
-def test_an_open_distributed_client_is_used(crop, compressed):
+def test_an_open_distributed_client_is_used(crop, compressed, tmp_path):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=40) as cluster, distributed.Client(cluster) as client:
@@ -450,6 +450,9 @@ def test_an_open_distributed_client_is_used(crop, compressed):
         workers = {t["worker"] for t in tasks.data}
         assert workers <= set(client.scheduler_info()["workers"])
         values = remote.values  # decoded on the workers too: the streams travel with the tasks
+        stored = crop.inr.to_zarr(tmp_path / "remote.zarr", BPPPB, chunks=CHUNKS, **FAST)  # chunks stored as fitted
+    assert xr_inr.verify(tmp_path / "remote.zarr").ok
+    assert source_of(stored.data).streams == source_of(compressed.data).streams
     assert source_of(remote.data).streams == source_of(compressed.data).streams  # byte-identical chunks
     np.testing.assert_array_equal(values, compressed.values)  # same seed, one thread: same networks
 
