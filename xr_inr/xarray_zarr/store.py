@@ -115,7 +115,7 @@ def write(ds: xr.Dataset, cubes: Mapping[Hashable, ChunkSource | FitJob], store,
         array.attrs[MANIFEST_ATTR] = {manifest_key(i): [len(b), chunk_digest(b)]
                                      for i, b in sorted(written[name].items())}
     zgroup.attrs[STATE_ATTR] = {"state": "complete", "fingerprint": fingerprint}
-    if consolidated is not False:
+    if consolidated or (consolidated is None and getattr(zgroup.store, "supports_consolidated_metadata", True)):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
             zarr.consolidate_metadata(where, path=group or "", zarr_format=zarr_format)
