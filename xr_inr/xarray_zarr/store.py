@@ -171,13 +171,13 @@ def _unfinished_streams(where, group, zarr_format, fingerprint, cubes):
         source = StoredCube(zgroup[str(name)], missing="fill")
         stored[name] = {}
         for index in np.ndindex(*cube.grid_shape):
-            stream = source.stream(index)
             try:
+                stream = source.stream(index)
                 if stream is not None:
                     check_layout(stream, cube.chunk_shape, cube.dtype)
                     stored[name][index] = stream
-            except StreamError:
-                pass  # refitted
+            except StreamError:  # an invalid chunk is fitted again
+                pass
     return stored
 
 
