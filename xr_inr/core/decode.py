@@ -104,7 +104,7 @@ def check_layout(buf, shape, dtype) -> None:
     shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
     if header.out_shape != shape or header.dtype != dtype:
         raise LayoutError(f"the stream holds a {header.out_shape} {header.dtype} block, "
-                             f"the chunk is {shape} {dtype}")
+                          f"the chunk is {shape} {dtype}")
 
 
 def _block_layout(shape: tuple[int, int, int], band_axis: int) -> tuple[int, int, int]:
