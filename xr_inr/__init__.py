@@ -20,7 +20,7 @@ from numcodecs.registry import register_codec
 
 from .core.codec import INRCodec
 from .core.decode import decode_block, inspect
-from .core.encode import BudgetWarning
+from .core.encode import BudgetWarning, QualityWarning
 from .core.stream import StreamError
 
 register_codec(INRCodec)
@@ -31,10 +31,13 @@ _LAZY = {  # name: the module that holds it (imports xarray, dask or zarr)
     "INRDatasetAccessor": "xarray_zarr.accessor",
     "find_band_dim": "xarray_zarr.accessor",
     "open_zarr": "xarray_zarr.store",
+    "verify": "xarray_zarr.store",
+    "StoreReport": "xarray_zarr.store",
+    "ChunkError": "xarray_zarr.sources",
     "INRZarrCodec": "xarray_zarr.zarr_codec",
 }
 
-__all__ = ["BudgetWarning", "INRCodec", "StreamError", "decode_block", "inspect", *_LAZY]
+__all__ = ["BudgetWarning", "INRCodec", "QualityWarning", "StreamError", "decode_block", "inspect", *_LAZY]
 
 
 def __getattr__(name: str):

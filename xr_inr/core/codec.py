@@ -22,6 +22,9 @@ from .encode import encode_block, valid_extent, validated_block
 METHODS = ("grid", "siren")
 DEFAULT_STEPS = {"grid": 1000, "siren": 2000}
 DEFAULT_LR = {"grid": 1e-2, "siren": 2e-4}
+MAX_BPPPB = 64.0
+"""Largest budget: a float64 value's bits (more buys nothing, and a network sized for it
+would not fit in memory: SIREN at 1e9 bpppb asked torch for 111 GB)."""
 
 
 class INRCodec(Codec):
@@ -52,6 +55,8 @@ class INRCodec(Codec):
     """
 
     codec_id = "xr_inr"
+    _cannot_encode: str | None = None
+    """Why this codec (read from a stored config by :meth:`from_config`) refuses to encode."""
 
     def __init__(
         self,
@@ -72,6 +77,8 @@ class INRCodec(Codec):
     ):
         if not (isinstance(bpppb, (int, float)) and math.isfinite(bpppb) and bpppb > 0):
             raise ValueError(f"bpppb must be a positive number, got {bpppb!r}")
+        if bpppb > MAX_BPPPB:
+            raise ValueError(f"bpppb {bpppb!r} is above {MAX_BPPPB:g}, the bits of a float64 value")
         if band_axis not in (0, 1, 2, -1, -2, -3):
             raise ValueError(f"band_axis must be an axis of a 3-D block, got {band_axis!r}")
         if method not in METHODS:
@@ -102,7 +109,31 @@ class INRCodec(Codec):
         self.device = device
         self.fill_value = None if fill_value is None else float(fill_value)
 
+    @classmethod
+    def from_config(cls, config: dict) -> INRCodec:
+        """The codec of a stored config, for reading (numcodecs ``get_codec`` calls this).
+
+        Decoding needs no setting (a stream describes itself) but ``band_axis``:
+        settings only encoding uses are not checked here, so a store written by
+        a newer version (an unknown key) or with odd encode settings still
+        reads. Encoding with such a codec raises, naming the problem.
+        """
+        config = {k: v for k, v in config.items() if k != "id"}
+        try:
+            return cls(**config)
+        except (TypeError, ValueError) as err:
+            codec = cls(band_axis=config.get("band_axis", 0))  # a bad band axis still raises
+            codec._cannot_encode = f"the stored codec config cannot encode: {err}"
+            codec._stored = config
+            return codec
+
+    def _check_can_encode(self) -> None:
+        if self._cannot_encode is not None:
+            raise ValueError(self._cannot_encode)
+
     def get_config(self) -> dict:
+        if self._cannot_encode is not None:  # kept as stored
+            return {"id": self.codec_id, **self._stored}
         config = {"id": self.codec_id}
         for key in ("bpppb", "band_axis", "method", "components", "depth", "width", "steps", "search_steps",
                     "max_depth", "lr", "batch_size", "seed", "device"):
@@ -117,6 +148,7 @@ class INRCodec(Codec):
     # -- encoding (torch, imported when a network is first fitted) ---------
 
     def encode(self, buf) -> bytes:
+        self._check_can_encode()
         block = validated_block(buf)
         if self.fill_value is None:
             return encode_block(self, block)
@@ -129,6 +161,7 @@ class INRCodec(Codec):
         columns or bands holding nothing but the fill value, which it restores
         exactly) is left out of the fit and out of the budget.
         """
+        self._check_can_encode()
         chunk = validated_block(chunk)
         valid = valid_extent(chunk, fill_value)
         if valid == chunk.shape or min(valid) == 0:
@@ -148,6 +181,7 @@ class INRCodec(Codec):
 
         The bit budget and reported bpppb count the elements of ``block`` only.
         """
+        self._check_can_encode()
         return encode_block(self, block, padded_shape=padded_shape, fill_value=fill_value, mask_fill=mask_fill)
 
     # -- decoding ---------------------------------------------------------

@@ -90,6 +90,23 @@ def decode_block(buf, ys: np.ndarray | None = None, xs: np.ndarray | None = None
     return restore_dtype(np.moveaxis(values, 0, header.band_axis), header.dtype)
 
 
+class LayoutError(bs.StreamError):
+    """A valid stream of another shape or dtype than its place (a Zarr chunk) holds."""
+
+
+def check_layout(buf, shape, dtype) -> None:
+    """Raise :class:`LayoutError` (a :class:`StreamError`) unless the stream decodes to ``shape`` and ``dtype``.
+
+    Reads the header (and checks the checksum) only: callers check a chunk
+    against its array before decoding it, so a mismatch is never cropped or cast.
+    """
+    header = bs.Reader(ensure_bytes(buf)).header
+    shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+    if header.out_shape != shape or header.dtype != dtype:
+        raise LayoutError(f"the stream holds a {header.out_shape} {header.dtype} block, "
+                          f"the chunk is {shape} {dtype}")
+
+
 def _block_layout(shape: tuple[int, int, int], band_axis: int) -> tuple[int, int, int]:
     rest = [n for axis, n in enumerate(shape) if axis != band_axis]
     return (shape[band_axis], rest[0], rest[1])

@@ -8,6 +8,7 @@ functions that need them. See docs/zarr.md for a tour.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from collections.abc import Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -63,9 +64,11 @@ def _check_cube(obj: xr.DataArray, band_dim: Hashable) -> int:
         raise ValueError(
             f"xr-inr compresses 3-D cubes (bands and two spatial dimensions); {obj.name!r} has dims {obj.dims}"
         )
-    if obj.dtype not in DTYPE_CODES:
+    if obj.dtype.newbyteorder("=") not in DTYPE_CODES:  # big-endian data is converted to native order
         supported = ", ".join(str(d) for d in DTYPE_CODES)
         raise TypeError(f"unsupported dtype {obj.dtype} for {obj.name!r}; supported: {supported} (cast first)")
+    if obj.size == 0:
+        raise ValueError(f"{obj.name!r} is empty (shape {dict(obj.sizes)}): nothing to compress")
     return obj.dims.index(band_dim)
 
 
@@ -134,16 +137,42 @@ def _nodata_of(obj: xr.DataArray, nodata) -> tuple[float, bool]:
     return value, True
 
 
-def compress_dataarrays(arrays: Mapping[Hashable, xr.DataArray], bpppb: float, *, band_dim=None, chunks=None,
-                        nodata=None, progress: bool = True, scheduler=None, torch_threads: int | None = 1,
-                        **codec_options) -> dict[Hashable, xr.DataArray]:
-    """Fit every chunk of every array in one parallel computation; the compressed arrays by name."""
+@dataclass
+class FitJob:
+    """The planned fits of one cube: its chunk grid and codec settings, one delayed fit per chunk."""
+
+    name: Hashable
+    obj: xr.DataArray
+    data: Any
+    """The cube as a dask array on the regular chunk grid (native byte order)."""
+    chunk_shape: tuple[int, ...]
+    band_axis: int
+    fill_value: float
+    nodata: bool
+    config: dict
+    tasks: dict
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.obj.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.obj.dtype.newbyteorder("=")
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        return tuple(self.data.numblocks)
+
+
+def plan_fits(arrays: Mapping[Hashable, xr.DataArray], bpppb: float, *, band_dim=None, chunks=None,
+              nodata=None, torch_threads: int | None = 1, **codec_options) -> list[FitJob]:
+    """Check every array and plan one fit task per chunk (nothing is computed)."""
     import dask.array as dsa
 
     from . import parallel
-    from .sources import CompressedCube
 
-    jobs, tasks = {}, []
+    jobs = []
     for name, obj in arrays.items():
         dim = find_band_dim(obj, band_dim)
         band_axis = _check_cube(obj, dim)
@@ -152,25 +181,56 @@ def compress_dataarrays(arrays: Mapping[Hashable, xr.DataArray], bpppb: float, *
         codec = INRCodec(bpppb=bpppb, band_axis=band_axis, **codec_options)
         config = codec.get_config()
         config.pop("id")
-        data = obj.data
+        data = obj.data if obj.dtype.isnative else obj.data.astype(obj.dtype.newbyteorder("="))
         if isinstance(data, dsa.Array):
             if tuple(c[0] for c in data.chunks) != chunk_shape or not _regular(data.chunks, chunk_shape):
                 data = data.rechunk(chunk_shape)
         else:
             data = dsa.from_array(np.asarray(data), chunks=chunk_shape)
-        fits = parallel.fit_delayed(data, chunk_shape, fill, mask_nodata, config, torch_threads)
-        jobs[name] = (obj, chunk_shape, band_axis, fill, mask_nodata, config, list(fits))
-        tasks += list(fits.values())
-    streams = iter(parallel.run(tasks, scheduler=scheduler, progress=progress,
-                                desc=f"xr-inr fit ({len(tasks)} chunks)"))
+        tasks = parallel.fit_delayed(data, chunk_shape, fill, mask_nodata, config, torch_threads)
+        jobs.append(FitJob(name, obj, data, chunk_shape, band_axis, fill, mask_nodata, config, tasks))
+    return jobs
+
+
+def run_fits(jobs: list[FitJob], *, scheduler=None, progress: bool = True, stored=None,
+             on_stream=None) -> dict[Hashable, xr.DataArray]:
+    """Run the planned fits in one parallel computation; the compressed arrays by name.
+
+    stored : {name: {chunk index: stream}} already fitted (a resumed write): not refitted.
+    on_stream : called as ``on_stream(name, index, stream)`` as each fit finishes.
+    """
+    from . import parallel
+    from .sources import CompressedCube
+
+    streams = {job.name: dict((stored or {}).get(job.name, {})) for job in jobs}
+    todo = [(job.name, index, task) for job in jobs for index, task in job.tasks.items()
+            if index not in streams[job.name]]
+
+    def finished(position, stream):
+        name, index, _ = todo[position]
+        streams[name][index] = stream
+        if on_stream is not None:
+            on_stream(name, index, stream)
+
+    parallel.run([task for *_, task in todo], scheduler=scheduler, progress=progress,
+                 desc=f"xr-inr fit ({len(todo)} chunks)", on_result=finished)
     result = {}
-    for name, (obj, chunk_shape, band_axis, fill, mask_nodata, config, indices) in jobs.items():
-        cube = CompressedCube({index: next(streams) for index in indices}, obj.shape, chunk_shape, obj.dtype,
-                              band_axis, fill, config, mask_nodata)
-        out = obj.copy(deep=False, data=cube.lazy())
-        out.encoding = {k: v for k, v in obj.encoding.items() if k not in _ZARR_ENCODINGS}
-        result[name] = out
+    for job in jobs:
+        cube = CompressedCube(streams[job.name], job.shape, job.chunk_shape, job.dtype, job.band_axis,
+                              job.fill_value, job.config, job.nodata)
+        out = job.obj.copy(deep=False, data=cube.lazy())
+        out.encoding = {k: v for k, v in job.obj.encoding.items() if k not in _ZARR_ENCODINGS}
+        result[job.name] = out
     return result
+
+
+def compress_dataarrays(arrays: Mapping[Hashable, xr.DataArray], bpppb: float, *, band_dim=None, chunks=None,
+                        nodata=None, progress: bool = True, scheduler=None, torch_threads: int | None = 1,
+                        **codec_options) -> dict[Hashable, xr.DataArray]:
+    """Fit every chunk of every array in one parallel computation; the compressed arrays by name."""
+    jobs = plan_fits(arrays, bpppb, band_dim=band_dim, chunks=chunks, nodata=nodata, torch_threads=torch_threads,
+                     **codec_options)
+    return run_fits(jobs, scheduler=scheduler, progress=progress)
 
 
 def _regular(chunks: tuple[tuple[int, ...], ...], chunk_shape: tuple[int, ...]) -> bool:
@@ -264,20 +324,21 @@ class INRDataArrayAccessor:
         refitting; any other array is compressed first at ``bpppb``. Format 3
         (default) uses the ``xr_inr`` serializer, format 2 the numcodecs codec.
         """
-        obj = self._obj
-        if not self.is_compressed:
-            if bpppb is None:
-                raise ValueError("pass bpppb= (or compress the array first with .inr.compress)")
-            obj = self.compress(bpppb, band_dim=band_dim, chunks=chunks, nodata=nodata, progress=progress,
-                                scheduler=scheduler, torch_threads=torch_threads, **codec_options)
-        else:
-            _check_no_refit(_source(obj), bpppb, chunks, nodata, codec_options)
         from .store import write
 
+        obj = self._obj
         name = obj.name if obj.name is not None else DATAARRAY_VARIABLE
-        write(obj.to_dataset(name=name), {name: _source(obj)}, store, group=group, mode=mode,
-              zarr_format=zarr_format, consolidated=consolidated)
-        return obj
+        options = dict(group=group, mode=mode, zarr_format=zarr_format, consolidated=consolidated,
+                       scheduler=scheduler, progress=progress)
+        if self.is_compressed:
+            _check_no_refit(_source(obj), bpppb, chunks, nodata, codec_options)
+            write(obj.to_dataset(name=name), {name: _source(obj)}, store, **options)
+            return obj
+        if bpppb is None:
+            raise ValueError("pass bpppb= (or compress the array first with .inr.compress)")
+        jobs = plan_fits({name: obj}, bpppb, band_dim=band_dim, chunks=chunks, nodata=nodata,
+                         torch_threads=torch_threads, **codec_options)
+        return write(obj.to_dataset(name=name), {name: jobs[0]}, store, **options)[name]
 
     def resample(self, scale: float | Mapping[Hashable, float]) -> xr.DataArray:
         """The cube at another resolution, evaluating the networks on the new grid only (lazy).
@@ -329,7 +390,7 @@ class INRDatasetAccessor:
         """Data variables that are 3-D cubes with a band dimension and a supported dtype."""
         names = []
         for name, var in self._obj.data_vars.items():
-            if var.ndim != 3 or var.dtype not in DTYPE_CODES:
+            if var.ndim != 3 or var.dtype.newbyteorder("=") not in DTYPE_CODES:
                 continue
             try:
                 find_band_dim(var, band_dim)
@@ -374,16 +435,22 @@ class INRDatasetAccessor:
         pending = [n for n in names if not self._obj[n].inr.is_compressed]
         if pending and bpppb is None:
             raise ValueError(f"pass bpppb= to compress {pending}, or compress them first")
-        ds = self.compress(bpppb, variables=names, band_dim=band_dim, **options) if pending else self._obj
         for name in names:
             if name not in pending:
-                _check_no_refit(_source(ds[name]), bpppb, options.get("chunks"), options.get("nodata"),
+                _check_no_refit(_source(self._obj[name]), bpppb, options.get("chunks"), options.get("nodata"),
                                 {k: v for k, v in options.items() if k not in _RUN_OPTIONS})
+        run = {k: options.pop(k) for k in ("progress", "scheduler") if k in options}
+        jobs = plan_fits({n: self._obj[n] for n in pending}, bpppb, band_dim=band_dim, **options) if pending else []
+        cubes = {job.name: job for job in jobs}
+        cubes.update({n: _source(self._obj[n]) for n in names if n not in pending})
         from .store import write
 
-        write(ds, {n: _source(ds[n]) for n in names}, store, group=group, mode=mode,
-              zarr_format=zarr_format, consolidated=consolidated)
-        return ds
+        fitted = write(self._obj, cubes, store, group=group, mode=mode, zarr_format=zarr_format,
+                       consolidated=consolidated, **run)
+        out = self._obj.copy()
+        for name, value in fitted.items():
+            out[name] = value
+        return out
 
     def resample(self, scale: float | Mapping[Hashable, float]) -> xr.Dataset:
         """Every compressed cube at another resolution (see ``DataArray.inr.resample``); other

@@ -64,22 +64,35 @@ def default_client():
         return None
 
 
-def run(tasks: Sequence, *, scheduler=None, progress: bool = True, desc: str = "xr-inr fit") -> list:
-    """Compute delayed fits, in order, showing per-chunk progress unless ``progress`` is False."""
+def run(tasks: Sequence, *, scheduler=None, progress: bool = True, desc: str = "xr-inr fit",
+        on_result=None) -> list:
+    """Compute delayed fits, in order, showing per-chunk progress unless ``progress`` is False.
+
+    on_result : called as ``on_result(position, stream)`` in this process as each fit
+        finishes (the writer stores each chunk then, so an interrupted run keeps them).
+    """
     tasks = list(tasks)
     bar = _bar(len(tasks), desc, progress)
     torch_threads = _torch_threads()
+    position = {task.key: i for i, task in enumerate(tasks)}
+
+    def finished(i, result):
+        bar.update(1)
+        if on_result is not None:
+            on_result(i, result)
+
     try:
         client = scheduler if _is_client(scheduler) else (default_client() if scheduler is None else None)
         if client is not None:
             from distributed import as_completed
 
             futures = client.compute(tasks)
-            for _ in as_completed(futures):
-                bar.update(1)
+            at = {future: i for i, future in enumerate(futures)}
+            for future in as_completed(futures):
+                finished(at[future], future.result())
             return client.gather(futures)
         scheduler = scheduler or dask.config.get("scheduler", None) or "threads"
-        with _ProgressCallback(bar):
+        with _ProgressCallback(lambda key, result: finished(position[key], result)):
             return list(dask.compute(*tasks, scheduler=scheduler))
     finally:
         bar.close()
@@ -103,17 +116,17 @@ def _restore_torch_threads(previous: int | None) -> None:
 
 
 class _ProgressCallback(Callback):
-    """Advances the bar each time a fit task of the local scheduler finishes."""
+    """Calls ``finished(key, result)`` each time a fit task of the local scheduler finishes."""
 
-    def __init__(self, bar):
+    def __init__(self, finished):
         super().__init__()
-        self._bar = bar
+        self._finished = finished
         self._lock = threading.Lock()
 
     def _posttask(self, key, result, dsk, state, worker_id):
         if isinstance(key, str) and key.startswith(TASK_PREFIX):
             with self._lock:
-                self._bar.update(1)
+                self._finished(key, result)
 
 
 class _NoBar:

@@ -20,6 +20,7 @@ built on it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import weakref
 from typing import Any
@@ -30,7 +31,8 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from ..core.codec import INRCodec
-from ..core.decode import decode_block
+from ..core.decode import LayoutError, check_layout, decode_block
+from ..core.stream import StreamError
 
 _REGISTRY: weakref.WeakValueDictionary[str, ChunkSource] = weakref.WeakValueDictionary()
 
@@ -42,8 +44,23 @@ def source_of(data) -> ChunkSource | None:
     return _REGISTRY.get(data.name)
 
 
+class ChunkError(StreamError):
+    """A chunk of a compressed cube is missing, altered or unreadable (the message names the variable and chunk).
+
+    ``kind``: "missing", "mismatched" (not the bytes the writer stored, or a stream
+    of another shape or dtype) or "unreadable" (not a valid stream).
+    """
+
+    def __init__(self, message: str, kind: str = "unreadable"):
+        super().__init__(message)
+        self.kind = kind
+
+
 class ChunkSource:
     """One stream per chunk of a regular grid; subclasses say where the bytes are."""
+
+    name: str = "cube"
+    """The variable, as errors name it."""
 
     shape: tuple[int, ...]
     chunk_shape: tuple[int, ...]
@@ -164,7 +181,16 @@ class _ChunkRef:
         self.source, self.index = source, index
 
     def get(self) -> bytes | None:
-        return self.source.stream(self.index)
+        """The stream, checked against the array's chunk shape and dtype (ChunkError otherwise)."""
+        source, index = self.source, self.index
+        stream = source.stream(index)
+        if stream is not None:
+            try:
+                check_layout(stream, source.chunk_shape, source.dtype)
+            except StreamError as err:
+                kind = "mismatched" if isinstance(err, LayoutError) else "unreadable"
+                raise ChunkError(f"variable {source.name!r}, chunk {index}: {err}", kind) from None
+        return stream
 
     def __reduce__(self):
         if isinstance(self.source, CompressedCube):  # ship the bytes, not the whole cube
@@ -186,8 +212,8 @@ def _decode_task(ref, valid_shape, fill: np.ndarray) -> np.ndarray:
     buf = ref.get()
     if buf is None:
         return np.full(valid_shape, fill, dtype=fill.dtype)
-    block = decode_block(buf)
-    return block[tuple(slice(0, n) for n in valid_shape)]
+    block = _decoded(ref, buf)
+    return block[tuple(slice(0, n) for n in valid_shape)]  # an edge chunk's padding (shape checked)
 
 
 def _sample_task(ref, local1, local2, band_axis, n_bands, fill: np.ndarray) -> np.ndarray:
@@ -196,8 +222,16 @@ def _sample_task(ref, local1, local2, band_axis, n_bands, fill: np.ndarray) -> n
         shape = [len(local1), len(local2)]
         shape.insert(band_axis, n_bands)
         return np.full(shape, fill, dtype=fill.dtype)
-    block = decode_block(buf, local1, local2)
+    block = _decoded(ref, buf, local1, local2)
     return np.take(block, np.arange(n_bands), axis=band_axis)
+
+
+def _decoded(ref, buf: bytes, ys=None, xs=None) -> np.ndarray:
+    try:
+        return decode_block(buf, ys, xs)
+    except StreamError as err:
+        where = f"variable {ref.source.name!r}, chunk {ref.index}" if isinstance(ref, _ChunkRef) else "chunk"
+        raise ChunkError(f"{where}: {err}") from None
 
 
 class CompressedCube(ChunkSource):
@@ -228,8 +262,11 @@ class CompressedCube(ChunkSource):
 class StoredCube(ChunkSource):
     """Streams read from a Zarr array whose codec is xr_inr (format 2 or 3)."""
 
-    def __init__(self, array):
-        self.array = array
+    def __init__(self, array, missing: str = "raise"):
+        if missing not in ("raise", "fill"):
+            raise ValueError(f"missing must be 'raise' or 'fill', got {missing!r}")
+        self.array, self.missing = array, missing
+        self.name = array.path
         self.shape, self.chunk_shape = tuple(array.shape), tuple(array.chunks)
         self.dtype = np.dtype(array.dtype)
         codec = inr_codec_of(array)
@@ -240,15 +277,26 @@ class StoredCube(ChunkSource):
         """INRCodec options recorded in the array's metadata."""
         fill = array.fill_value
         self.fill_value = math.nan if fill is None else float(np.asarray(fill).item())
+        self.manifest = array.attrs.get(MANIFEST_ATTR)
+        """``{"b.y.x": [nbytes, digest]}`` of the chunks the writer stored (None: not written by xr-inr)."""
 
     def _key(self, index) -> str:
         return self.array.metadata.encode_chunk_key(tuple(int(i) for i in index))
 
     def stream(self, index):
+        """The chunk's bytes, checked against the writer's manifest; None for a missing chunk only
+        when ``missing="fill"``, else :class:`ChunkError`."""
         from zarr.core.sync import sync
 
         buf = sync((self.array.store_path / self._key(index)).get())
-        return None if buf is None else buf.to_bytes()
+        data = None if buf is None else buf.to_bytes()
+        problem = chunk_problem(data, self.manifest, index)
+        if problem == "missing" and self.missing == "fill":
+            return None
+        if problem is not None:
+            raise ChunkError(f"variable {self.name!r}, chunk {tuple(index)} (key {self._key(index)!r}): {problem}",
+                             "missing" if data is None else "mismatched")
+        return data
 
     @property
     def nbytes(self) -> int:
@@ -266,6 +314,36 @@ class StoredCube(ChunkSource):
 
     def token(self):
         return ("StoredCube", str(self.array.store_path), self.shape, self.chunk_shape, str(self.dtype))
+
+
+MANIFEST_ATTR = "xr_inr_chunks"
+"""Array attribute the writer sets last: ``{"b.y.x": [nbytes, digest]}`` of every stored chunk
+(:func:`chunk_digest`)."""
+
+
+def chunk_digest(data: bytes) -> str:
+    """A stored chunk's checksum: BLAKE2b, 64 bits, hex (not CRC32: a stream ends with the CRC32
+    of the rest, so the CRC32 of every whole stream is the same constant)."""
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def chunk_problem(data: bytes | None, manifest: dict | None, index) -> str | None:
+    """What is wrong with a chunk's stored bytes against the writer's manifest, else None."""
+    if data is None:
+        return "missing"
+    if manifest is None:
+        return None
+    expected = manifest.get(manifest_key(index))
+    if expected is None:
+        return "stored but not in the manifest of what was written"
+    if [len(data), chunk_digest(data)] != list(expected):
+        return (f"{len(data)} bytes with digest {chunk_digest(data)}, the writer stored {expected[0]} bytes with "
+                f"digest {expected[1]} (swapped or altered)")
+    return None
+
+
+def manifest_key(index) -> str:
+    return ".".join(str(int(i)) for i in index)
 
 
 def inr_codec_of(array) -> INRCodec | None:

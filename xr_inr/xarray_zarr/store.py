@@ -13,22 +13,35 @@ friendly defaults, plus any-resolution decoding (``scale=``).
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
+import json
 import math
+import os
+import shutil
 import warnings
+from pathlib import Path
 from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
 import zarr
 
 from ..core.codec import INRCodec
-from .sources import ChunkSource, StoredCube, inr_codec_of
+from ..core.decode import check_layout
+from ..core.stream import StreamError
+from .accessor import FitJob, run_fits
+from .sources import (MANIFEST_ATTR, ChunkError, ChunkSource, StoredCube, _ChunkRef, _decoded, chunk_digest,
+                      inr_codec_of, manifest_key)
 from .zarr_codec import INRZarrCodec
 
 _KEEP_ENCODING = ("grid_mapping", "coordinates")
 """Encoding kept on a cube variable: CF references to other variables. Everything else
 (dtype, scale_factor, _FillValue...) is dropped, so the store holds the array as it is."""
+
+
+STATE_ATTR = "xr_inr_write"
+"""Group attribute: ``{"state": "writing" | "complete", "fingerprint": ...}`` of the write."""
 
 
 def _fill_for(source: ChunkSource):
@@ -51,61 +64,187 @@ def _cube_encoding(variable: xr.Variable, source: ChunkSource, zarr_format: int)
     return encoding
 
 
-def write(ds: xr.Dataset, cubes: Mapping[Hashable, ChunkSource], store, *, group: str | None = None,
-          mode: str = "w-", zarr_format: int = 3, consolidated: bool | None = None) -> None:
-    """Write ``ds`` to ``store``; the variables in ``cubes`` as their stored streams."""
+def write(ds: xr.Dataset, cubes: Mapping[Hashable, ChunkSource | FitJob], store, *, group: str | None = None,
+          mode: str = "w-", zarr_format: int = 3, consolidated: bool | None = None, scheduler=None,
+          progress: bool = True) -> dict[Hashable, xr.DataArray]:
+    """Write ``ds`` to ``store``: the variables in ``cubes`` as their streams, each put as it is fitted.
+
+    ``cubes`` maps a variable to its compressed chunks (a :class:`ChunkSource`)
+    or to its planned fits (a :class:`FitJob`, run here). Returns the fitted
+    cubes as compressed DataArrays. A local directory is written beside the
+    target (``<path>.writing``) and renamed into place once complete, so
+    readers see the old store or the new one; an interrupted write is resumed
+    by the same call (see docs/reliability.md).
+    """
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
     if mode not in ("w", "w-"):
         raise ValueError(f"mode must be 'w' (overwrite) or 'w-' (fail if the store exists), got {mode!r}")
+    for name, cube in cubes.items():
+        variable = ds.variables[name]
+        if variable.shape != cube.shape or variable.dtype.newbyteorder("=") != cube.dtype:
+            raise ValueError(f"{name!r}: the variable does not match its compressed chunks")
+    fingerprint = _fingerprint(cubes)
+    target, staging = _local_paths(store, group)
+    if staging is not None and mode == "w-" and target.exists():
+        raise FileExistsError(f"{target} exists (mode='w-'); pass mode='w' to replace it")
+    where = store if staging is None else str(staging)
+    stored = _unfinished_streams(where, group, zarr_format, fingerprint, cubes)
+    if stored is None:  # nothing to resume: lay the store out afresh
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        _layout(ds, cubes, where, group=group, mode="w-" if staging is not None else mode,
+                zarr_format=zarr_format, fingerprint=fingerprint)
+        stored = {name: {} for name in cubes}
+    zgroup = zarr.open_group(where, path=group or "", mode="r+", zarr_format=zarr_format)
+    arrays = {name: zgroup[str(name)] for name in cubes}
+    written = {name: dict(streams) for name, streams in stored.items()}
+
+    def put(name, index, stream):
+        _put_stream(arrays[name], index, stream)
+        written[name][index] = stream
+
+    for name, cube in cubes.items():
+        if isinstance(cube, ChunkSource):
+            for index in np.ndindex(*cube.grid_shape):
+                if index not in written[name]:
+                    put(name, index, cube.stream(index))
+    jobs = [cube for cube in cubes.values() if isinstance(cube, FitJob)]
+    fitted = run_fits(jobs, scheduler=scheduler, progress=progress, stored=stored, on_stream=put) if jobs else {}
+    for name, array in arrays.items():  # what was written, for readers and xr_inr.verify
+        array.attrs[MANIFEST_ATTR] = {manifest_key(i): [len(b), chunk_digest(b)]
+                                     for i, b in sorted(written[name].items())}
+    zgroup.attrs[STATE_ATTR] = {"state": "complete", "fingerprint": fingerprint}
+    if consolidated or (consolidated is None and getattr(zgroup.store, "supports_consolidated_metadata", True)):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            zarr.consolidate_metadata(where, path=group or "", zarr_format=zarr_format)
+    if staging is not None:
+        _swap_in(staging, target)
+    return fitted
+
+
+def _fingerprint(cubes: Mapping[Hashable, ChunkSource | FitJob]) -> str:
+    """What a write stores, as a digest: layout, settings and the input data (or the streams)."""
+    import dask
+
+    digest = hashlib.sha256()
+    for name, cube in sorted(cubes.items(), key=lambda item: str(item[0])):
+        layout = [str(name), cube.shape, cube.chunk_shape, str(cube.dtype), cube.band_axis,
+                  repr(cube.fill_value), getattr(cube, "nodata", None), cube.config]
+        digest.update(json.dumps(layout, sort_keys=True, default=str).encode())
+        if isinstance(cube, FitJob):
+            blocks = cube.data.to_delayed().ravel()
+            for part in dask.compute(*[dask.delayed(_digest)(block) for block in blocks]):
+                digest.update(part)
+        else:
+            for index in np.ndindex(*cube.grid_shape):
+                digest.update(_digest(cube.stream(index)))
+    return digest.hexdigest()
+
+
+def _digest(data) -> bytes:
+    if not isinstance(data, bytes):
+        data = np.ascontiguousarray(data).tobytes()
+    return hashlib.sha256(data).digest()
+
+
+def _local_paths(store, group):
+    """(target, staging) directories of a store given as a local path and written whole, else (None, None)."""
+    if group is not None or not isinstance(store, (str, os.PathLike)) or "://" in str(store):
+        return None, None
+    target = Path(store).absolute()
+    return target, target.with_name(target.name + ".writing")
+
+
+def _unfinished_streams(where, group, zarr_format, fingerprint, cubes):
+    """The valid streams of an unfinished write of the same cubes at ``where``, else None."""
+    try:
+        zgroup = zarr.open_group(where, path=group or "", mode="r", zarr_format=zarr_format)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
+        return None
+    state = zgroup.attrs.get(STATE_ATTR)
+    if not isinstance(state, dict) or state.get("state") != "writing" or state.get("fingerprint") != fingerprint:
+        return None
+    stored = {}
+    for name, cube in cubes.items():
+        source = StoredCube(zgroup[str(name)], missing="fill")
+        stored[name] = {}
+        for index in np.ndindex(*cube.grid_shape):
+            try:
+                stream = source.stream(index)
+                if stream is not None:
+                    check_layout(stream, cube.chunk_shape, cube.dtype)
+                    stored[name][index] = stream
+            except StreamError:  # an invalid chunk is fitted again
+                pass
+    return stored
+
+
+def _layout(ds, cubes, where, *, group, mode, zarr_format, fingerprint) -> None:
+    """Metadata, coordinates and the other variables; the cubes' arrays without their chunks."""
+    import dask.array as dsa
+
     names = list(cubes)
     cube_vars = ds[names]
     for name in names:
-        variable = cube_vars.variables[name]
-        source = cubes[name]
-        if variable.shape != source.shape or variable.dtype != source.dtype:
-            raise ValueError(f"{name!r}: the variable does not match its compressed chunks")
-        variable = variable.copy(deep=False)
-        variable.encoding = _cube_encoding(variable, source, zarr_format)
+        cube = cubes[name]
+        variable = xr.Variable(ds.variables[name].dims, dsa.empty(cube.shape, dtype=cube.dtype,
+                                                                   chunks=cube.chunk_shape),
+                               {k: v for k, v in ds.variables[name].attrs.items() if k != MANIFEST_ATTR})
+        variable.encoding = _cube_encoding(ds.variables[name], cube, zarr_format)
         cube_vars[name] = variable
+    attrs = {k: v for k, v in ds.attrs.items() if k != STATE_ATTR}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        # 1. everything but the cubes (coordinates, other variables, attributes), written as usual
-        ds.drop_vars(names).to_zarr(store, group=group, mode=mode, zarr_format=zarr_format, consolidated=False)
-        # 2. the cubes' metadata only (compute=False), next to what step 1 wrote
-        cube_vars.to_zarr(store, group=group, mode="a", zarr_format=zarr_format, consolidated=consolidated,
-                          compute=False)
-    # 3. the streams, at their chunk keys
-    zgroup = zarr.open_group(store, path=group or "", mode="r+", zarr_format=zarr_format)
+        ds.drop_vars(names).assign_attrs(attrs).to_zarr(where, group=group, mode=mode, zarr_format=zarr_format,
+                                                        consolidated=False)
+        cube_vars.to_zarr(where, group=group, mode="a", zarr_format=zarr_format, consolidated=False, compute=False)
+    zgroup = zarr.open_group(where, path=group or "", mode="r+", zarr_format=zarr_format)
     for name in names:
         array = zgroup[str(name)]
-        source = cubes[name]
-        if tuple(array.chunks) != source.chunk_shape or inr_codec_of(array) is None:
-            raise RuntimeError(f"{name!r} was laid out with chunks {array.chunks}, not {source.chunk_shape}")
-        _put_streams(array, source)
+        if tuple(array.chunks) != cubes[name].chunk_shape or inr_codec_of(array) is None:
+            raise RuntimeError(f"{name!r} was laid out with chunks {array.chunks}, not {cubes[name].chunk_shape}")
+    zgroup.attrs[STATE_ATTR] = {"state": "writing", "fingerprint": fingerprint}
 
 
-def _put_streams(array, source: ChunkSource) -> None:
+def _put_stream(array, index, stream: bytes) -> None:
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    prototype = default_buffer_prototype()
+    path = array.store_path / array.metadata.encode_chunk_key(tuple(int(i) for i in index))
+    sync(path.set(default_buffer_prototype().buffer.from_bytes(stream)))
 
-    async def put_all():
-        writes = []
-        for index in np.ndindex(*source.grid_shape):
-            stream = source.stream(index)
-            if stream is None:
-                continue
-            path = array.store_path / array.metadata.encode_chunk_key(tuple(int(i) for i in index))
-            writes.append(path.set(prototype.buffer.from_bytes(stream)))
-        await asyncio.gather(*writes)
 
-    sync(put_all())
+def _swap_in(staging: Path, target: Path) -> None:
+    """Put the finished store at ``target``: one atomic exchange where Linux offers it."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    if not _exchange(staging, target):  # two renames: for an instant, no store at target
+        old = target.with_name(target.name + ".replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(target, old)
+        os.rename(staging, target)
+        staging = old
+    shutil.rmtree(staging)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unavailable."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def open_zarr(store, *, scale: float | Mapping[Hashable, float] | None = None, group: str | None = None,
-              decode_coords: str | bool = "all", mask_and_scale: bool = False, **kwargs) -> xr.Dataset:
+              decode_coords: str | bool = "all", mask_and_scale: bool = False, missing: str = "raise",
+              **kwargs) -> xr.Dataset:
     """Open a store lazily, its xr-inr cubes decoded chunk by chunk when read.
 
     ``xarray.open_zarr`` with two different defaults: ``decode_coords="all"``
@@ -115,12 +254,21 @@ def open_zarr(store, *, scale: float | Mapping[Hashable, float] | None = None, g
     scale : evaluate the networks on a coarser (or finer) grid instead of
         decoding chunks: 0.25 gives a quarter-size preview, without decoding
         any chunk whole (see ``DataArray.inr.resample``).
+    missing : ``"raise"`` (default): reading a missing chunk, one that differs
+        from what the writer recorded, or a store whose write did not finish,
+        raises :class:`~xr_inr.ChunkError` naming the variable and chunk;
+        ``"fill"``: missing chunks read as the fill value (Zarr's own rule).
 
     The cubes' arrays support ``.inr.resample``, ``.inr.interp``,
     ``.inr.nbytes`` and ``.inr.bpppb``.
     """
-    ds = xr.open_zarr(store, group=group, decode_coords=decode_coords, mask_and_scale=False, **kwargs)
     zgroup = zarr.open_group(store, path=group or "", mode="r")
+    state = zgroup.attrs.get(STATE_ATTR)
+    if missing == "raise" and isinstance(state, dict) and state.get("state") != "complete":
+        raise ChunkError(f"the write of {store!r} did not finish: xr_inr.verify() lists the missing chunks, "
+                         "the same to_zarr call completes it (or pass missing='fill')")
+    ds = xr.open_zarr(store, group=group, decode_coords=decode_coords, mask_and_scale=False, **kwargs)
+    ds.attrs.pop(STATE_ATTR, None)
     for name in list(ds.data_vars):
         try:
             array = zgroup[str(name)]
@@ -129,10 +277,12 @@ def open_zarr(store, *, scale: float | Mapping[Hashable, float] | None = None, g
         if not isinstance(array, zarr.Array) or inr_codec_of(array) is None:
             continue
         variable = ds.variables[name]
-        source = StoredCube(array)
+        source = StoredCube(array, missing=missing)
         if variable.shape != source.shape or variable.dtype != source.dtype:
             continue
+        attrs = {k: v for k, v in variable.attrs.items() if k != MANIFEST_ATTR}
         ds[name] = variable.copy(deep=False, data=source.lazy())
+        ds[name].attrs = attrs
     if scale is not None:
         from .resolution import resample_dataset
 
@@ -141,3 +291,67 @@ def open_zarr(store, *, scale: float | Mapping[Hashable, float] | None = None, g
         ds = xr.decode_cf(ds, mask_and_scale=True, decode_times=False, decode_coords=False,
                           decode_timedelta=False, concat_characters=False)
     return ds
+
+
+@dataclass
+class StoreReport:
+    """What :func:`verify` found: each problem as (variable, chunk index, message)."""
+
+    store: str
+    unfinished: bool = False
+    """The write did not finish (``to_zarr`` again completes it)."""
+    missing: list = field(default_factory=list)
+    mismatched: list = field(default_factory=list)
+    """Stored bytes that differ from the writer's manifest (swapped, altered, or a stream of another shape/dtype)."""
+    unreadable: list = field(default_factory=list)
+    checked: int = 0
+    """Chunks checked."""
+    unchecked: list = field(default_factory=list)
+    """xr-inr arrays without a manifest (not written by ``to_zarr``): missing chunks found, swaps not."""
+
+    @property
+    def ok(self) -> bool:
+        return not (self.unfinished or self.missing or self.mismatched or self.unreadable)
+
+    def raise_for_problems(self) -> StoreReport:
+        """Raise :class:`~xr_inr.ChunkError` listing the problems, else return the report."""
+        if not self.ok:
+            lines = [f"{self.store}: " + ("unfinished write; " if self.unfinished else "")
+                     + f"{len(self.missing)} missing, {len(self.mismatched)} mismatched, "
+                     f"{len(self.unreadable)} unreadable of {self.checked} chunks"]
+            lines += [f"  {why}" for kind in ("missing", "mismatched", "unreadable")
+                      for _, _, why in getattr(self, kind)[:20]]
+            raise ChunkError("\n".join(lines))
+        return self
+
+
+def verify(store, *, group: str | None = None, decode: bool = False) -> StoreReport:
+    """Check every chunk of every xr-inr array of a store against what the writer recorded.
+
+    Each chunk: present, the bytes the writer stored (size and digest in the
+    manifest), a valid stream (its checksum) of the array's chunk shape and
+    dtype; ``decode=True`` also decodes each one. A local store whose write is
+    unfinished (``<path>.writing`` beside a missing target) is checked there.
+    Returns a :class:`StoreReport` (``.ok``, ``.raise_for_problems()``).
+    """
+    target, staging = _local_paths(store, group)
+    if staging is not None and not target.exists() and staging.exists():
+        store = str(staging)
+    zgroup = zarr.open_group(store, path=group or "", mode="r")
+    state = zgroup.attrs.get(STATE_ATTR)
+    report = StoreReport(str(store), unfinished=isinstance(state, dict) and state.get("state") != "complete")
+    for name, array in zgroup.arrays():
+        if inr_codec_of(array) is None:
+            continue
+        source = StoredCube(array)
+        if source.manifest is None:
+            report.unchecked.append(name)
+        for index in np.ndindex(*source.grid_shape):
+            report.checked += 1
+            try:
+                data = _ChunkRef(source, index).get()
+                if decode:
+                    _decoded(_ChunkRef(source, index), data)
+            except ChunkError as err:
+                getattr(report, err.kind).append((name, index, str(err)))
+    return report

@@ -25,7 +25,7 @@ from zarr.core.array_spec import ArraySpec
 from zarr.core.buffer import Buffer, NDBuffer
 
 from ..core.codec import INRCodec
-from ..core.decode import decode_block
+from ..core.decode import check_layout, decode_block
 
 CODEC_NAME = "xr_inr"
 
@@ -51,13 +51,21 @@ class INRZarrCodec(ArrayBytesCodec):
 
     @property
     def codec(self) -> INRCodec:
-        return INRCodec(**self.configuration)
+        return INRCodec.from_config(self.configuration)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> INRZarrCodec:
+        """The codec of a stored array: only what decoding needs is checked (see
+        :meth:`INRCodec.from_config`); encoding with odd stored settings raises."""
         if data.get("name") != CODEC_NAME:
             raise ValueError(f"expected codec name {CODEC_NAME!r}, got {data.get('name')!r}")
-        return cls(**(data.get("configuration") or {}))
+        config = dict(data.get("configuration") or {})
+        config.pop("fill_value", None)
+        config = INRCodec.from_config(config).get_config()
+        config.pop("id")
+        codec = object.__new__(cls)
+        object.__setattr__(codec, "configuration", config)
+        return codec
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": CODEC_NAME, "configuration": dict(self.configuration)}
@@ -76,10 +84,9 @@ class INRZarrCodec(ArrayBytesCodec):
     # -- decoding (numpy only) --------------------------------------------
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        block = decode_block(chunk_bytes.to_bytes())
-        if block.shape != tuple(chunk_spec.shape):
-            raise ValueError(f"xr-inr stream decodes to {block.shape}, the chunk is {tuple(chunk_spec.shape)}")
-        block = block.astype(chunk_spec.dtype.to_native_dtype(), copy=False)
+        data = chunk_bytes.to_bytes()
+        check_layout(data, chunk_spec.shape, chunk_spec.dtype.to_native_dtype())  # before decoding
+        block = decode_block(data)
         return chunk_spec.prototype.nd_buffer.from_ndarray_like(block)
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:

@@ -1,0 +1,305 @@
+"""Archives that never lie: read checks, verify(), resumable writes, lenient stored configs,
+reproducible encodes and the encode input checks (docs/reliability.md).
+
+Fits are tiny (30 Adam steps); damaged chunks are made of constant streams (no fit).
+"""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import dask
+import numcodecs
+import numpy as np
+import pytest
+import xarray as xr
+
+import xr_inr
+from xr_inr import ChunkError, INRCodec, INRZarrCodec, QualityWarning
+from xr_inr.xarray_zarr import parallel
+from xr_inr.xarray_zarr.sources import source_of
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = dict(steps=30, progress=False)
+CHUNKS = {"band": -1, "y": 20, "x": 12}  # 40 x 36 pixels: 2 x 3 = 6 chunks
+BPPPB = 1.0
+
+
+@pytest.fixture(scope="module")
+def cube(jasper_crop):
+    """20 bands x 40 x 36 pixels of Jasper Ridge, uint16."""
+    return xr.DataArray(jasper_crop[::2, :, 4:].copy(), dims=("band", "y", "x"), name="r")
+
+
+@pytest.fixture(scope="module")
+def written(cube, tmp_path_factory):
+    """A store written by to_zarr (format 3), and the values it decodes to."""
+    path = tmp_path_factory.mktemp("written") / "cube.zarr"
+    cube.inr.to_zarr(path, BPPPB, chunks=CHUNKS, **FAST)
+    return path, xr_inr.open_zarr(path)["r"].values
+
+
+@pytest.fixture
+def store(written, tmp_path):
+    """A copy of the written store, to damage."""
+    path = tmp_path / "cube.zarr"
+    shutil.copytree(written[0], path)
+    return path
+
+
+def chunk_file(store: Path, index) -> Path:
+    return store / "r" / "c" / Path(*map(str, index))
+
+
+def record(store: Path, index, data: bytes) -> None:
+    """Put ``data`` at a chunk and in the manifest, as a writer that stored the wrong stream would."""
+    import zarr
+
+    from xr_inr.xarray_zarr.sources import chunk_digest
+
+    chunk_file(store, index).write_bytes(data)
+    array = zarr.open_group(store, mode="r+")["r"]
+    array.attrs["xr_inr_chunks"] = {**array.attrs["xr_inr_chunks"],
+                                    ".".join(map(str, index)): [len(data), chunk_digest(data)]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(store)
+
+
+def constant_stream(shape, dtype, value) -> bytes:
+    return INRCodec().encode(np.full(shape, value, dtype))
+
+
+# -- 1. no silent loss on read ---------------------------------------------------------
+
+
+def test_a_written_store_verifies_and_records_its_chunks(written):
+    report = xr_inr.verify(written[0], decode=True)
+    assert report.ok and report.checked == 6 and not report.unchecked
+    assert report.raise_for_problems() is report
+
+
+def test_a_missing_chunk_is_an_error_naming_variable_and_chunk(store, written):
+    chunk_file(store, (0, 1, 2)).unlink()
+    with pytest.raises(ChunkError, match=r"variable 'r', chunk \(0, 1, 2\).*missing"):
+        xr_inr.open_zarr(store)["r"].values
+    report = xr_inr.verify(store)
+    assert [(name, index) for name, index, _ in report.missing] == [("r", (0, 1, 2))] and not report.ok
+    with pytest.raises(ChunkError, match="1 missing"):
+        report.raise_for_problems()
+    filled = xr_inr.open_zarr(store, missing="fill")["r"].values  # the documented opt-in
+    assert (filled[:, 20:, 24:] == 0).all()
+    np.testing.assert_array_equal(filled[:, :20], written[1][:, :20])
+
+
+def test_swapped_chunks_are_detected(store):
+    a, b = chunk_file(store, (0, 0, 0)), chunk_file(store, (0, 0, 1))  # same shape: valid streams both
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    with pytest.raises(ChunkError, match=r"chunk \(0, 0, [01]\).*swapped or altered"):
+        xr_inr.open_zarr(store)["r"].values
+    assert {index for _, index, _ in xr_inr.verify(store).mismatched} == {(0, 0, 0), (0, 0, 1)}
+
+
+def test_a_corrupted_chunk_is_unreadable(store):
+    path = chunk_file(store, (0, 1, 0))
+    data = bytearray(path.read_bytes())
+    data[40] ^= 0xFF
+    path.write_bytes(bytes(data))
+    report = xr_inr.verify(store)
+    assert [index for _, index, _ in report.mismatched] == [(0, 1, 0)]  # not the bytes the writer stored
+    with pytest.raises(Exception, match="checksum"):  # a plain reader: the stream's own CRC
+        xr.open_zarr(store)["r"].values
+
+
+@pytest.mark.parametrize("kind", ["float stream", "oversized stream"])
+def test_a_stream_of_another_dtype_or_shape_raises_in_both_readers(store, kind):
+    shape, dtype = ((20, 20, 12), np.float32) if kind == "float stream" else ((20, 24, 12), np.uint16)
+    record(store, (0, 0, 0), constant_stream(shape, dtype, 1e6 if dtype == np.float32 else 7))
+    with pytest.raises(ChunkError, match=r"variable 'r', chunk \(0, 0, 0\).*the chunk is \(20, 20, 12\) uint16"):
+        xr_inr.open_zarr(store)["r"].values  # checked before decoding (the manifest agrees here)
+    with pytest.raises(Exception, match=r"the chunk is \(20, 20, 12\) uint16"):
+        xr.open_zarr(store)["r"].values  # the Zarr 3 codec checks its chunk_spec
+    assert xr_inr.verify(store).mismatched
+
+
+def test_an_unfinished_write_is_reported_not_read_as_fill(store):
+    import zarr
+
+    group = zarr.open_group(store, mode="r+")
+    group.attrs["xr_inr_write"] = {**group.attrs["xr_inr_write"], "state": "writing"}
+    with pytest.raises(ChunkError, match="did not finish"):
+        xr_inr.open_zarr(store, consolidated=False)
+    assert xr_inr.verify(store).unfinished
+
+
+# -- 2. resumable, atomic writes --------------------------------------------------------
+
+KILLED_RUN = """
+import sys, time
+import numpy as np, xarray as xr, dask
+import xr_inr
+from xr_inr.xarray_zarr import parallel
+
+fit = parallel.fit_task
+def slow_fit(*args):  # a pause after each fit, so that the kill lands between chunks
+    stream = fit(*args)
+    time.sleep(0.4)
+    return stream
+parallel.fit_task = slow_fit
+cube = xr.DataArray(np.load(sys.argv[2]), dims=("band", "y", "x"), name="r")
+with dask.config.set(scheduler="threads", num_workers=1):
+    cube.inr.to_zarr(sys.argv[1], 1.0, mode="w", chunks={"band": -1, "y": 20, "x": 12}, steps=30, progress=False)
+"""
+
+
+def test_a_killed_overwrite_leaves_the_old_store_and_the_same_call_resumes(cube, written, tmp_path, monkeypatch):
+    target = tmp_path / "cube.zarr"
+    shutil.copytree(written[0], target)
+    clean = {path.relative_to(target): path.read_bytes() for path in (target / "r" / "c").rglob("*")
+             if path.is_file()}
+    np.save(tmp_path / "cube.npy", cube.values)
+    staging = tmp_path / "cube.zarr.writing"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(target), str(tmp_path / "cube.npy")], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while len([p for p in (staging / "r" / "c").rglob("*") if p.is_file()]) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it was killed"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+
+    assert xr_inr.verify(target).ok  # readers still see the old, complete store
+    report = xr_inr.verify(target.with_name("cube.zarr.writing"))
+    assert report.unfinished and 0 < len(report.missing) < 6 and not report.mismatched
+    missing = {index for _, index, _ in report.missing}
+
+    fits = []
+    fit = parallel.fit_task
+    monkeypatch.setattr(parallel, "fit_task", lambda *args: fits.append(args) or fit(*args))
+    with dask.config.set(scheduler="threads", num_workers=1):
+        cube.inr.to_zarr(target, BPPPB, mode="w", chunks=CHUNKS, **FAST)  # the same call again
+    assert len(fits) == len(missing)
+    assert not staging.exists() and xr_inr.verify(target).ok
+    after = {path.relative_to(target): path.read_bytes() for path in (target / "r" / "c").rglob("*")
+             if path.is_file()}
+    assert after == clean  # the same chunks as a clean run
+
+
+def test_mode_w_minus_refuses_an_existing_store_before_fitting(cube, written, monkeypatch):
+    monkeypatch.setattr(parallel, "fit_task", lambda *args: pytest.fail("fitted"))
+    with pytest.raises(FileExistsError, match="mode='w'"):
+        cube.inr.to_zarr(written[0], BPPPB, chunks=CHUNKS, **FAST)
+
+
+# -- 3. forward-compatible metadata -----------------------------------------------------
+
+ODD_SETTINGS = {"written_by_a_newer_version": {"a": 1}, "bpppb": 1e9, "steps": -3}
+
+
+def test_readers_ignore_encode_only_settings_of_a_stored_config(store, written):
+    meta = store / "r" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["codecs"][0]["configuration"].update(ODD_SETTINGS)
+    meta.write_text(json.dumps(doc))
+    for path in store.rglob("zarr.json"):  # the consolidated copy too
+        text = json.loads(path.read_text())
+        if "consolidated_metadata" in text:
+            text["consolidated_metadata"]["metadata"]["r"] = doc
+            path.write_text(json.dumps(text))
+    np.testing.assert_array_equal(xr.open_zarr(store)["r"].values, written[1])
+    np.testing.assert_array_equal(xr_inr.open_zarr(store)["r"].values, written[1])
+    codec = INRZarrCodec.from_dict({"name": "xr_inr", "configuration": {"band_axis": 0, **ODD_SETTINGS}})
+    assert codec.to_dict()["configuration"]["written_by_a_newer_version"] == {"a": 1}  # kept as stored
+    with pytest.raises(ValueError, match="stored codec config cannot encode"):
+        codec.codec.encode(np.zeros((2, 4, 4), np.float32))
+
+
+def test_numcodecs_config_is_read_leniently_and_encoding_with_it_raises():
+    stream = constant_stream((2, 3, 4), np.uint16, 9)
+    codec = numcodecs.get_codec({"id": "xr_inr", "band_axis": 0, **ODD_SETTINGS})
+    assert (codec.decode(stream) == 9).all()
+    assert codec.get_config()["steps"] == -3
+    with pytest.raises(ValueError, match="cannot encode"):
+        codec.encode(np.zeros((2, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="band_axis"):  # what decoding needs is still checked
+        numcodecs.get_codec({"id": "xr_inr", "band_axis": 7})
+    with pytest.raises(ValueError):
+        INRCodec(steps=-3)  # and a bad config given to encode
+
+
+# -- 4. reproducible encodes --------------------------------------------------------------
+
+
+def test_same_bytes_whatever_the_thread_count(cube):
+    """The threaded scheduler with 1 and 2 workers (a distributed LocalCluster: test_zarr_accessor.py,
+    test_an_open_distributed_client_is_used)."""
+    streams = []
+    for workers in (1, 2):
+        with dask.config.set(num_workers=workers):
+            small = cube.inr.compress(BPPPB, chunks=CHUNKS, scheduler="threads", **FAST)
+        streams.append(source_of(small.data).streams)
+    assert streams[0] == streams[1]
+
+
+# -- 5. encode input checks and quality warnings -----------------------------------------
+
+
+def test_an_empty_dataarray_is_named():
+    empty = xr.DataArray(np.zeros((0, 4, 4), np.float32), dims=("band", "y", "x"), name="e")
+    with pytest.raises(ValueError, match="'e' is empty"):
+        empty.inr.compress(0.1, progress=False)
+
+
+def test_float64_values_near_the_limit_are_refused():
+    block = np.full((3, 8, 8), 1.7e308)
+    block[0] = -1.7e308
+    with pytest.raises(ValueError, match="too large"):
+        INRCodec(bpppb=1.0).encode(block)
+
+
+@pytest.mark.parametrize("bpppb", [65, 1e9])
+def test_a_budget_beyond_float64_bits_is_refused(bpppb):
+    with pytest.raises(ValueError, match="above 64"):
+        INRCodec(bpppb=bpppb, method="siren")
+
+
+def test_cuda_without_cuda_is_named():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    block = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="no CUDA device"):
+        INRCodec(bpppb=1.0, device="cuda", steps=1).encode(block)
+
+
+def test_big_endian_uint16_is_read_in_native_order(cube):
+    big = cube.astype(">u2")
+    small = big.inr.compress(BPPPB, chunks=CHUNKS, **FAST)
+    assert small.dtype == np.uint16
+    reference = cube.inr.compress(BPPPB, chunks=CHUNKS, **FAST)
+    np.testing.assert_array_equal(small.values, reference.values)
+    block = cube.values[:, :8, :8]
+    codec = INRCodec(bpppb=BPPPB, steps=5)
+    assert codec.encode(block.astype(">u2")) == codec.encode(block)  # the codec alone too
+
+
+def test_a_mask_that_eats_the_budget_warns(cube):
+    block = cube.values[:, :20, :20].astype(np.float32)
+    block[np.random.default_rng(0).random(block.shape) < 0.10] = np.nan  # 10 % scattered elements
+    with pytest.warns(QualityWarning, match=r"10\.\d% of the block's elements are NaN.*mask takes \d+ of the 1000"):
+        INRCodec(bpppb=BPPPB, steps=5).encode(block)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", QualityWarning)
+        block[np.isnan(block)] = 0.0
+        block[:, :2, :2] = np.nan  # a few whole pixels: a small mask
+        INRCodec(bpppb=BPPPB, steps=5).encode(block)
