@@ -22,7 +22,7 @@ from ...pca import pca
 from ..fitting import pick_device
 from . import arm as lc
 from .model import CONTEXT_SIZE, GridSpec, upsample_matrix
-from .payload import choose_spec, estimated_param_bits, pack, quantised_parameters
+from .payload import choose_spec, estimated_param_bits, model_parts, pack, quantised_parameters
 
 LOG2_SCALES = (-4.0, 13.0)  # the entropy coder's range of log2 Laplace scales
 
@@ -226,7 +226,8 @@ def choose_step(coefficients: np.ndarray, shape: tuple[int, int], latent_bits: f
 
 
 class GridTraining:
-    """One latent-grid model being fitted to one block; ``train`` can be called again, ``coarsen`` trades quality for bits.
+    """One latent-grid model being fitted to one block; ``train`` can be called again, ``coarsen`` and
+    ``fine_tune`` trade quality for bits.
 
     ``target`` is (bands, h, w) in [0, 1]; ``valid`` masks the elements that
     count in the distortion (NaN left out); ``latent_bits`` is the bits the
@@ -296,13 +297,25 @@ class GridTraining:
             self._step(mode, top * 0.5 * (1 + math.cos(math.pi * progress)) + 1e-3, iteration)
         return self
 
+    def fine_tune(self, steps: int, latent_bits: float) -> GridTraining:
+        """``steps`` more steps with rounded latents at a tenth of the learning rate, lambda
+        steered towards a new ``latent_bits`` (after the step was changed to fit the budget)."""
+        self.latent_bits = max(latent_bits, 1.0)
+        for iteration in range(steps):
+            self._step("round", 0.1 * 0.5 * (1 + math.cos(math.pi * iteration / steps)) + 1e-3, iteration)
+        return self
+
     @torch.no_grad()
-    def coarsen(self, log2_ratio: float) -> None:
+    def coarsen(self, log2_ratio: float) -> float:
         """Multiply the coefficient step by 2**log2_ratio, the coefficient latents divided to match
-        (fewer bits after rounding; used when a stream comes out over budget)."""
+        (fewer bits after rounding when positive, more when negative: used to fit the budget).
+        The step gets no finer than :data:`MAX_LATENT` allows; returns the log2 ratio applied."""
+        images = self.model.latents[0][: self.spec.components]
+        log2_ratio = max(log2_ratio, math.log2(max(images.abs().max().item(), 1e-30) / MAX_LATENT))
         ratio = 2.0**log2_ratio
-        self.model.latents[0][: self.spec.components] /= ratio
+        images /= ratio
         self.model.step *= ratio
+        return log2_ratio
 
     @torch.no_grad()
     def result(self) -> GridFit:
@@ -329,7 +342,11 @@ class GridTraining:
 
 
 RATE_FIXES = 5
-"""Times a stream over budget gets a coarser coefficient step before it is returned as it is."""
+"""Times the coefficient step is changed to bring a stream into [:data:`FILL`, 1] x its budget."""
+FILL = 0.97
+"""A stream under this share of its budget gets a finer coefficient step (the quality it leaves unused)."""
+FINE_TUNE_STEPS = 40
+"""Steps of fine-tuning after each change of the coefficient step."""
 
 
 def encode(cube: np.ndarray, budget_bits: float, fixed_bits: float, codec) -> bytes:
@@ -359,21 +376,37 @@ def fit_and_pack(target: np.ndarray, valid: np.ndarray | None, budget_bits: floa
 
 def pack_within_budget(training, target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
                        fixed_bits: float) -> bytes:
-    """Pack a trained model; while the stream is over budget (the parameters took more than
-    estimated), coarsen the coefficient step by what the excess should save, learning from
-    each try how many bits a doubling of the step saves per latent (:data:`RATE_FIXES` times)."""
+    """Pack a trained model and bring the stream into [:data:`FILL`, 1] x ``budget_bits``.
+
+    While the stream is over budget or under :data:`FILL` of it, the coefficient step is
+    coarsened or refined by what the gap to the middle of that range should take, learning
+    from each try how many bits a doubling of the step is worth per latent; the model is then
+    fine-tuned (:data:`FINE_TUNE_STEPS`) with lambda steered to the measured bits left for the
+    latents (the budget less the real parameter bytes, in the ARM's training bits), and packed
+    again, :data:`RATE_FIXES` times at most. The largest stream within budget is returned
+    (the last one when none is).
+    """
     spec = training.spec
     n_coefficients = spec.components * spec.height * spec.width
-    saving, previous, log2_ratio = 1.0, None, 0.0  # bits saved per latent per doubling: 1 at high rates
-    for _ in range(RATE_FIXES + 1):
+    aim = (1 + FILL) / 2 * budget_bits
+    saving, previous, log2_ratio = 1.0, None, 0.0  # bits per latent per doubling of the step: 1 at high rates
+    best = None
+    for attempt in range(RATE_FIXES + 1):
         fit = training.result()
         payload = pack(spec, fit.step, quantised_parameters(fit, target, valid), fit.latents)
         size = 8 * len(payload) + fixed_bits
-        if size <= budget_bits:
+        if size <= budget_bits and (best is None or len(payload) > len(best)):
+            best = payload
+        if FILL * budget_bits <= size <= budget_bits or attempt == RATE_FIXES:
             break
-        if previous is not None:
-            saving = max((previous - size) / (n_coefficients * log2_ratio), 0.05)
-        log2_ratio = min(1.05 * (size - budget_bits) / (n_coefficients * saving), 4.0)
-        training.coarsen(log2_ratio)
+        if previous is not None and log2_ratio:
+            saving = float(np.clip((previous - size) / (n_coefficients * log2_ratio), 0.05, 2.0))
+        log2_ratio = float(np.clip((size - aim) / (n_coefficients * saving), -2.0, 4.0))
+        exact_latent_bits = 8 * model_parts(payload, *target.shape)["latent_bytes"]
+        training_per_exact = fit.latent_bits / max(exact_latent_bits, 1.0)
+        log2_ratio = training.coarsen(log2_ratio)
+        if abs(log2_ratio) < 1e-3:  # under budget at the finest step allowed
+            break
+        training.fine_tune(FINE_TUNE_STEPS, (exact_latent_bits + aim - size) * training_per_exact)
         previous = size
-    return payload
+    return payload if best is None else best

@@ -244,11 +244,15 @@ def unpack(payload: bytes, bands: int, height: int, width: int):
 
 
 def describe(data: bytes, block_shape: tuple[int, int, int]) -> dict:
+    """:func:`model_parts` of a payload (after its affine)."""
+    return model_parts(data[AFFINE.size :], *block_shape)
+
+
+def model_parts(payload: bytes, bands: int, height: int, width: int) -> dict:
     """The model's ``spec`` and ``step``, and the bytes of the payload's parts: ``head_bytes``
     (architecture, step, array heads), ``parameter_bytes`` and ``latent_bytes`` (nothing decoded)."""
-    payload = data[AFFINE.size :]
     reader = _cursor(payload)
-    spec, step = _read_head(reader, *block_shape)
+    spec, step = _read_head(reader, bands, height, width)
     reader.take(_ARRAY.size * len(param_arrays(spec)))
     head = reader.pos
     parameters = _STREAM.size + reader.unpack(_STREAM)[0]
