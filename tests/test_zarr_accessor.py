@@ -21,7 +21,9 @@ import zarr
 import xr_inr
 from xr_inr import BandDimError, INRZarrCodec, find_band_dim, inspect
 from xr_inr.core.decode import decode_counter
+from xr_inr.xarray_zarr.accessor import DATAARRAY_VARIABLE
 from xr_inr.xarray_zarr.sources import StoredCube, source_of
+from xr_inr.xarray_zarr.store import without_identity_scaling
 
 FAST = dict(steps=30, progress=False)
 SIREN = dict(method="siren", steps=60, search_steps=0, lr=3e-3, depth=2, progress=False)
@@ -319,12 +321,13 @@ def _same_attrs(a: dict, b: dict) -> bool:
     return json.loads(json.dumps(a, default=plain)) == json.loads(json.dumps(b, default=plain))
 
 
-def _write_geotiff(crop, path):
+def _write_geotiff(crop, path, nodata=0):
     from rasterio.transform import from_origin
 
     da = crop.drop_vars(["y", "x"]).assign_coords(band=np.arange(1, crop.sizes["band"] + 1))
     da = da.rio.write_crs("EPSG:32610").rio.write_transform(from_origin(500_000.0, 4_200_000.0, 30.0, 30.0))
-    da = da.rio.write_nodata(0)
+    if nodata is not None:
+        da = da.rio.write_nodata(nodata)
     da.rio.to_raster(path)
 
 
@@ -371,8 +374,22 @@ def test_georeferencing_survives(crop, tmp_path, kind, zarr_format):
         assert back.rio.transform() == source.rio.transform()
         np.testing.assert_allclose(back["band"].values, crop["band"].values, rtol=1e-6)
         np.testing.assert_array_equal(back["x"].values, source["x"].values)
-        assert _same_attrs(back.attrs, source.attrs), (back.attrs, source.attrs)
+        expected = without_identity_scaling(source.attrs)  # rioxarray's scale_factor 1, add_offset 0 dropped
+        assert _same_attrs(back.attrs, expected), (back.attrs, expected)
         assert psnr(source.values, back.values) > 18
+
+
+def test_plain_xarray_reads_a_geotiff_cube_back_as_uint16(crop, tmp_path):
+    """rioxarray's identity scale_factor / add_offset are not written, so CF decoding leaves the dtype alone."""
+    rioxarray = pytest.importorskip("rioxarray")
+    _write_geotiff(crop, tmp_path / "crop.tif", nodata=None)
+    source = rioxarray.open_rasterio(tmp_path / "crop.tif").load()
+    assert source.attrs["scale_factor"] == 1.0 and source.attrs["add_offset"] == 0.0
+    source.inr.to_zarr(tmp_path / "geo.zarr", BPPPB, chunks=CHUNKS, **FAST)
+    back = xr.open_zarr(tmp_path / "geo.zarr", decode_coords="all")[DATAARRAY_VARIABLE]
+    assert back.dtype == np.uint16 and "scale_factor" not in back.attrs and "add_offset" not in back.attrs
+    assert back.rio.crs.to_epsg() == 32610
+    assert psnr(source.values, back.values) > 18
 
 
 # -- 5. any-resolution decode ----------------------------------------------------------

@@ -162,14 +162,12 @@ def load_raster(path) -> xr.DataArray:
     """
     import rioxarray
 
+    from ..xarray_zarr.store import without_identity_scaling
+
     path = Path(path)
     with rioxarray.open_rasterio(path, mask_and_scale=False) as opened:
         da = opened.load()
-    attrs = {
-        key: value
-        for key, value in da.attrs.items()
-        if not (key == "scale_factor" and value == 1.0) and not (key == "add_offset" and value == 0.0)
-    }
+    attrs = without_identity_scaling(da.attrs)
     if "wavelength" in da.coords:
         units = attrs.pop("wavelength_units", None)
         wavelengths = da["wavelength"].values.astype(np.float64)

@@ -31,6 +31,19 @@ _KEEP_ENCODING = ("grid_mapping", "coordinates")
 (dtype, scale_factor, _FillValue...) is dropped, so the store holds the array as it is."""
 
 
+_IDENTITY_SCALING = {"scale_factor": 1.0, "add_offset": 0.0}
+
+
+def without_identity_scaling(attrs: Mapping) -> dict:
+    """``attrs`` less a ``scale_factor`` of 1 and an ``add_offset`` of 0.
+
+    rioxarray reports both for every raster; harmless as values, they still make
+    CF readers (plain ``xr.open_zarr``) decode an integer cube to float64.
+    """
+    return {key: value for key, value in attrs.items()
+            if not (key in _IDENTITY_SCALING and np.ndim(value) == 0 and value == _IDENTITY_SCALING[key])}
+
+
 def _fill_for(source: ChunkSource):
     fill = source.fill_value
     if source.dtype.kind in "iu":
@@ -66,6 +79,7 @@ def write(ds: xr.Dataset, cubes: Mapping[Hashable, ChunkSource], store, *, group
         if variable.shape != source.shape or variable.dtype != source.dtype:
             raise ValueError(f"{name!r}: the variable does not match its compressed chunks")
         variable = variable.copy(deep=False)
+        variable.attrs = without_identity_scaling(variable.attrs)
         variable.encoding = _cube_encoding(variable, source, zarr_format)
         cube_vars[name] = variable
     with warnings.catch_warnings():
