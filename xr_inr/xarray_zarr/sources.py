@@ -30,7 +30,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from ..core.codec import INRCodec
-from ..core.decode import decode_block
+from ..core.decode import decode_block, inspect
 
 _REGISTRY: weakref.WeakValueDictionary[str, ChunkSource] = weakref.WeakValueDictionary()
 
@@ -88,6 +88,11 @@ class ChunkSource:
             tuple(min(c, n - i * c) for i in range(g))
             for n, c, g in zip(self.shape, self.chunk_shape, self.grid_shape, strict=True)
         )
+
+    def inspect_chunks(self) -> dict[tuple[int, ...], dict]:
+        """:func:`xr_inr.inspect` of every stored chunk (method, architecture, bytes), by chunk index."""
+        streams = {index: self.stream(index) for index in np.ndindex(*self.grid_shape)}
+        return {index: inspect(stream) for index, stream in streams.items() if stream is not None}
 
     def _ref(self, index: tuple[int, ...]) -> Any:
         return _ChunkRef(self, index)
