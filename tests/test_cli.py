@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 FIT = ["--bpppb", "1", "--steps", "30", "--quiet"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def geotiff(jasper_crop, tmp_path_factory):
     """10 bands (every 4th) x 40 x 40 pixels, uint16, EPSG:32610, each band's wavelength in its metadata."""
     import rasterio
@@ -39,7 +39,7 @@ def geotiff(jasper_crop, tmp_path_factory):
     return path, wavelengths
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def store(geotiff, tmp_path_factory):
     path = tmp_path_factory.mktemp("out") / "crop.zarr"
     assert cli.main(["compress", str(geotiff[0]), str(path), "--chunks", "24", "--workers", "2", *FIT]) == 0
