@@ -242,6 +242,16 @@ def test_fresh_process_reads_lazily_without_importing_xr_inr(stores):
         np.testing.assert_array_equal(np.load(str(path) + ".npy"), fitted.values)
 
 
+def test_a_store_opened_twice_stays_an_inr_array_after_the_second_is_dropped(stores):
+    path, _ = stores[("uint16", 3)]
+    first = xr_inr.open_zarr(path)["reflectance"]
+    xr_inr.open_zarr(path, scale=0.5)["reflectance"].values  # a second open of the same store, then dropped
+    import gc
+
+    gc.collect()
+    assert first.inr.is_compressed and first.inr.nbytes > 0
+
+
 def test_edge_chunks_are_fitted_on_their_valid_region(stores, crop):
     path, fitted = stores[("uint16", 3)]
     array = zarr.open_group(path, mode="r")["reflectance"]

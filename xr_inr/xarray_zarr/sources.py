@@ -107,13 +107,14 @@ class ChunkSource:
     def lazy(self) -> dsa.Array:
         """Dask array of the whole cube: one task per chunk, each decoding its stream."""
         name = "xr-inr-decode-" + tokenize(self.token())
+        # a store opened twice gives equal tokens: every such array holds (and finds) the same source,
+        # so the registry's entry lives as long as any of them
+        source = _REGISTRY.setdefault(name, self)
         dsk = {}
         for index in np.ndindex(*self.grid_shape):
-            dsk[(name, *index)] = (_decode_task, self._ref(index), self.valid_shape(index), self._fill())
+            dsk[(name, *index)] = (_decode_task, source._ref(index), self.valid_shape(index), self._fill())
         graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-        array = dsa.Array(graph, name, self.dask_chunks, meta=np.empty((0, 0, 0), self.dtype))
-        _REGISTRY[name] = self
-        return array
+        return dsa.Array(graph, name, self.dask_chunks, meta=np.empty((0, 0, 0), self.dtype))
 
     def sample(self, positions: dict[int, np.ndarray]) -> dsa.Array:
         """Dask array of the cube evaluated at fractional pixel positions along the spatial axes.
