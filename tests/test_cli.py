@@ -133,7 +133,7 @@ def test_decode_keeps_dtype_georeference_and_wavelengths(store, geotiff, tmp_pat
     else:
         back = xr.open_zarr(out, decode_coords="all", mask_and_scale=False)["cube"]
         assert zarr.open_array(out / "cube", mode="r").metadata.to_dict()["codecs"][0]["name"] != "xr_inr"
-    assert back.dtype == np.uint16
+    assert back.dtype == np.uint16 and back.rio.nodata == 0  # the GeoTIFF's nodata
     assert back.rio.crs.to_epsg() == 32610 and back.rio.transform() == expected.rio.transform()
     np.testing.assert_allclose(back["band"].values, geotiff[1])
     np.testing.assert_array_equal(back.values, expected.values)
@@ -222,3 +222,33 @@ def test_to_stac_item_of_a_cube_without_crs(jasper_crop):
     assert item.geometry is None and "proj:code" not in item.properties
     assert item.properties["cube:dimensions"]["x"] == {"type": "pixel", "extent": [0.0, 23.0]}
     assert len(validate(item)) == 2  # core + datacube
+
+
+def test_quickstart_runs_as_written(jasper_crop, tmp_path, monkeypatch, capsys):
+    """docs/quickstart.md's commands and Python block, verbatim but for 30 fitting steps."""
+    import re
+    import shlex
+
+    text = (REPO / "docs" / "quickstart.md").read_text()
+    commands = [line for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()
+                if line.startswith("xr-inr ")]
+    assert [c.split()[1] for c in commands] == ["compress", "info", "preview", "stac", "decode"]
+    (python,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    fit = 'cube.inr.to_zarr("scene-py.zarr", bpppb=0.1)'
+    assert fit in python
+    python = python.replace(fit, fit[:-1] + ", steps=30, progress=False)")
+
+    cube = xr.DataArray(jasper_crop, dims=("band", "y", "x"), coords={"y": np.arange(40), "x": np.arange(40)})
+    _write_geotiff(cube, tmp_path / "scene.tif", nodata=None)
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        assert cli.main(argv + (["--steps", "30", "--quiet"] if argv[0] == "compress" else [])) == 0, command
+    exec(compile(python, "quickstart.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "scene.zarr: cube {'band': 40, 'y': 40, 'x': 40} uint16" in out and "methods: grid x 1" in out
+    for written in ("scene.png", "scene.json", "decoded.tif", "scene-py.json", "decoded-py.tif"):
+        assert (tmp_path / written).stat().st_size > 0, written
+    for tif in ("decoded.tif", "decoded-py.tif"):
+        back = rioxarray.open_rasterio(tmp_path / tif)
+        assert back.dtype == np.uint16 and back.rio.crs.to_epsg() == 32610 and back.shape == (40, 40, 40)
