@@ -150,6 +150,24 @@ def test_open_cube_reads_every_input_format(store, geotiff, tmp_path):
         open_cube(REPO / "README.md")
 
 
+READ_ONLY = """
+import sys
+from xr_inr import cli
+store, folder = sys.argv[1:]
+for argv in (["info", store], ["preview", store, folder + "/p.png"], ["decode", store, folder + "/d.tif"],
+             ["stac", store, "--out", folder + "/i.json"]):
+    assert cli.main(argv) == 0, argv
+print("torch imported:", "torch" in sys.modules)
+"""
+
+
+def test_commands_that_read_a_store_never_import_torch(store, tmp_path):
+    result = subprocess.run([sys.executable, "-c", READ_ONLY, str(store), str(tmp_path)], capture_output=True,
+                            text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "torch imported: False" in result.stdout
+
+
 def test_info_reports_what_is_stored(store, capsys):
     assert cli.main(["info", str(store), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -180,7 +180,7 @@ def preview(store, out, *, bands: Sequence[int] | None = None, scale: float = 0.
     band_dim = find_band_dim(cube)
     n_bands = cube.sizes[band_dim]
     bands = tuple(bands) if bands is not None else default_bands(n_bands)
-    if len(bands) != 3 or not all(-n_bands <= b < n_bands for b in bands):
+    if len(bands) != 3 or not all(0 <= b < n_bands for b in bands):
         raise ValueError(f"bands must be three band indices in 0..{n_bands - 1}, got {bands}")
     spatial = [d for d in cube.dims if d != band_dim]
     rgb = stretch(cube.isel({band_dim: list(bands)}).transpose(*spatial, band_dim).values, percentiles)
