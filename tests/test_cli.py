@@ -18,32 +18,9 @@ from xr_inr.core.decode import decode_counter
 from xr_inr.xarray_zarr.sources import StoredCube
 
 rioxarray = pytest.importorskip("rioxarray")
-from test_zarr_accessor import _write_geotiff  # noqa: E402  (the accessor tests' GeoTIFF writer)
 
 REPO = Path(__file__).resolve().parent.parent
 FIT = ["--bpppb", "1", "--steps", "30", "--quiet"]
-
-
-@pytest.fixture(scope="session")
-def geotiff(jasper_crop, tmp_path_factory):
-    """10 bands (every 4th) x 40 x 40 pixels, uint16, EPSG:32610, each band's wavelength in its metadata."""
-    import rasterio
-
-    cube = xr.DataArray(jasper_crop[::4], dims=("band", "y", "x"), coords={"y": np.arange(40), "x": np.arange(40)})
-    path = tmp_path_factory.mktemp("input") / "crop.tif"
-    _write_geotiff(cube, path)
-    wavelengths = np.linspace(400.0, 2400.0, cube.sizes["band"])
-    with rasterio.open(path, "r+") as raster:
-        for index, value in zip(raster.indexes, wavelengths, strict=True):
-            raster.update_tags(index, wavelength=str(value), wavelength_units="nm")
-    return path, wavelengths
-
-
-@pytest.fixture(scope="session")
-def store(geotiff, tmp_path_factory):
-    path = tmp_path_factory.mktemp("out") / "crop.zarr"
-    assert cli.main(["compress", str(geotiff[0]), str(path), "--chunks", "24", "--workers", "2", *FIT]) == 0
-    return path
 
 
 def _cube(path):
@@ -61,16 +38,16 @@ def test_every_command_has_help_and_the_module_runs(capsys):
     assert result.returncode == 1 and "xr-inr info: error:" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_compress_keeps_georeference_wavelengths_and_dtype(geotiff, store):
-    source = rioxarray.open_rasterio(geotiff[0])
-    cube = _cube(store)
+def test_compress_keeps_georeference_wavelengths_and_dtype(crop_geotiff, crop_store):
+    source = rioxarray.open_rasterio(crop_geotiff[0])
+    cube = _cube(crop_store)
     assert cube.dtype == np.uint16 and cube.shape == (10, 40, 40)
     assert cube.rio.crs.to_epsg() == 32610 and cube.rio.transform() == source.rio.transform()
-    np.testing.assert_allclose(cube["band"].values, geotiff[1])
+    np.testing.assert_allclose(cube["band"].values, crop_geotiff[1])
     assert cube.inr.chunk_shape == (10, 24, 24) and 0 < cube.inr.bpppb <= 1
 
 
-def test_compress_uses_the_workers_asked_for_and_shows_progress(geotiff, tmp_path, monkeypatch, capsys):
+def test_compress_uses_the_workers_asked_for_and_shows_progress(crop_geotiff, tmp_path, monkeypatch, capsys):
     import dask
 
     from xr_inr.xarray_zarr import parallel
@@ -84,7 +61,7 @@ def test_compress_uses_the_workers_asked_for_and_shows_progress(geotiff, tmp_pat
 
     monkeypatch.setattr(parallel, "run", spy)
     out = tmp_path / "one.zarr"
-    assert cli.main(["compress", str(geotiff[0]), str(out), "--chunks", "y=-1,x=-1", "--workers", "1",
+    assert cli.main(["compress", str(crop_geotiff[0]), str(out), "--chunks", "y=-1,x=-1", "--workers", "1",
                      "--bpppb", "1", "--steps", "30"]) == 0
     assert seen == [1]
     captured = capsys.readouterr()
@@ -92,37 +69,37 @@ def test_compress_uses_the_workers_asked_for_and_shows_progress(geotiff, tmp_pat
     assert f"{out}: cube" in captured.out and "bpppb" in captured.out
 
 
-def test_compress_on_a_running_cluster(geotiff, tmp_path):
+def test_compress_on_a_running_cluster(crop_geotiff, tmp_path):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
                                   dashboard_address=None, silence_logs=40) as cluster:
         with distributed.Client(cluster) as client, distributed.get_task_stream(client) as tasks:
             out = tmp_path / "cluster.zarr"
-            assert cli.main(["compress", str(geotiff[0]), str(out), "--chunks", "40", "--scheduler",
+            assert cli.main(["compress", str(crop_geotiff[0]), str(out), "--chunks", "40", "--scheduler",
                              cluster.scheduler_address, *FIT]) == 0
     assert any(str(t["key"]).startswith("xr-inr-fit-") for t in tasks.data)
     assert _cube(out).inr.nbytes > 0
 
 
-def test_bad_input_fails_with_a_message(geotiff, store, tmp_path, capsys):
+def test_bad_input_fails_with_a_message(crop_geotiff, crop_store, tmp_path, capsys):
     assert cli.main(["compress", str(tmp_path / "missing.tif"), str(tmp_path / "x.zarr")]) == 1
     assert "no such file" in capsys.readouterr().err
-    assert cli.main(["compress", str(geotiff[0]), str(store), *FIT]) == 1  # exists, no --overwrite
+    assert cli.main(["compress", str(crop_geotiff[0]), str(crop_store), *FIT]) == 1  # exists, no --overwrite
     assert "exists (overwrite with --overwrite)" in capsys.readouterr().err
-    assert cli.main(["decode", str(store), str(tmp_path / "out.jpg")]) == 1
+    assert cli.main(["decode", str(crop_store), str(tmp_path / "out.jpg")]) == 1
     assert "the suffix picks the format" in capsys.readouterr().err
-    assert cli.main(["preview", str(store), str(tmp_path / "p.png"), "--bands", "0,1,99"]) == 1
+    assert cli.main(["preview", str(crop_store), str(tmp_path / "p.png"), "--bands", "0,1,99"]) == 1
     assert "three band indices in 0..9" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["compress", str(geotiff[0]), str(tmp_path / "y.zarr"), "--chunks", "big"])
+        cli.main(["compress", str(crop_geotiff[0]), str(tmp_path / "y.zarr"), "--chunks", "big"])
     assert exit_.value.code == 2 and "give a size" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suffix", [".tif", ".nc", ".zarr"])
-def test_decode_keeps_dtype_georeference_and_wavelengths(store, geotiff, tmp_path, suffix):
+def test_decode_keeps_dtype_georeference_and_wavelengths(crop_store, crop_geotiff, tmp_path, suffix):
     out = tmp_path / f"decoded{suffix}"
-    assert cli.main(["decode", str(store), str(out)]) == 0
-    expected = _cube(store)
+    assert cli.main(["decode", str(crop_store), str(out)]) == 0
+    expected = _cube(crop_store)
     if suffix == ".tif":
         from xr_inr.tools.datasets import load
 
@@ -135,15 +112,16 @@ def test_decode_keeps_dtype_georeference_and_wavelengths(store, geotiff, tmp_pat
         assert zarr.open_array(out / "cube", mode="r").metadata.to_dict()["codecs"][0]["name"] != "xr_inr"
     assert back.dtype == np.uint16 and back.rio.nodata == 0  # the GeoTIFF's nodata
     assert back.rio.crs.to_epsg() == 32610 and back.rio.transform() == expected.rio.transform()
-    np.testing.assert_allclose(back["band"].values, geotiff[1])
+    np.testing.assert_allclose(back["band"].values, crop_geotiff[1])
     np.testing.assert_array_equal(back.values, expected.values)
 
 
-def test_open_cube_reads_every_input_format(store, geotiff, tmp_path):
+def test_open_cube_reads_every_input_format(crop_store, crop_geotiff, tmp_path):
     from xr_inr.commands import decode, open_cube
 
-    decode(store, tmp_path / "c.nc")
-    for path in (geotiff[0], store, tmp_path / "c.nc", REPO / "tests/fixtures/jasper_ridge_crop_40x40x40.npz"):
+    decode(crop_store, tmp_path / "c.nc")
+    npz = REPO / "tests/fixtures/jasper_ridge_crop_40x40x40.npz"
+    for path in (crop_geotiff[0], crop_store, tmp_path / "c.nc", npz):
         cube = open_cube(path)
         assert cube.ndim == 3 and cube.dtype == np.uint16 and cube.inr.band_dim == "band"
     with pytest.raises(ValueError, match="unknown format"):
@@ -161,67 +139,67 @@ print("torch imported:", "torch" in sys.modules)
 """
 
 
-def test_commands_that_read_a_store_never_import_torch(store, tmp_path):
-    result = subprocess.run([sys.executable, "-c", READ_ONLY, str(store), str(tmp_path)], capture_output=True,
+def test_commands_that_read_a_store_never_import_torch(crop_store, tmp_path):
+    result = subprocess.run([sys.executable, "-c", READ_ONLY, str(crop_store), str(tmp_path)], capture_output=True,
                             text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "torch imported: False" in result.stdout
 
 
-def test_info_reports_what_is_stored(store, capsys):
-    assert cli.main(["info", str(store), "--json"]) == 0
+def test_info_reports_what_is_stored(crop_store, capsys):
+    assert cli.main(["info", str(crop_store), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    every_file = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
-    stored = StoredCube(zarr.open_group(store, mode="r")["cube"])
+    every_file = sum(p.stat().st_size for p in crop_store.rglob("*") if p.is_file())
+    stored = StoredCube(zarr.open_group(crop_store, mode="r")["cube"])
     assert report["store_bytes"] == every_file and report["bpppb"] == pytest.approx(8 * every_file / (10 * 40 * 40))
     cube = report["cubes"]["cube"]
     assert cube["dims"] == ["band", "y", "x"] and cube["shape"] == [10, 40, 40] and cube["dtype"] == "uint16"
     assert cube["chunks"] == 4 and cube["chunk_bytes"] == stored.nbytes < every_file
     assert cube["methods"] == {"grid": 4} and sum(cube["architectures"].values()) == 4
-    assert cli.main(["info", str(store)]) == 0
+    assert cli.main(["info", str(crop_store)]) == 0
     text = capsys.readouterr().out
     assert f"{every_file} bytes stored" in text and "methods: grid x 4" in text and "latent grids" in text
 
 
-def test_preview_evaluates_the_preview_grid_only(store, tmp_path, capsys):
+def test_preview_evaluates_the_preview_grid_only(crop_store, tmp_path, capsys):
     from PIL import Image
 
     decode_counter.reset()
-    assert cli.main(["preview", str(store), str(tmp_path / "p.png"), "--bands", "7,4,1", "--scale", "0.5"]) == 0
+    assert cli.main(["preview", str(crop_store), str(tmp_path / "p.png"), "--bands", "7,4,1", "--scale", "0.5"]) == 0
     assert "(20 x 20 pixels)" in capsys.readouterr().out
     assert decode_counter.blocks == 4 and decode_counter.values == 10 * 20 * 20  # never the 40 x 40 grid
     image = np.asarray(Image.open(tmp_path / "p.png"))
     assert image.shape == (20, 20, 3) and image.dtype == np.uint8
     assert (image.max(axis=(0, 1)) == 255).all() and (image.min(axis=(0, 1)) == 0).all()  # stretched
-    cli.main(["preview", str(store), str(tmp_path / "small.png"), "--scale", "0.25"])
+    cli.main(["preview", str(crop_store), str(tmp_path / "small.png"), "--scale", "0.25"])
     assert np.asarray(Image.open(tmp_path / "small.png")).shape == (10, 10, 3)
 
 
-def test_stac_item_validates_offline_and_describes_the_store(store, geotiff, tmp_path):
+def test_stac_item_validates_offline_and_describes_the_store(crop_store, crop_geotiff, tmp_path):
     import pystac
     from pyproj import Transformer
 
     from xr_inr.stac import validate
 
     out = tmp_path / "item.json"
-    assert cli.main(["stac", str(store), "--out", str(out), "--datetime", "2024-06-01T10:30:00Z"]) == 0
+    assert cli.main(["stac", str(crop_store), "--out", str(out), "--datetime", "2024-06-01T10:30:00Z"]) == 0
     item = pystac.Item.from_dict(json.loads(out.read_text()))
     checked = validate(item)
     assert any("item-spec" in uri for uri in checked) and any("datacube" in uri for uri in checked)
     assert any("projection" in uri for uri in checked)
     asset = item.assets["data"]
-    assert asset.href == str(store.resolve()) and asset.roles == ["data"]
+    assert asset.href == str(crop_store.resolve()) and asset.roles == ["data"]
     assert asset.media_type == "application/vnd.zarr; version=3"
     props = item.properties
     assert props["datetime"] == "2024-06-01T10:30:00Z"
     assert props["proj:code"] == "EPSG:32610" and props["proj:shape"] == [40, 40]
     assert props["proj:transform"] == [30.0, 0.0, 500_000.0, 0.0, -30.0, 4_200_000.0]
-    np.testing.assert_allclose(props["cube:dimensions"]["band"]["values"], geotiff[1])
+    np.testing.assert_allclose(props["cube:dimensions"]["band"]["values"], crop_geotiff[1])
     assert props["cube:dimensions"]["x"]["extent"] == [500_000.0, 501_200.0]
     centre = Transformer.from_crs(32610, 4326, always_xy=True).transform(500_600.0, 4_199_400.0)
     west, south, east, north = item.bbox
     assert west < centre[0] < east and south < centre[1] < north and -124 < west < -122
-    stored = StoredCube(zarr.open_group(store, mode="r")["cube"])
+    stored = StoredCube(zarr.open_group(crop_store, mode="r")["cube"])
     assert props["inr:stored_bytes"] == stored.nbytes and props["inr:bpppb"] == pytest.approx(stored.bpppb)
     assert props["inr:codec"] == "xr_inr" and props["inr:chunk_methods"] == {"grid": 4}
 
@@ -242,7 +220,7 @@ def test_to_stac_item_of_a_cube_without_crs(jasper_crop):
     assert len(validate(item)) == 2  # core + datacube
 
 
-def test_quickstart_runs_as_written(jasper_crop, tmp_path, monkeypatch, capsys):
+def test_quickstart_runs_as_written(jasper_crop, write_geotiff, tmp_path, monkeypatch, capsys):
     """docs/quickstart.md's commands and Python block, verbatim but for 30 fitting steps."""
     import re
     import shlex
@@ -257,7 +235,7 @@ def test_quickstart_runs_as_written(jasper_crop, tmp_path, monkeypatch, capsys):
     python = python.replace(fit, fit[:-1] + ", steps=30, progress=False)")
 
     cube = xr.DataArray(jasper_crop, dims=("band", "y", "x"), coords={"y": np.arange(40), "x": np.arange(40)})
-    _write_geotiff(cube, tmp_path / "scene.tif", nodata=None)
+    write_geotiff(cube, tmp_path / "scene.tif", nodata=None)
     monkeypatch.chdir(tmp_path)
     for command in commands:
         argv = shlex.split(command)[1:]

@@ -331,16 +331,6 @@ def _same_attrs(a: dict, b: dict) -> bool:
     return json.loads(json.dumps(a, default=plain)) == json.loads(json.dumps(b, default=plain))
 
 
-def _write_geotiff(crop, path, nodata=0):
-    from rasterio.transform import from_origin
-
-    da = crop.drop_vars(["y", "x"]).assign_coords(band=np.arange(1, crop.sizes["band"] + 1))
-    da = da.rio.write_crs("EPSG:32610").rio.write_transform(from_origin(500_000.0, 4_200_000.0, 30.0, 30.0))
-    if nodata is not None:
-        da = da.rio.write_nodata(nodata)
-    da.rio.to_raster(path)
-
-
 def _write_envi(crop, stem):
     """A BSQ .img and its .hdr with map info, projection and wavelengths, as ENVI writes them."""
     from pyproj import CRS
@@ -361,10 +351,10 @@ def _write_envi(crop, stem):
 
 
 @pytest.mark.parametrize("kind, zarr_format", [("geotiff", 3), ("geotiff", 2), ("envi", 3)])
-def test_georeferencing_survives(crop, tmp_path, kind, zarr_format):
+def test_georeferencing_survives(crop, tmp_path, kind, zarr_format, write_geotiff):
     rioxarray = pytest.importorskip("rioxarray")
     if kind == "geotiff":
-        _write_geotiff(crop, tmp_path / "crop.tif")
+        write_geotiff(crop, tmp_path / "crop.tif")
         source = rioxarray.open_rasterio(tmp_path / "crop.tif").load()
         source = source.assign_coords(band=crop["band"])  # GeoTIFF has no wavelengths: the user adds them
     else:
@@ -389,10 +379,10 @@ def test_georeferencing_survives(crop, tmp_path, kind, zarr_format):
         assert psnr(source.values, back.values) > 18
 
 
-def test_plain_xarray_reads_a_geotiff_cube_back_as_uint16(crop, tmp_path):
+def test_plain_xarray_reads_a_geotiff_cube_back_as_uint16(crop, tmp_path, write_geotiff):
     """rioxarray's identity scale_factor / add_offset are not written, so CF decoding leaves the dtype alone."""
     rioxarray = pytest.importorskip("rioxarray")
-    _write_geotiff(crop, tmp_path / "crop.tif", nodata=None)
+    write_geotiff(crop, tmp_path / "crop.tif", nodata=None)
     source = rioxarray.open_rasterio(tmp_path / "crop.tif").load()
     assert source.attrs["scale_factor"] == 1.0 and source.attrs["add_offset"] == 0.0
     source.inr.to_zarr(tmp_path / "geo.zarr", BPPPB, chunks=CHUNKS, **FAST)
@@ -444,9 +434,9 @@ def test_siren_method_through_the_accessor_zarr_and_a_preview(crop, tmp_path):
     assert preview.shape == (20, 20, 18) and preview.dtype == np.uint16
 
 
-def test_preview_keeps_the_georeference(crop, tmp_path):
+def test_preview_keeps_the_georeference(crop, tmp_path, write_geotiff):
     pytest.importorskip("rioxarray")
-    _write_geotiff(crop, tmp_path / "crop.tif")
+    write_geotiff(crop, tmp_path / "crop.tif")
     import rioxarray
 
     source = rioxarray.open_rasterio(tmp_path / "crop.tif").load()
