@@ -70,7 +70,7 @@ def item_for(cube: xr.DataArray, href: str, *, item_id: str | None = None, datet
     item.properties.update({
         "inr:codec": "xr_inr",
         "inr:version": metadata.version("xr-inr"),
-        "inr:method": getattr(source, "config", {}).get("method", "grid"),
+        "inr:method": source.config["method"],
         "inr:chunk_methods": dict(Counter(info["method"] for info in chunks)),
         "inr:chunk_shape": list(source.chunk_shape),
         "inr:bpppb": source.bpppb,
