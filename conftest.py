@@ -63,3 +63,50 @@ def shared_datasets() -> Path:
     if not folder.is_dir():
         _missing(f"shared datasets folder {folder} not found (set ${DATA_ENV})")
     return folder
+
+
+def _write_geotiff(cube, path, nodata=0):
+    """A (band, y, x) DataArray as a GeoTIFF with rioxarray: EPSG:32610, 30 m pixels from (500000, 4200000)."""
+    from rasterio.transform import from_origin
+
+    da = cube.drop_vars(["y", "x"]).assign_coords(band=np.arange(1, cube.sizes["band"] + 1))
+    da = da.rio.write_crs("EPSG:32610").rio.write_transform(from_origin(500_000.0, 4_200_000.0, 30.0, 30.0))
+    if nodata is not None:
+        da = da.rio.write_nodata(nodata)
+    da.rio.to_raster(path)
+
+
+@pytest.fixture(scope="session")
+def write_geotiff():
+    """Callable fixture: write_geotiff(cube, path, nodata=0) writes a (band, y, x) cube with y, x coords."""
+    pytest.importorskip("rioxarray")
+    return _write_geotiff
+
+
+@pytest.fixture(scope="session")
+def crop_geotiff(jasper_crop, write_geotiff, tmp_path_factory):
+    """(path, wavelengths): 10 bands (every 4th) x 40 x 40 of the crop, uint16, EPSG:32610, nodata 0,
+    each band's wavelength in its metadata."""
+    import rasterio
+    import xarray as xr
+
+    cube = xr.DataArray(jasper_crop[::4], dims=("band", "y", "x"), coords={"y": np.arange(40), "x": np.arange(40)})
+    path = tmp_path_factory.mktemp("input") / "crop.tif"
+    write_geotiff(cube, path)
+    wavelengths = np.linspace(400.0, 2400.0, cube.sizes["band"])
+    with rasterio.open(path, "r+") as raster:
+        for index, value in zip(raster.indexes, wavelengths, strict=True):
+            raster.update_tags(index, wavelength=str(value), wavelength_units="nm")
+    return path, wavelengths
+
+
+@pytest.fixture(scope="session")
+def crop_store(crop_geotiff, tmp_path_factory):
+    """The crop GeoTIFF compressed by `xr-inr compress` (1 bpppb, 30 steps, 4 chunks of 24 x 24, 2 threads)."""
+    from xr_inr import cli
+
+    path = tmp_path_factory.mktemp("out") / "crop.zarr"
+    argv = ["compress", str(crop_geotiff[0]), str(path), "--chunks", "24", "--workers", "2", "--bpppb", "1",
+            "--steps", "30", "--quiet"]
+    assert cli.main(argv) == 0
+    return path

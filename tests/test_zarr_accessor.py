@@ -21,7 +21,9 @@ import zarr
 import xr_inr
 from xr_inr import BandDimError, INRZarrCodec, find_band_dim, inspect
 from xr_inr.core.decode import decode_counter
+from xr_inr.xarray_zarr.accessor import DATAARRAY_VARIABLE
 from xr_inr.xarray_zarr.sources import StoredCube, source_of
+from xr_inr.xarray_zarr.store import without_identity_scaling
 
 FAST = dict(steps=30, progress=False)
 SIREN = dict(method="siren", steps=60, search_steps=0, lr=3e-3, depth=2, progress=False)
@@ -240,6 +242,16 @@ def test_fresh_process_reads_lazily_without_importing_xr_inr(stores):
         np.testing.assert_array_equal(np.load(str(path) + ".npy"), fitted.values)
 
 
+def test_a_store_opened_twice_stays_an_inr_array_after_the_second_is_dropped(stores):
+    path, _ = stores[("uint16", 3)]
+    first = xr_inr.open_zarr(path)["reflectance"]
+    xr_inr.open_zarr(path, scale=0.5)["reflectance"].values  # a second open of the same store, then dropped
+    import gc
+
+    gc.collect()
+    assert first.inr.is_compressed and first.inr.nbytes > 0
+
+
 def test_edge_chunks_are_fitted_on_their_valid_region(stores, crop):
     path, fitted = stores[("uint16", 3)]
     array = zarr.open_group(path, mode="r")["reflectance"]
@@ -323,15 +335,6 @@ def _same_attrs(a: dict, b: dict) -> bool:
     return json.loads(json.dumps(a, default=plain)) == json.loads(json.dumps(b, default=plain))
 
 
-def _write_geotiff(crop, path):
-    from rasterio.transform import from_origin
-
-    da = crop.drop_vars(["y", "x"]).assign_coords(band=np.arange(1, crop.sizes["band"] + 1))
-    da = da.rio.write_crs("EPSG:32610").rio.write_transform(from_origin(500_000.0, 4_200_000.0, 30.0, 30.0))
-    da = da.rio.write_nodata(0)
-    da.rio.to_raster(path)
-
-
 def _write_envi(crop, stem):
     """A BSQ .img and its .hdr with map info, projection and wavelengths, as ENVI writes them."""
     from pyproj import CRS
@@ -352,10 +355,10 @@ def _write_envi(crop, stem):
 
 
 @pytest.mark.parametrize("kind, zarr_format", [("geotiff", 3), ("geotiff", 2), ("envi", 3)])
-def test_georeferencing_survives(crop, tmp_path, kind, zarr_format):
+def test_georeferencing_survives(crop, tmp_path, kind, zarr_format, write_geotiff):
     rioxarray = pytest.importorskip("rioxarray")
     if kind == "geotiff":
-        _write_geotiff(crop, tmp_path / "crop.tif")
+        write_geotiff(crop, tmp_path / "crop.tif")
         source = rioxarray.open_rasterio(tmp_path / "crop.tif").load()
         source = source.assign_coords(band=crop["band"])  # GeoTIFF has no wavelengths: the user adds them
     else:
@@ -375,8 +378,22 @@ def test_georeferencing_survives(crop, tmp_path, kind, zarr_format):
         assert back.rio.transform() == source.rio.transform()
         np.testing.assert_allclose(back["band"].values, crop["band"].values, rtol=1e-6)
         np.testing.assert_array_equal(back["x"].values, source["x"].values)
-        assert _same_attrs(back.attrs, source.attrs), (back.attrs, source.attrs)
+        expected = without_identity_scaling(source.attrs)  # rioxarray's scale_factor 1, add_offset 0 dropped
+        assert _same_attrs(back.attrs, expected), (back.attrs, expected)
         assert psnr(source.values, back.values) > 18
+
+
+def test_plain_xarray_reads_a_geotiff_cube_back_as_uint16(crop, tmp_path, write_geotiff):
+    """rioxarray's identity scale_factor / add_offset are not written, so CF decoding leaves the dtype alone."""
+    rioxarray = pytest.importorskip("rioxarray")
+    write_geotiff(crop, tmp_path / "crop.tif", nodata=None)
+    source = rioxarray.open_rasterio(tmp_path / "crop.tif").load()
+    assert source.attrs["scale_factor"] == 1.0 and source.attrs["add_offset"] == 0.0
+    source.inr.to_zarr(tmp_path / "geo.zarr", BPPPB, chunks=CHUNKS, **FAST)
+    back = xr.open_zarr(tmp_path / "geo.zarr", decode_coords="all")[DATAARRAY_VARIABLE]
+    assert back.dtype == np.uint16 and "scale_factor" not in back.attrs and "add_offset" not in back.attrs
+    assert back.rio.crs.to_epsg() == 32610
+    assert psnr(source.values, back.values) > 18
 
 
 # -- 5. any-resolution decode ----------------------------------------------------------
@@ -421,9 +438,9 @@ def test_siren_method_through_the_accessor_zarr_and_a_preview(crop, tmp_path):
     assert preview.shape == (20, 20, 18) and preview.dtype == np.uint16
 
 
-def test_preview_keeps_the_georeference(crop, tmp_path):
+def test_preview_keeps_the_georeference(crop, tmp_path, write_geotiff):
     pytest.importorskip("rioxarray")
-    _write_geotiff(crop, tmp_path / "crop.tif")
+    write_geotiff(crop, tmp_path / "crop.tif")
     import rioxarray
 
     source = rioxarray.open_rasterio(tmp_path / "crop.tif").load()

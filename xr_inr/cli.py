@@ -1,31 +1,181 @@
-"""The ``xr-inr`` command line: ``xr-inr demo ...``, ``xr-inr bench ...`` and ``xr-inr bench-read ...``.
+"""The ``xr-inr`` command line: compress, decode, info, preview, stac (``xr_inr.commands``), and the
+tools' demo, bench and bench-read.
 
-Each subcommand parses its own options (``main`` of its module in
-``xr_inr.tools``) and is imported only when used, so ``demo`` does not need
-the benchmark's extra dependencies.
+This module only parses arguments and prints; what each command does is a function of
+``xr_inr.commands``. ``demo``, ``bench`` and ``bench-read`` parse their own options (``xr_inr.tools``) and are
+imported only when used. Bad input ends with a one-line error on stderr and exit status 1
+(status 2 for bad arguments, as argparse does).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import importlib
+import json
+import sys
+
+DESCRIPTION = "Hyperspectral compression with implicit neural representations."
+
+
+def _chunks(text: str):
+    """``64`` (spatial side) or ``y=64,x=32`` (per dimension, -1 for the whole dimension)."""
+    try:
+        if "=" not in text:
+            return int(text)
+        return {dim.strip(): int(size) for dim, size in (part.split("=") for part in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"chunks {text!r}: give a size (64) or sizes per dimension (y=64,x=64)")
+
+
+def _bands(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bands {text!r}: give three band indices, R,G,B (e.g. 30,20,10)")
+
+
+def _datetime(text: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"datetime {text!r}: give an ISO 8601 time, e.g. 2024-06-01T10:30:00Z")
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xr-inr", description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="{compress,decode,info,preview,stac,demo,bench,bench-read}")
+
+    p = commands.add_parser("compress", help="compress a cube file into a Zarr store",
+                            description="Compress a hyperspectral cube (GeoTIFF, ENVI .hdr, NetCDF, Zarr, a published "
+                                        ".mat scene, .npz) into a Zarr store: one network fitted per chunk, the "
+                                        "chunks in parallel with Dask. CRS, transform and wavelengths are kept.")
+    p.add_argument("input", help="the cube file")
+    p.add_argument("store", help="the Zarr store to write (a directory, e.g. scene.zarr)")
+    p.add_argument("--bpppb", type=float, default=0.05, help="bits per pixel per band of every chunk (default 0.05)")
+    p.add_argument("--chunks", type=_chunks, help="chunk size: 64 (spatial side) or y=64,x=64 "
+                                                  "(default: all bands, at most 128 x 128 pixels)")
+    p.add_argument("--method", choices=("grid", "siren"), default="grid", help="the codec's method (default grid)")
+    p.add_argument("--steps", type=int, help="fitting steps per chunk (default: the codec's, 1000 for grid)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="threads of the local Dask scheduler (default: one per core)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="fit on a running dask.distributed cluster, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--variable", help="the cube's variable in a NetCDF or Zarr input with several")
+    p.add_argument("--zarr-format", type=int, choices=(2, 3), default=3, help="Zarr format (default 3)")
+    p.add_argument("--overwrite", action="store_true", help="replace the store if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = commands.add_parser("decode", help="decode a store to GeoTIFF, NetCDF or plain Zarr",
+                            description="Decode a compressed cube to a GeoTIFF (.tif), NetCDF-4 (.nc) or plain "
+                                        "Zarr (.zarr) file, keeping dtype, CRS, transform and wavelengths.")
+    p.add_argument("store", help="the compressed Zarr store")
+    p.add_argument("output", help="the file to write; its suffix (.tif, .nc, .zarr) picks the format")
+    p.add_argument("--variable", help="the cube to decode, when the store holds several")
+    p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+
+    p = commands.add_parser("info", help="describe a compressed store",
+                            description="Variables, shape, dims, stored bytes, rates, and the chunks' methods "
+                                        "and architectures of a compressed Zarr store.")
+    p.add_argument("store", help="the compressed Zarr store")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = commands.add_parser("preview", help="a false-colour PNG, evaluated at any resolution",
+                            description="Write a false-colour PNG of three bands, evaluating the stored networks "
+                                        "on the preview's grid only (no full decode); each band stretched between "
+                                        "its 2nd and 98th percentiles.")
+    p.add_argument("store", help="the compressed Zarr store")
+    p.add_argument("png", help="the PNG file to write")
+    p.add_argument("--bands", type=_bands, help="R,G,B band indices (default: at 3/4, 1/2 and 1/4 of the bands)")
+    p.add_argument("--scale", type=float, default=0.5, help="size relative to the stored cube (default 0.5)")
+    p.add_argument("--variable", help="the cube to preview, when the store holds several")
+
+    p = commands.add_parser("stac", help="a STAC Item for a compressed store",
+                            description="Write a STAC Item (JSON) for a compressed store: the Zarr asset, the "
+                                        "datacube and projection extensions, and the codec's inr: fields. It is "
+                                        "validated against its schemas offline before it is written.")
+    p.add_argument("store", help="the compressed Zarr store")
+    p.add_argument("--out", help="the JSON file to write (default: standard output)")
+    p.add_argument("--href", help="the asset's href (default: the store's absolute path)")
+    p.add_argument("--id", dest="item_id", help="the Item id (default: the store's name)")
+    p.add_argument("--datetime", type=_datetime, help="acquisition time, ISO 8601 (default: now)")
+    p.add_argument("--variable", help="the cube to describe, when the store holds several")
+    p.add_argument("--no-validate", action="store_true", help="skip schema validation (needs jsonschema)")
+
+    commands.add_parser("demo", add_help=False, help="compress one cube in memory and report rate and quality")
+    commands.add_parser("bench", add_help=False, help="rate-distortion benchmark: codecs x rates x datasets")
+    commands.add_parser("bench-read", add_help=False, help="read speed of a 1000 x 1000-pixel store vs zstd")
+    return parser
+
+
+def _print_info(report: dict) -> None:
+    print(f"{report['store']}: {report['store_bytes']} bytes stored = {report['bpppb']:.4f} bpppb "
+          "(every byte: chunks, metadata, coordinates)")
+    for name, cube in report["cubes"].items():
+        dims = ", ".join(f"{d}: {n}" for d, n in zip(cube["dims"], cube["shape"], strict=True))
+        low, high = cube["chunk_bpppb_range"]
+        print(f"  {name} ({dims}) {cube['dtype']}, {cube['chunks']} chunks of {tuple(cube['chunk_shape'])}")
+        print(f"    chunks: {cube['chunk_bytes']} bytes = {cube['chunk_bpppb']:.4f} bpppb "
+              f"(per chunk {low:.4f}-{high:.4f})")
+        print("    methods: " + ", ".join(f"{m} x {n}" for m, n in cube["methods"].items()))
+        for arch, n in cube["architectures"].items():
+            print(f"    {n} x {arch}")
+
+
+def run(args: argparse.Namespace) -> None:
+    from . import commands
+
+    if args.command == "compress":
+        out = commands.compress(args.input, args.store, args.bpppb, chunks=args.chunks, workers=args.workers,
+                                scheduler=args.scheduler, variable=args.variable, zarr_format=args.zarr_format,
+                                overwrite=args.overwrite, progress=not args.quiet, method=args.method,
+                                steps=args.steps)
+        print(f"{args.store}: {out.name} {dict(out.sizes)} {out.dtype}, {out.inr.nbytes} bytes in chunks = "
+              f"{out.inr.bpppb:.4f} bpppb")
+    elif args.command == "decode":
+        commands.decode(args.store, args.output, variable=args.variable, overwrite=args.overwrite)
+        print(f"wrote {args.output}")
+    elif args.command == "info":
+        report = commands.info(args.store)
+        if args.json:
+            print(json.dumps(report, indent=1))
+        else:
+            _print_info(report)
+    elif args.command == "preview":
+        rgb = commands.preview(args.store, args.png, bands=args.bands, scale=args.scale, variable=args.variable)
+        print(f"wrote {args.png} ({rgb.shape[1]} x {rgb.shape[0]} pixels)")
+    elif args.command == "stac":
+        item = commands.stac_item(args.store, href=args.href, item_id=args.item_id, datetime=args.datetime,
+                                  variable=args.variable)
+        if not args.no_validate:
+            from .stac import validate
+
+            validate(item)
+        text = json.dumps(item.to_dict(), indent=1)
+        if args.out:
+            with open(args.out, "w") as out:
+                out.write(text + "\n")
+            print(f"wrote {args.out}")
+        else:
+            print(text)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="xr-inr", description="Hyperspectral compression with implicit neural representations."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,bench,bench-read}")
-    commands.add_parser("demo", add_help=False, help="compress one cube and report rate and quality")
-    commands.add_parser("bench", add_help=False, help="rate-distortion benchmark: codecs x rates x datasets")
-    commands.add_parser("bench-read", add_help=False, help="read speed of a 1000 x 1000-pixel store vs zstd")
+    parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command == "demo":
-        from .tools import demo as command
-    elif args.command == "bench":
-        from .tools import bench as command
-    else:
-        from .tools import readbench as command
-    command.main(rest)
+    tools = {"demo": "demo", "bench": "bench", "bench-read": "readbench"}
+    if args.command in tools:
+        importlib.import_module(f".tools.{tools[args.command]}", __package__).main(rest)
+        return 0
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        run(args)
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as error:
+        print(f"xr-inr {args.command}: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -143,3 +143,13 @@ def inspect(buf) -> dict:
         reader.mask()
         info.update(BY_CODE[header.method].describe(reader.payload(), header.block_shape))
     return info
+
+
+def architecture(info: dict) -> str:
+    """The model of a stream in words, from what :func:`inspect` found."""
+    if info["method"] == "siren":
+        return f"SIREN depth {info['depth']} x width {info['width']}"
+    if info["method"] == "grid":
+        return (f"latent grids, {info['components']} basis vectors, latent channels per level "
+                f"{info['channels']}, synthesis width {info['hidden']}")
+    return info["method"]  # constant or raw: no network

@@ -158,22 +158,25 @@ def load_raster(path) -> xr.DataArray:
 
     Read without masking or scaling, so integer data keeps its dtype; the
     ``_FillValue`` / ``scale_factor`` / ``add_offset`` a user needs stay in attrs.
-    ENVI wavelengths become the ``band`` coordinate.
+    ENVI wavelengths, or a ``wavelength`` item in every band's metadata (as
+    ``xr-inr decode`` writes GeoTIFFs), become the ``band`` coordinate.
     """
     import rioxarray
+
+    from ..xarray_zarr.store import without_identity_scaling
 
     path = Path(path)
     with rioxarray.open_rasterio(path, mask_and_scale=False) as opened:
         da = opened.load()
-    attrs = {
-        key: value
-        for key, value in da.attrs.items()
-        if not (key == "scale_factor" and value == 1.0) and not (key == "add_offset" and value == 0.0)
-    }
+    attrs = without_identity_scaling(da.attrs)
+    units = attrs.pop("wavelength_units", None)
     if "wavelength" in da.coords:
-        units = attrs.pop("wavelength_units", None)
         wavelengths = da["wavelength"].values.astype(np.float64)
-        da = da.drop_vars("wavelength").assign_coords(band=wavelengths)
+        da = da.drop_vars("wavelength")
+    else:
+        wavelengths = _band_wavelengths(path)
+    if wavelengths is not None:
+        da = da.assign_coords(band=wavelengths)
         if units:
             da["band"].attrs["units"] = units
     else:
@@ -181,6 +184,17 @@ def load_raster(path) -> xr.DataArray:
     attrs.pop("wavelength", None)  # first band's value only, as rioxarray copies it
     da.attrs = {**attrs, "name": path.stem, "source": str(path)}
     return da
+
+
+def _band_wavelengths(path: Path) -> np.ndarray | None:
+    """The ``wavelength`` metadata item of every band, when each band has one."""
+    import rasterio
+
+    with rasterio.open(path) as raster:
+        tags = [raster.tags(index) for index in raster.indexes]
+    if not all("wavelength" in t for t in tags):
+        return None
+    return np.array([float(t["wavelength"]) for t in tags])
 
 
 def _envi_data_file(header: Path) -> Path:

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     """Encode, decode, and print what was stored and how close it came."""
     from ..core.codec import INRCodec
-    from ..core.decode import inspect
+    from ..core.decode import architecture, inspect
     from ..metrics import summary
 
     if args.data:
@@ -80,14 +80,8 @@ def run(args: argparse.Namespace) -> dict:
 
     info = inspect(stream)
     scores = summary(original, decoded)
-    if info["method"] == "siren":
-        arch = f"SIREN depth {info['depth']} x width {info['width']}"
-    elif info["method"] == "grid":
-        arch = (f"latent grids, {info['components']} basis vectors, latent channels per level "
-                f"{info['channels']}, synthesis width {info['hidden']}")
-    else:
-        arch = info["method"]
-    print(f"stored: {info['nbytes']} bytes = {info['bpppb']:.4f} bpppb (every byte counted), {arch}")
+    print(f"stored: {info['nbytes']} bytes = {info['bpppb']:.4f} bpppb (every byte counted), "
+          f"{architecture(info)}")
     print(f"PSNR {scores['psnr']:.2f} dB (whole cube, R = max - min of the original); "
           f"mean SAM {scores['sam_deg']:.3f} deg; max abs error {scores['max_abs_err']:.4g}")
     print(f"encode {encode_s:.1f} s, decode {decode_s:.3f} s (numpy only)")

@@ -314,6 +314,10 @@ class INRDataArrayAccessor:
         """The chunk grid the networks were fitted on."""
         return _source(self._obj).chunk_shape
 
+    def inspect_chunks(self) -> dict[tuple[int, ...], dict]:
+        """:func:`xr_inr.inspect` of every stored chunk (method, architecture, bytes), by chunk index."""
+        return _source(self._obj).inspect_chunks()
+
     def to_zarr(self, store, bpppb: float | None = None, *, group: str | None = None, mode: str = "w-",
                 zarr_format: int = 3, consolidated: bool | None = None, band_dim: Hashable | None = None,
                 chunks=None, nodata=None, progress: bool = True, scheduler=None, torch_threads: int | None = 1,
@@ -339,6 +343,13 @@ class INRDataArrayAccessor:
         jobs = plan_fits({name: obj}, bpppb, band_dim=band_dim, chunks=chunks, nodata=nodata,
                          torch_threads=torch_threads, **codec_options)
         return write(obj.to_dataset(name=name), {name: jobs[0]}, store, **options)[name]
+
+    def to_stac_item(self, href: str, *, item_id: str | None = None, datetime=None, zarr_format: int = 3):
+        """A pystac Item for this compressed cube stored at ``href``: asset, datacube and projection
+        extensions, codec fields (``inr:``). See :func:`xr_inr.stac.item_for`; needs the geo extra."""
+        from ..stac import item_for
+
+        return item_for(self._obj, href, item_id=item_id, datetime=datetime, zarr_format=zarr_format)
 
     def resample(self, scale: float | Mapping[Hashable, float]) -> xr.DataArray:
         """The cube at another resolution, evaluating the networks on the new grid only (lazy).

@@ -31,7 +31,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from ..core.codec import INRCodec
-from ..core.decode import LayoutError, check_layout, decode_block
+from ..core.decode import LayoutError, check_layout, decode_block, inspect
 from ..core.stream import StreamError
 
 _REGISTRY: weakref.WeakValueDictionary[str, ChunkSource] = weakref.WeakValueDictionary()
@@ -106,6 +106,11 @@ class ChunkSource:
             for n, c, g in zip(self.shape, self.chunk_shape, self.grid_shape, strict=True)
         )
 
+    def inspect_chunks(self) -> dict[tuple[int, ...], dict]:
+        """:func:`xr_inr.inspect` of every stored chunk (method, architecture, bytes), by chunk index."""
+        streams = {index: self.stream(index) for index in np.ndindex(*self.grid_shape)}
+        return {index: inspect(stream) for index, stream in streams.items() if stream is not None}
+
     def _ref(self, index: tuple[int, ...]) -> Any:
         return _ChunkRef(self, index)
 
@@ -119,13 +124,14 @@ class ChunkSource:
     def lazy(self) -> dsa.Array:
         """Dask array of the whole cube: one task per chunk, each decoding its stream."""
         name = "xr-inr-decode-" + tokenize(self.token())
+        # a store opened twice gives equal tokens: every such array holds (and finds) the same source,
+        # so the registry's entry lives as long as any of them
+        source = _REGISTRY.setdefault(name, self)
         dsk = {}
         for index in np.ndindex(*self.grid_shape):
-            dsk[(name, *index)] = (_decode_task, self._ref(index), self.valid_shape(index), self._fill())
+            dsk[(name, *index)] = (_decode_task, source._ref(index), self.valid_shape(index), self._fill())
         graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-        array = dsa.Array(graph, name, self.dask_chunks, meta=np.empty((0, 0, 0), self.dtype))
-        _REGISTRY[name] = self
-        return array
+        return dsa.Array(graph, name, self.dask_chunks, meta=np.empty((0, 0, 0), self.dtype))
 
     def sample(self, positions: dict[int, np.ndarray]) -> dsa.Array:
         """Dask array of the cube evaluated at fractional pixel positions along the spatial axes.

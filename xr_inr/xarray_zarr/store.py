@@ -43,6 +43,18 @@ _KEEP_ENCODING = ("grid_mapping", "coordinates")
 STATE_ATTR = "xr_inr_write"
 """Group attribute: ``{"state": "writing" | "complete", "fingerprint": ...}`` of the write."""
 
+_IDENTITY_SCALING = {"scale_factor": 1.0, "add_offset": 0.0}
+
+
+def without_identity_scaling(attrs: Mapping) -> dict:
+    """``attrs`` less a ``scale_factor`` of 1 and an ``add_offset`` of 0.
+
+    rioxarray reports both for every raster; harmless as values, they still make
+    CF readers (plain ``xr.open_zarr``) decode an integer cube to float64.
+    """
+    return {key: value for key, value in attrs.items()
+            if not (key in _IDENTITY_SCALING and np.ndim(value) == 0 and value == _IDENTITY_SCALING[key])}
+
 
 def _fill_for(source: ChunkSource):
     fill = source.fill_value
@@ -189,9 +201,9 @@ def _layout(ds, cubes, where, *, group, mode, zarr_format, fingerprint) -> None:
     cube_vars = ds[names]
     for name in names:
         cube = cubes[name]
+        attrs = without_identity_scaling({k: v for k, v in ds.variables[name].attrs.items() if k != MANIFEST_ATTR})
         variable = xr.Variable(ds.variables[name].dims, dsa.empty(cube.shape, dtype=cube.dtype,
-                                                                   chunks=cube.chunk_shape),
-                               {k: v for k, v in ds.variables[name].attrs.items() if k != MANIFEST_ATTR})
+                                                                   chunks=cube.chunk_shape), attrs)
         variable.encoding = _cube_encoding(ds.variables[name], cube, zarr_format)
         cube_vars[name] = variable
     attrs = {k: v for k, v in ds.attrs.items() if k != STATE_ATTR}
