@@ -56,38 +56,40 @@ def decode_block(buf, ys: np.ndarray | None = None, xs: np.ndarray | None = None
     """
     from ..methods import BY_CODE
 
-    reader = bs.Reader(ensure_bytes(buf))
-    header = reader.header
-    bands, h, w = header.block_shape
-    out_bands, out_h, out_w = _block_layout(header.out_shape, header.band_axis)
-    ys = np.arange(out_h, dtype=np.float64) if ys is None else np.asarray(ys, dtype=np.float64).ravel()
-    xs = np.arange(out_w, dtype=np.float64) if xs is None else np.asarray(xs, dtype=np.float64).ravel()
-    if header.has_fill:  # positions on the padding are not evaluated
-        inside_y, inside_x = np.rint(ys) < h, np.rint(xs) < w
-        out_ys, out_xs, ys, xs = ys, xs, ys[inside_y], xs[inside_x]
-    rows = np.clip(np.rint(ys), 0, h - 1).astype(np.intp)
-    cols = np.clip(np.rint(xs), 0, w - 1).astype(np.intp)
-    mask = reader.mask()
+    # a valid stream may hold values that overflow or are NaN: what decodes must not depend on numpy's error state
+    with np.errstate(all="ignore"):
+        reader = bs.Reader(ensure_bytes(buf))
+        header = reader.header
+        bands, h, w = header.block_shape
+        out_bands, out_h, out_w = _block_layout(header.out_shape, header.band_axis)
+        ys = np.arange(out_h, dtype=np.float64) if ys is None else np.asarray(ys, dtype=np.float64).ravel()
+        xs = np.arange(out_w, dtype=np.float64) if xs is None else np.asarray(xs, dtype=np.float64).ravel()
+        if header.has_fill:  # positions on the padding are not evaluated
+            inside_y, inside_x = np.rint(ys) < h, np.rint(xs) < w
+            out_ys, out_xs, ys, xs = ys, xs, ys[inside_y], xs[inside_x]
+        rows = np.clip(np.rint(ys), 0, h - 1).astype(np.intp)
+        cols = np.clip(np.rint(xs), 0, w - 1).astype(np.intp)
+        mask = reader.mask()
 
-    if header.method == bs.Method.CONSTANT:
-        values = np.full((bands, len(ys), len(xs)), reader.constant())
-    elif header.method == bs.Method.RAW:
-        offset, scale, normalised = reader.raw()
-        normalised = normalised.reshape(bands, h, w)[:, rows][:, :, cols]
-        values = offset + scale * normalised.astype(np.float64)
-    else:
-        values = BY_CODE[header.method].decode(reader.payload(), header.block_shape, ys, xs)
-    reader.finish()
+        if header.method == bs.Method.CONSTANT:
+            values = np.full((bands, len(ys), len(xs)), reader.constant())
+        elif header.method == bs.Method.RAW:
+            offset, scale, normalised = reader.raw()
+            normalised = normalised.reshape(bands, h, w)[:, rows][:, :, cols]
+            values = offset + scale * normalised.astype(np.float64)
+        else:
+            values = BY_CODE[header.method].decode(reader.payload(), header.block_shape, ys, xs)
+        reader.finish()
 
-    missing = math.nan if header.fill_value is None else header.fill_value
-    if mask is not None:
-        values[mask[:, rows][:, :, cols]] = missing
-    if header.has_fill:
-        full = np.full((out_bands, len(out_ys), len(out_xs)), missing)
-        full[np.ix_(np.arange(bands), np.flatnonzero(inside_y), np.flatnonzero(inside_x))] = values
-        values = full
-    decode_counter.add(values.size)
-    return restore_dtype(np.moveaxis(values, 0, header.band_axis), header.dtype)
+        missing = math.nan if header.fill_value is None else header.fill_value
+        if mask is not None:
+            values[mask[:, rows][:, :, cols]] = missing
+        if header.has_fill:
+            full = np.full((out_bands, len(out_ys), len(out_xs)), missing)
+            full[np.ix_(np.arange(bands), np.flatnonzero(inside_y), np.flatnonzero(inside_x))] = values
+            values = full
+        decode_counter.add(values.size)
+        return restore_dtype(np.moveaxis(values, 0, header.band_axis), header.dtype)
 
 
 class LayoutError(bs.StreamError):

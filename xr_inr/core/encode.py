@@ -95,6 +95,9 @@ def _checked_fill(block: np.ndarray, padded_shape, fill_value):
         raise ValueError(f"padded shape {padded_shape} does not hold a block of shape {block.shape}")
     if max(padded) >= 2**32:
         raise ValueError(f"chunk axis too long for the stream format: {padded}")
+    if math.prod(padded) > bs.MAX_BLOCK_VALUES:
+        raise ValueError(f"a {padded} chunk has more values than a stream may hold ({bs.MAX_BLOCK_VALUES}): "
+                         "use smaller chunks")
     if fill_value is None:
         if padded != block.shape:
             raise ValueError("a padded block needs a fill_value")

@@ -14,6 +14,7 @@ Everything here is numpy and the standard library.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ _MASK_HEAD = struct.Struct("<BI")
 AFFINE = struct.Struct("<dd")
 """(offset, scale) of an affine normalisation, as the raw and grid payloads begin."""
 _CRC = struct.Struct("<I")
+
+MAX_BLOCK_VALUES = 2**28
+"""The most values a stream may declare for its block (padded shape; 2 GiB as float64): every
+array the decoder makes is a small multiple of it at most (docs/format.md, "Decoder limits")."""
 
 DTYPES = {1: np.dtype("float32"), 2: np.dtype("float64"), 3: np.dtype("uint16"), 4: np.dtype("int16"), 5: np.dtype("uint8")}
 DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
@@ -200,21 +205,28 @@ class Reader:
                 raise StreamError(f"invalid xr-inr padding: {tuple(padded)} smaller than {tuple(shape)}")
             self.header.padded_shape = tuple(padded)
             self.header.fill_value = fill_value
+        if math.prod(self.header.out_shape) > MAX_BLOCK_VALUES:
+            raise StreamError(f"the stream declares a {self.header.out_shape} block, more than the decoder's "
+                              f"limit of {MAX_BLOCK_VALUES} values")
 
     def mask(self) -> np.ndarray | None:
         """The (bands, h, w) NaN mask, or None when the block had no NaN."""
         if not self.header.has_nan:
             return None
         kind, length = self._unpack(_MASK_HEAD)
+        if kind not in (MaskKind.PIXEL, MaskKind.ELEMENT):
+            raise StreamError(f"unknown NaN mask kind {kind}")
         bands, h, w = self.header.block_shape
         n_bits = h * w if kind == MaskKind.PIXEL else bands * h * w
-        try:
-            bits = np.unpackbits(np.frombuffer(zlib.decompress(self._take(length)), dtype=np.uint8))
+        n_bytes = -(-n_bits // 8)
+        inflater = zlib.decompressobj()
+        try:  # never inflates more than the block's bits
+            packed = inflater.decompress(self._take(length), n_bytes)
         except zlib.error as exc:
             raise StreamError(f"corrupted NaN mask: {exc}") from None
-        if bits.size < n_bits:
-            raise StreamError("NaN mask shorter than the block")
-        bits = bits[:n_bits].astype(bool)
+        if len(packed) < n_bytes or not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+            raise StreamError(f"the NaN mask does not inflate to the block's {n_bytes} bytes exactly")
+        bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=n_bits).astype(bool)
         if kind == MaskKind.PIXEL:
             return np.broadcast_to(bits.reshape(1, h, w), (bands, h, w))
         return bits.reshape(bands, h, w)

@@ -92,36 +92,45 @@ def mlp(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarra
     return x @ weight.T + bias
 
 
-def upsample_matrix(positions: np.ndarray, n_low: int, factor: int) -> np.ndarray:
-    """(len(positions), n_low) linear interpolation from a grid 1/``factor`` as fine.
+def upsample_weights(positions: np.ndarray, n_low: int, factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation from a grid 1/``factor`` as fine: (lower, upper, frac) per position, the
+    value being ``(1 - frac) * grid[lower] + frac * grid[upper]``.
 
     Pixel position p (0 ... n - 1 on the full grid) sits at (p + 0.5) / factor - 0.5
     on the coarse one (pixel centres aligned), clamped to its ends.
     """
     u = np.clip((np.asarray(positions, dtype=np.float64) + 0.5) / factor - 0.5, 0, n_low - 1)
-    matrix = np.zeros((u.size, n_low))
-    rows = np.arange(u.size)
-    if n_low == 1:
-        matrix[:, 0] = 1.0
-        return matrix
-    lower = np.minimum(np.floor(u).astype(np.intp), n_low - 2)
-    frac = u - lower
+    lower = np.minimum(np.floor(u).astype(np.intp), max(n_low - 2, 0))
+    return lower, np.minimum(lower + 1, n_low - 1), u - lower
+
+
+def upsample_matrix(positions: np.ndarray, n_low: int, factor: int) -> np.ndarray:
+    """(len(positions), n_low): :func:`upsample_weights` as a matrix (for fitting)."""
+    lower, upper, frac = upsample_weights(positions, n_low, factor)
+    matrix = np.zeros((lower.size, n_low))
+    rows = np.arange(lower.size)
     matrix[rows, lower] = 1.0 - frac
-    matrix[rows, lower + 1] += frac
+    matrix[rows, upper] += frac
     return matrix
 
 
+def _interpolate(grid: np.ndarray, positions: np.ndarray, factor: int, axis: int) -> np.ndarray:
+    """``grid`` interpolated along ``axis`` at the pixel positions (:func:`upsample_weights`)."""
+    lower, upper, frac = upsample_weights(positions, grid.shape[axis], factor)
+    frac = np.expand_dims(frac, tuple(range(1, grid.ndim - axis)))
+    return np.take(grid, lower, axis) * (1.0 - frac) + np.take(grid, upper, axis) * frac
+
+
 def upsampled_features(spec: GridSpec, latents: list[np.ndarray], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """(len(ys) * len(xs), all channels) latents interpolated at the pixel positions, row-major."""
+    """(len(ys) * len(xs), all channels) latents interpolated at the pixel positions, row-major.
+
+    Gathers two neighbours per axis (no dense interpolation matrix: memory stays that of the output)."""
     features = []
     for level, grid in enumerate(latents):
         if grid.shape[0] == 0:
             continue
-        gh, gw = spec.level_shape(level)
-        up_y = upsample_matrix(ys, gh, 2**level)
-        up_x = upsample_matrix(xs, gw, 2**level)
-        up = np.einsum("yi,cij,xj->yxc", up_y, grid.astype(np.float64), up_x, optimize=True)
-        features.append(up.reshape(len(ys) * len(xs), -1))
+        up = _interpolate(_interpolate(grid.astype(np.float64), ys, 2**level, 1), xs, 2**level, 2)
+        features.append(up.transpose(1, 2, 0).reshape(len(ys) * len(xs), -1))
     return np.concatenate(features, axis=1)
 
 

@@ -25,7 +25,7 @@ import struct
 
 import numpy as np
 
-from ...core import entropy
+from ...core import entropy, stream
 from ...core.stream import AFFINE, ByteCursor, StreamError
 from . import arm as lc
 from .model import GridSpec, synthesise
@@ -205,9 +205,27 @@ def _read_head(reader: ByteCursor, bands: int, height: int, width: int) -> tuple
     channels = tuple(reader.take(levels))
     (step,) = struct.unpack("<d", reader.take(8))
     try:
-        return GridSpec(bands, height, width, components, channels, hidden, arm_hidden), step
+        spec = GridSpec(bands, height, width, components, channels, hidden, arm_hidden)
     except ValueError as exc:
         raise GridStreamError(str(exc)) from None
+    _check_sizes(spec)
+    return spec, step
+
+
+def _check_sizes(spec: GridSpec) -> None:
+    """Refuse a model larger than its block allows, before anything is decoded: at most ``bands``
+    basis vectors, and at most ``MAX_BLOCK_VALUES`` parameters, latents and synthesis features."""
+    if spec.components > spec.bands:
+        raise GridStreamError(f"{spec.components} basis vectors for {spec.bands} bands")
+    counts = {
+        "parameters": sum(math.prod(shape) for _, shape in param_arrays(spec)),
+        "latents": sum(c * math.prod(spec.level_shape(level)) for level, c in enumerate(spec.level_channels())),
+        "synthesis features": spec.height * spec.width * (spec.components + sum(spec.channels)),
+    }
+    for what, count in counts.items():
+        if count > stream.MAX_BLOCK_VALUES:
+            raise GridStreamError(f"the grid model declares {count} {what}, more than the decoder's limit "
+                                  f"of {stream.MAX_BLOCK_VALUES}")
 
 
 def unpack(payload: bytes, bands: int, height: int, width: int):
@@ -229,13 +247,13 @@ def unpack(payload: bytes, bands: int, height: int, width: int):
                 values = np.cumsum(values)
             params[name] = (exponent, values.reshape(shape))
         latent_decoder = entropy.new_decoder(reader.take(reader.unpack(_STREAM)[0]))
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, AssertionError) as exc:  # constriction asserts on invalid data
         raise GridStreamError(f"corrupt parameter stream: {exc}") from None
     if reader.pos != len(payload):
         raise GridStreamError(f"{len(payload) - reader.pos} unexpected bytes after the grid payload")
     try:
         latents = lc.decode_latents(spec, *arm_from_params(params, spec), latent_decoder)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, AssertionError) as exc:
         raise GridStreamError(f"corrupt latent stream: {exc}") from None
     mean = params["mean"][1] * 2.0 ** -params["mean"][0]
     basis = np.stack([params[f"basis{r}"][1] * 2.0 ** -params[f"basis{r}"][0] for r in range(spec.components)])

@@ -108,7 +108,10 @@ def evaluate(
     coords: np.ndarray,
     rows_per_pass: int = 65536,
 ) -> np.ndarray:
-    """Run the network on (N, 2) coordinates; returns (N, bands) float32."""
+    """Run the network on (N, 2) coordinates; returns (N, bands) float32.
+
+    A pass holds at most 2**24 hidden values (``rows_per_pass`` fewer rows for wide networks)."""
+    rows_per_pass = max(1, min(rows_per_pass, 2**24 // spec.width))
     layers32 = [(w.astype(np.float32), b.astype(np.float32)) for w, b in layers]
     out = np.empty((coords.shape[0], spec.bands), dtype=np.float32)
     for start in range(0, coords.shape[0], rows_per_pass):
