@@ -1,0 +1,154 @@
+"""Malformed streams are refused with a StreamError, never another exception (docs/reliability.md,
+"Decoder limits and fuzzing").
+
+Mutations of the golden streams (bit flips, truncations, insertions, header fields), most of them
+re-sealed with a fresh CRC so that they reach the payload parsers; the property is
+:func:`fuzz_decode.check` (tests/fuzz/fuzz_decode.py, which atheris also runs). The decoder's
+limit is lowered to FUZZ_LIMIT values so that each input decodes in milliseconds.
+"""
+
+import struct
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import xr_inr
+from xr_inr import StreamError, decode_block
+from xr_inr.core import stream
+from xr_inr.core.decode import LayoutError, check_layout
+
+sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
+from fuzz_decode import FUZZ_LIMIT, GOLDEN, check, resealed  # noqa: E402
+
+STREAMS = {path.stem: path.read_bytes() for path in sorted(GOLDEN.glob("*.xinr"))}
+FUZZ = settings(max_examples=300, deadline=timedelta(seconds=10), derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture
+def fuzz_limit(monkeypatch):
+    monkeypatch.setattr(stream, "MAX_BLOCK_VALUES", FUZZ_LIMIT)
+
+
+@st.composite
+def mutated(draw) -> bytes:
+    """A golden stream with one to three mutations, re-sealed 9 times in 10."""
+    data = bytearray(draw(st.sampled_from(sorted(STREAMS.values()))))
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(data)))
+        kind = draw(st.sampled_from(["flip", "truncate", "insert", "field"]))
+        if kind == "flip" and at < len(data):
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "truncate":
+            del data[at:]
+        elif kind == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=16))
+        elif kind == "field":  # a header field: method, dtype, band axis, flags (u8) or a shape's u32
+            offset, fmt = draw(st.sampled_from([(5, "<B"), (6, "<B"), (7, "<B"), (8, "<B"), (9, "<I"),
+                                                (13, "<I"), (17, "<I"), (21, "<I"), (25, "<I")]))
+            value = draw(st.integers(0, 2 ** (8 * struct.calcsize(fmt)) - 1))
+            if offset + struct.calcsize(fmt) <= len(data):
+                struct.pack_into(fmt, data, offset, value)
+    return resealed(bytes(data)) if draw(st.integers(0, 9)) else bytes(data)
+
+
+@FUZZ
+@given(mutated())
+def test_a_mutated_stream_decodes_to_its_declared_layout_or_raises_stream_error(fuzz_limit, data):
+    check(data)
+
+
+@pytest.mark.parametrize("name", sorted(STREAMS))
+def test_golden_streams_decode_alike_whatever_numpys_error_state(name):
+    if name.startswith("v1_grid"):
+        pytest.skip("refused (tests/test_golden.py)")
+    expected = decode_block(STREAMS[name])
+    with np.errstate(all="raise"):
+        np.testing.assert_array_equal(decode_block(STREAMS[name]), expected)
+
+
+def header_with(data: bytes, **fields) -> bytes:
+    """A golden stream with header fields replaced, re-sealed."""
+    offsets = {"shape": (9, "<3I"), "padded": (21, "<3I")}
+    body = bytearray(data[: -stream.CRC_BYTES])
+    for name, value in fields.items():
+        offset, fmt = offsets[name]
+        struct.pack_into(fmt, body, offset, *np.atleast_1d(value))
+    return stream.seal(bytes(body))
+
+
+@pytest.mark.parametrize(("name", "fields", "message"), [
+    ("constant_uint16", {"shape": (2**16, 2**16, 1)}, "more than the decoder's limit"),
+    ("grid_edge_padded", {"padded": (2**20, 2**20, 2**20)}, "more than the decoder's limit"),
+    ("grid_float32", {"shape": (20, 2**13, 2**13)}, "more than the decoder's limit"),
+    ("grid_float32", {"shape": (2, 24, 20)}, "3 basis vectors for 2 bands"),
+    ("grid_float32", {"shape": (2**28, 1, 1)}, "parameters, more than"),
+    ("grid_uint16", {"shape": (4, 2**13, 2**13)}, "latents, more than"),
+    ("raw_uint16", {"shape": (2**10, 2**10, 2**9)}, "more than the decoder's limit"),
+])
+def test_declared_sizes_are_checked_before_anything_is_allocated(name, fields, message):
+    with pytest.raises(StreamError, match=message):
+        decode_block(header_with(STREAMS[name], **fields))
+
+
+def test_a_mask_that_inflates_beyond_its_block_is_refused():
+    import zlib
+
+    body = bytearray(STREAMS["grid_nan"][: -stream.CRC_BYTES])
+    (length,) = struct.unpack_from("<I", body, 22)
+    bomb = zlib.compress(bytes(2**24), 9)  # 16 MiB of zeros, the block needs 1,200 bytes
+    body[26 : 26 + length] = bomb
+    struct.pack_into("<I", body, 22, len(bomb))
+    with pytest.raises(StreamError, match="NaN mask does not inflate"):
+        decode_block(stream.seal(bytes(body)))
+
+
+def test_check_layout_refuses_any_other_shape_or_dtype():
+    data = STREAMS["grid_uint16"]
+    check_layout(data, (20, 24, 20), np.uint16)
+    for shape, dtype in (((20, 20, 24), np.uint16), ((20, 24, 20), np.int16), ((20, 24, 21), np.uint16)):
+        with pytest.raises(LayoutError):
+            check_layout(data, shape, dtype)
+
+
+@settings(max_examples=15, deadline=timedelta(seconds=10), derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=mutated(), index=st.sampled_from([(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1)]))
+def test_a_damaged_chunk_read_through_open_zarr_raises_chunk_error_naming_it(fuzz_limit, tmp_path_factory, data,
+                                                                            index):
+    """A store written by Zarr itself (no manifest: the stream's own checks), every chunk the golden
+    grid_uint16 stream but one."""
+    import shutil
+
+    import zarr
+
+    path = tmp_path_factory.mktemp("damaged") / "store.zarr"
+    zarr.open_group(path, mode="w").create_array("r", shape=(20, 48, 40), chunks=(20, 24, 20), dtype="uint16",
+                      serializer=xr_inr.INRZarrCodec(band_axis=0), compressors=None, fill_value=0,
+                      dimension_names=("band", "y", "x"))
+    for chunk in ((0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1)):
+        target = path / "r" / "c" / Path(*map(str, chunk))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data if chunk == index else STREAMS["grid_uint16"])
+    try:
+        values = xr_inr.open_zarr(path, consolidated=False)["r"].values
+    except xr_inr.ChunkError as err:
+        assert f"chunk {index}" in str(err)
+    else:  # a mutation that is still a valid stream of this chunk's shape and dtype
+        assert values.shape == (20, 48, 40) and values.dtype == np.uint16
+    shutil.rmtree(path)
+
+
+def test_the_atheris_target_runs_clean():
+    pytest.importorskip("atheris")
+    target = Path(__file__).parent / "fuzz" / "fuzz_decode.py"
+    result = subprocess.run([sys.executable, str(target), "-runs=2000", "-timeout=20", "-rss_limit_mb=2048",
+                             "-seed=1"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2000 inputs" in result.stderr
