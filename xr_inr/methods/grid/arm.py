@@ -54,8 +54,12 @@ CHUNK_ROWS = 1024
 """Contexts per ARM evaluation while coding (speed only): OpenBLAS runs a product on one thread
 while rows x inputs x outputs stays under 2**18 (1024 x 16 x 16 for the widest ARM), and its
 threads run slower than one as soon as other work (Dask's threads, other processes) shares the cores."""
+PHASE_CACHE = 16
+"""Grid shapes whose phases are kept (a store's levels and edge chunks: a few); unbounded, a reader
+of streams of many shapes grew by about 100 bytes per grid point of every shape it had seen."""
 
-@functools.lru_cache(maxsize=None)
+
+@functools.lru_cache(maxsize=PHASE_CACHE)
 def phases(height: int, width: int) -> tuple[tuple[np.ndarray, np.ndarray, int], ...]:
     """(points (n,), contexts (n, 12), stride feature) per phase. Points and contexts index the
     grid flattened row-major with one zero appended (index height * width reads 0); the stride
