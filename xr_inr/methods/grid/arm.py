@@ -159,10 +159,12 @@ def arm_integers(arm, e: int, context: np.ndarray, stride):
 
 def _phase_parameters(arm, e: int, padded: np.ndarray, context: np.ndarray, stride):
     """:func:`coding_indices` of every channel's points of a phase (channel-major), the ARM run
-    on CHUNK_ROWS contexts at a time."""
-    rows = padded[:, context].reshape(-1, 12)
-    parts = [arm_integers(arm, e, rows[start : start + CHUNK_ROWS], stride)
-             for start in range(0, rows.shape[0], CHUNK_ROWS)]
+    on CHUNK_ROWS contexts at a time, each gathered when it is needed (memory: one chunk's)."""
+    n = context.shape[0]
+    parts = []
+    for start in range(0, padded.shape[0] * n, CHUNK_ROWS):
+        row = np.arange(start, min(start + CHUNK_ROWS, padded.shape[0] * n))  # channel-major
+        parts.append(arm_integers(arm, e, padded[(row // n)[:, None], context[row % n]], stride))
     return coding_indices(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), e)
 
 
