@@ -212,11 +212,20 @@ def _read_head(reader: ByteCursor, bands: int, height: int, width: int) -> tuple
     return spec, step
 
 
+MAX_PIXELS = 2**24
+"""The most pixels (height x width, 4096 x 4096) of a grid block: decoding holds 96 bytes of
+context indices per latent grid point (:func:`~xr_inr.methods.grid.arm.phases`)."""
+
+
 def _check_sizes(spec: GridSpec) -> None:
     """Refuse a model larger than its block allows, before anything is decoded: at most ``bands``
-    basis vectors, and at most ``MAX_BLOCK_VALUES`` parameters, latents and synthesis features."""
+    basis vectors, MAX_PIXELS pixels, and at most ``MAX_BLOCK_VALUES`` parameters, latents and
+    synthesis features."""
     if spec.components > spec.bands:
         raise GridStreamError(f"{spec.components} basis vectors for {spec.bands} bands")
+    if spec.height * spec.width > MAX_PIXELS:
+        raise GridStreamError(f"a grid block of {spec.height} x {spec.width} pixels, more than the decoder's "
+                              f"limit of {MAX_PIXELS}")
     counts = {
         "parameters": sum(math.prod(shape) for _, shape in param_arrays(spec)),
         "latents": sum(c * math.prod(spec.level_shape(level)) for level, c in enumerate(spec.level_channels())),
