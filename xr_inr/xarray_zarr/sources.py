@@ -319,7 +319,9 @@ class StoredCube(ChunkSource):
         return sync(sizes())
 
     def token(self):
-        return ("StoredCube", str(self.array.store_path), self.shape, self.chunk_shape, str(self.dtype))
+        # what was written (the manifest) is part of the identity: a store overwritten in place is another cube
+        return ("StoredCube", str(self.array.store_path), self.shape, self.chunk_shape, str(self.dtype), self.missing,
+                self.manifest)
 
 
 MANIFEST_ATTR = "xr_inr_chunks"
