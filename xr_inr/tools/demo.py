@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> dict:
           f"{architecture(info)}")
     print(f"PSNR {scores['psnr']:.2f} dB (whole cube, R = max - min of the original); "
           f"mean SAM {scores['sam_deg']:.3f} deg; max abs error {scores['max_abs_err']:.4g}")
-    print(f"encode {encode_s:.1f} s, decode {decode_s:.3f} s (numpy only)")
+    print(f"encode {encode_s:.1f} s, decode {decode_s:.3f} s (no torch)")
     return {**info, **scores, "encode_s": encode_s, "decode_s": decode_s}
 
 
