@@ -282,6 +282,7 @@ def test_cuda_without_cuda_is_named():
         INRCodec(bpppb=1.0, device="cuda", steps=1).encode(block)
 
 
+@pytest.mark.filterwarnings("ignore::xr_inr.BudgetWarning")  # a small block: the rate is not the point
 def test_big_endian_uint16_is_read_in_native_order(cube):
     big = cube.astype(">u2")
     small = big.inr.compress(BPPPB, chunks=CHUNKS, **FAST)
