@@ -8,7 +8,8 @@ from xr_inr.tools import baselines, bench
 
 RECORD_KEYS = {
     "codec", "dataset", "shape", "dtype", "target_bpppb", "bpppb", "nbytes", "psnr", "psnr_band_mean",
-    "sam_deg", "max_abs_err", "encode_s", "decode_s", "peak_rss_mb", "decode_peak_rss_mb", "rss_base_mb",
+    "sam_deg", "max_abs_err", "encode_s", "decode_s", "peak_rss_mb", "decode_peak_rss_mb", "decode_rss_growth_mb",
+    "rss_base_mb",
     "rss_method", "params", "status", "message",
 }
 
@@ -43,17 +44,18 @@ def test_bench_cli_writes_the_three_outputs(tmp_path, shared_dataset):
 
 
 class _Allocating:
-    """A fake codec whose encode holds about 200 MB."""
+    """A fake codec whose encode holds about 200 MB, and keeps 100 MB of it; its decode holds about 50 MB."""
 
     name = "allocating"
 
     def encode_at_rate(self, cube, target_bpppb):
         block = np.ones(200 * 2**20 // 8)
+        self.kept = block[: 100 * 2**20 // 8].copy()  # still held when the decode starts
         data = bytes(16) if block.sum() else b""
         return baselines.EncodedResult(self.name, data, cube.shape, target_bpppb)
 
     def decode(self, data):
-        return np.zeros((2, 2, 2))
+        return np.zeros((2, 2, 2)) + np.ones(50 * 2**20 // 8).sum()
 
 
 def test_peak_memory_of_a_stage_is_measured(monkeypatch):
@@ -63,6 +65,8 @@ def test_peak_memory_of_a_stage_is_measured(monkeypatch):
     if outcome["rss_method"] == "vmhwm-reset":
         assert outcome["peak_rss_mb"] - outcome["rss_base_mb"] > 150
         assert outcome["decode_peak_rss_mb"] < outcome["peak_rss_mb"] - 100
+        # the decode's own 50 MB, not the encoder's 100 MB it started with
+        assert 40 < outcome["decode_rss_growth_mb"] < 70 < outcome["decode_peak_rss_mb"] - outcome["rss_base_mb"]
     else:
         assert outcome["peak_rss_mb"] > 150
 

@@ -5,7 +5,9 @@ so its time and memory are its own. Peak memory is the worker's peak resident
 set size (Linux VmHWM) during the encode and during the decode, each stage
 starting from a reset of that peak (``/proc/self/clear_refs``); it includes
 what the worker already holds: the interpreter, imported libraries and the
-input cube (``rss_base_mb``). Where the reset is not possible, the worker's
+input cube (``rss_base_mb``); ``decode_rss_growth_mb`` is what the decode
+alone added (its peak over the RSS it started from, which still holds the
+encoder's memory). Where the reset is not possible, the worker's
 ``ru_maxrss`` since its start is reported instead (``rss_method``).
 
 Writes ``results.json``, ``results.md`` and ``rd.png`` (see docs/benchmarks.md).
@@ -148,6 +150,7 @@ def _timed_run(codec_name: str, cube: np.ndarray, target_bpppb: float, inr_optio
         encode_s = time.perf_counter() - start
         encode_peak = _peak_mb(resettable)
         _reset_peak()
+        before_decode_mb = _status_kib("VmRSS") / 1024 if resettable else None
         start = time.perf_counter()
         decoded = codec.decode(result.data)
         decode_s = time.perf_counter() - start
@@ -161,6 +164,7 @@ def _timed_run(codec_name: str, cube: np.ndarray, target_bpppb: float, inr_optio
         "decode_s": decode_s,
         "peak_rss_mb": max(encode_peak, decode_peak),
         "decode_peak_rss_mb": decode_peak,
+        "decode_rss_growth_mb": None if before_decode_mb is None else decode_peak - before_decode_mb,
         "rss_base_mb": base_mb,
         "rss_method": "vmhwm-reset" if resettable else "ru_maxrss",
         "decoded": decoded,
@@ -177,7 +181,8 @@ def _guarded_run(codec_name: str, cube: np.ndarray, target_bpppb: float, inr_opt
 # --------------------------------------------------------------------------- parent side
 
 _METRIC_KEYS = ("psnr", "psnr_band_mean", "sam_deg", "max_abs_err")
-_RUN_KEYS = ("encode_s", "decode_s", "peak_rss_mb", "decode_peak_rss_mb", "rss_base_mb", "rss_method")
+_RUN_KEYS = ("encode_s", "decode_s", "peak_rss_mb", "decode_peak_rss_mb", "decode_rss_growth_mb", "rss_base_mb",
+             "rss_method")
 
 
 def _record(codec: str, dataset: str, cube: np.ndarray, target: float, outcome: dict) -> dict:
