@@ -94,7 +94,7 @@ def _inr_available() -> bool:
 
 
 def available_codecs() -> list[str]:
-    """All baseline names, plus "inr" when ``xr_inr.codec`` imports."""
+    """All baseline names, plus "inr" when the codec imports."""
     return list(baselines.BASELINES) + ([INR_PREFIX] if _inr_available() else [])
 
 

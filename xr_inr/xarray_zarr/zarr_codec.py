@@ -1,7 +1,7 @@
 """``INRZarrCodec``: the INR codec as a Zarr format 3 array-to-bytes codec.
 
 Zarr format 3 wants an ``ArrayBytesCodec`` (the "serializer") where format 2
-took a numcodecs compressor. This class wraps :class:`xr_inr.codec.INRCodec`;
+took a numcodecs compressor. This class wraps :class:`xr_inr.core.codec.INRCodec`;
 it is registered under the name ``xr_inr`` through the ``zarr.codecs`` entry
 point, so ``zarr.open`` and ``xarray.open_zarr`` read such arrays in a process
 that never imported xr_inr. Decoding needs numpy only.
@@ -35,7 +35,7 @@ class INRZarrCodec(ArrayBytesCodec):
     """Zarr 3 serializer storing each chunk as one xr-inr stream.
 
     ``INRZarrCodec(bpppb=0.05, band_axis=0, **options)`` takes the options of
-    :class:`~xr_inr.codec.INRCodec` (they matter for encoding only).
+    :class:`~xr_inr.core.codec.INRCodec` (they matter for encoding only).
     """
 
     is_fixed_size = False
