@@ -115,11 +115,14 @@ def _block_layout(shape: tuple[int, int, int], band_axis: int) -> tuple[int, int
 
 
 def restore_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Float values as ``dtype``: integers rounded to nearest and clipped to the type's range."""
+    """Float values as ``dtype``: integers rounded to nearest and clipped to the type's range
+    (in place: ``values`` is overwritten)."""
     dtype = np.dtype(dtype)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+        np.rint(values, out=values)
+        np.maximum(values, info.min, out=values)
+        np.minimum(values, info.max, out=values)
     return values.astype(dtype)
 
 

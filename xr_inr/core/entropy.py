@@ -47,11 +47,18 @@ def _table_bits() -> np.ndarray:
     return lt.PRECISION - np.log2(_tables().astype(np.float64))
 
 
-@functools.lru_cache(maxsize=None)
+_MODELS: list = [None] * lt.TABLES
+"""constriction model of each table, built when first used (:func:`_model`; a list: the
+decoder looks up thousands per block)."""
+
+
 def _model(table: int):
     """constriction model of one table (exact dyadic probabilities freq / 2**PRECISION)."""
-    probabilities = _tables()[table].astype(np.float64) * 2.0**-lt.PRECISION
-    return constriction.stream.model.Categorical(probabilities, perfect=False)
+    model = _MODELS[table]
+    if model is None:
+        probabilities = _tables()[table].astype(np.float64) * 2.0**-lt.PRECISION
+        model = _MODELS[table] = constriction.stream.model.Categorical(probabilities, perfect=False)
+    return model
 
 
 _UNIFORM = constriction.stream.model.Uniform()
@@ -93,16 +100,17 @@ def encode_residuals(encoder, r: np.ndarray, j: np.ndarray, a: np.ndarray) -> No
 
 def decode_residuals(decoder, j: np.ndarray, a: np.ndarray) -> np.ndarray:
     """The residuals :func:`encode_residuals` coded under the same indices (int64)."""
-    k = lt.low_bits(j)
-    order, tables, starts, counts = _grouped(lt.table_index(j, a))
-    q = np.empty(j.size, np.int64)
-    for table, start, count in zip(tables, starts, counts):
-        q[start : start + count] = decoder.decode(_model(int(table)), int(count))
+    if not j.size:
+        return np.zeros(0, np.int64)
+    order, tables, _, counts = _grouped(lt.table_index(j, a))
+    q = np.concatenate([decoder.decode(_model(table), count)
+                        for table, count in zip(tables.tolist(), counts.tolist())]).astype(np.int64)
     q -= _M
-    k = k[order]
-    low = np.zeros(j.size, np.int64)
-    split = k > 0
-    if split.any():
+    k = low = None
+    if j.max() >= lt.SPLIT:  # some split symbols (low bits); none in most batches
+        k = lt.low_bits(j)[order]
+        low = np.zeros(j.size, np.int64)
+        split = k > 0
         low[split] = decoder.decode(_UNIFORM, (1 << k[split]).astype(np.int32))
     ends = np.flatnonzero(np.abs(q) == _M)
     if ends.size:
@@ -113,7 +121,7 @@ def decode_residuals(decoder, j: np.ndarray, a: np.ndarray) -> np.ndarray:
                 excess[bits > 0] += decoder.decode(_UNIFORM, (1 << bits[bits > 0]).astype(np.int32)).astype(np.int64) << shift
         q[ends] = np.sign(q[ends]) * (_M - 1 + excess)
     r = np.empty(j.size, np.int64)
-    r[order] = (q << k) - ((1 << k) >> 1) + low
+    r[order] = q if k is None else (q << k) - ((1 << k) >> 1) + low
     return r
 
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from ...core import entropy
 from ...core import laplace_tables as lt
+from .model import CONTEXT_SIZE
 
 FRACTION = 8
 """Fractional bits of the ARM's features and hidden activations."""
@@ -54,6 +55,10 @@ CHUNK_ROWS = 1024
 """Contexts per ARM evaluation while coding (speed only): OpenBLAS runs a product on one thread
 while rows x inputs x outputs stays under 2**18 (1024 x 16 x 16 for the widest ARM), and its
 threads run slower than one as soon as other work (Dask's threads, other processes) shares the cores."""
+GATHER_ROWS = 2**16
+"""Contexts gathered at once while coding (memory only: 1.5 MB of int16)."""
+MAX_STRIDE = 32
+"""Stride features are below this (bit lengths of grid sides)."""
 PHASE_CACHE = 16
 """Grid shapes whose phases are kept (a store's levels and edge chunks: a few); unbounded, a reader
 of streams of many shapes grew by about 100 bytes per grid point of every shape it had seen."""
@@ -157,15 +162,41 @@ def arm_integers(arm, e: int, context: np.ndarray, stride):
     return mu.astype(np.int64), out[:, 1].astype(np.int64)
 
 
-def _phase_parameters(arm, e: int, padded: np.ndarray, context: np.ndarray, stride):
-    """:func:`coding_indices` of every channel's points of a phase (channel-major), the ARM run
-    on CHUNK_ROWS contexts at a time, each gathered when it is needed (memory: one chunk's)."""
+def _zero_contexts(arm, e: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`arm_integers` of an all-zero context for every stride feature (indexed by it)."""
+    return arm_integers(arm, e, np.zeros((MAX_STRIDE, CONTEXT_SIZE)), np.arange(MAX_STRIDE))
+
+
+def _nonzero_rows(rows: np.ndarray) -> np.ndarray:
+    """Indices of the rows of an int16 (n, 12) array that hold a nonzero value (read 8 bytes at a time)."""
+    words = rows.view(np.int64)
+    return np.flatnonzero(functools.reduce(np.bitwise_or, words.T))
+
+
+def _phase_parameters(arm, e: int, padded: np.ndarray, context: np.ndarray, stride: int, zero):
+    """:func:`coding_indices` of every channel's points of a phase (channel-major), from the
+    latents (int16, one zero appended per channel) and :func:`_zero_contexts` ``zero``.
+
+    Contexts are gathered GATHER_ROWS at a time (memory: a few MB). An all-zero context (about
+    half of them in a trained stream) takes ``zero``'s output; the ARM runs on the others,
+    CHUNK_ROWS at a time."""
     n = context.shape[0]
-    parts = []
-    for start in range(0, padded.shape[0] * n, CHUNK_ROWS):
-        row = np.arange(start, min(start + CHUNK_ROWS, padded.shape[0] * n))  # channel-major
-        parts.append(arm_integers(arm, e, padded[(row // n)[:, None], context[row % n]], stride))
-    return coding_indices(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), e)
+    mu = np.full(padded.shape[0] * n, zero[0][stride])
+    log_scale = np.full(padded.shape[0] * n, zero[1][stride])
+    group = max(1, GATHER_ROWS // n)
+    gathered = np.empty((min(group, padded.shape[0]), n, CONTEXT_SIZE), np.int16)
+    for first in range(0, padded.shape[0], group):
+        last = min(first + group, padded.shape[0])
+        for channel in range(first, last):  # one channel at a time: numpy's fast path, C order
+            np.take(padded[channel], context, out=gathered[channel - first])
+        rows = gathered[: last - first].reshape(-1, CONTEXT_SIZE)
+        nonzero = _nonzero_rows(rows)
+        rows = rows[nonzero].astype(np.float64)
+        nonzero += first * n
+        for start in range(0, nonzero.size, CHUNK_ROWS):
+            where = nonzero[start : start + CHUNK_ROWS]
+            mu[where], log_scale[where] = arm_integers(arm, e, rows[start : start + CHUNK_ROWS], stride)
+    return coding_indices(mu, log_scale, e)
 
 
 def coding_indices(mu: np.ndarray, log_scale: np.ndarray, e: int):
@@ -190,29 +221,31 @@ def _with_zero(flat: np.ndarray) -> np.ndarray:
 def encode_latents(spec, arm, e: int, latents: list[np.ndarray], encoder) -> None:
     """Code every latent grid (level by level, phase by phase) with the integer ARM
     (:func:`prepare_arm` of the stored integers, exponent ``e``)."""
+    zero = _zero_contexts(arm, e)
     for (h, w), flat in _level_grids(spec, latents):
         if np.abs(flat).max() >= MAX_LATENT:
             raise ValueError("a latent is too large for the stream format")
-        padded = _with_zero(flat.astype(np.float64))
+        padded = _with_zero(flat.astype(np.int16))
         for points, context, stride in phases(h, w):
-            centre, a, j = _phase_parameters(arm, e, padded, context, stride)
+            centre, a, j = _phase_parameters(arm, e, padded, context, stride, zero)
             entropy.encode_residuals(encoder, padded[:, points].reshape(-1).astype(np.int64) - centre, j, a)
 
 
 def decode_latents(spec, arm, e: int, decoder) -> list[np.ndarray]:
     """The integer latent grids (float64, (channels, gh, gw) per level) that :func:`encode_latents` coded."""
+    zero = _zero_contexts(arm, e)
     latents = []
     for level, channels in enumerate(spec.level_channels()):
         h, w = spec.level_shape(level)
-        padded = np.zeros((channels, h * w + 1))
+        padded = np.zeros((channels, h * w + 1), np.int16)
         if channels:
             for points, context, stride in phases(h, w):
-                centre, a, j = _phase_parameters(arm, e, padded, context, stride)
+                centre, a, j = _phase_parameters(arm, e, padded, context, stride, zero)
                 values = centre + entropy.decode_residuals(decoder, j, a)
                 if values.size and np.abs(values).max() >= MAX_LATENT:
                     raise ValueError("a decoded latent is out of range")
                 padded[:, points] = values.reshape(channels, -1)
-        latents.append(padded[:, :-1].reshape(channels, h, w))
+        latents.append(padded[:, :-1].reshape(channels, h, w).astype(np.float64))
     return latents
 
 

@@ -117,6 +117,8 @@ def upsample_matrix(positions: np.ndarray, n_low: int, factor: int) -> np.ndarra
 def _interpolate(grid: np.ndarray, positions: np.ndarray, factor: int, axis: int) -> np.ndarray:
     """``grid`` interpolated along ``axis`` at the pixel positions (:func:`upsample_weights`)."""
     lower, upper, frac = upsample_weights(positions, grid.shape[axis], factor)
+    if np.all((frac == 0) | (frac == 1)):  # on the grid's own points (level 0 at its pixels): a copy, same values
+        return np.take(grid, np.where(frac == 1, upper, lower), axis)
     frac = np.expand_dims(frac, tuple(range(1, grid.ndim - axis)))
     return np.take(grid, lower, axis) * (1.0 - frac) + np.take(grid, upper, axis) * frac
 
@@ -129,7 +131,7 @@ def upsampled_features(spec: GridSpec, latents: list[np.ndarray], ys: np.ndarray
     for level, grid in enumerate(latents):
         if grid.shape[0] == 0:
             continue
-        up = _interpolate(_interpolate(grid.astype(np.float64), ys, 2**level, 1), xs, 2**level, 2)
+        up = _interpolate(_interpolate(np.asarray(grid, np.float64), ys, 2**level, 1), xs, 2**level, 2)
         features.append(up.transpose(1, 2, 0).reshape(len(ys) * len(xs), -1))
     return np.concatenate(features, axis=1)
 
@@ -141,5 +143,6 @@ def synthesise(spec: GridSpec, latents, step, synthesis, basis, mean, ys, xs) ->
     coefficients = features[:, : spec.components]
     if spec.hidden:
         coefficients = coefficients + mlp(synthesis, features)
-    values = coefficients @ basis + mean
-    return values.T.reshape(spec.bands, len(ys), len(xs))
+    values = basis.T @ coefficients.T  # (bands, pixels): C order, no transposed copy
+    values += mean[:, None]
+    return values.reshape(spec.bands, len(ys), len(xs))

@@ -292,4 +292,6 @@ def decode(data: bytes, block_shape: tuple[int, int, int], ys, xs) -> np.ndarray
     offset, scale = ByteCursor(data, 0, GridStreamError, "grid payload ends early").unpack(AFFINE)
     spec, step, mean, basis, synthesis, latents = unpack(data[AFFINE.size :], *block_shape)
     values = synthesise(spec, latents, step, synthesis, basis, mean, np.asarray(ys, float), np.asarray(xs, float))
-    return offset + scale * values
+    values *= scale
+    values += offset
+    return values
