@@ -204,8 +204,8 @@ def coding_indices(mu: np.ndarray, log_scale: np.ndarray, e: int):
     g = e + FRACTION
     centre = (mu + (1 << (g - 1))) >> g
     offset = ((mu - (centre << g)) + (1 << (g - 4))) >> (g - 3)
-    centre = np.clip(centre, -MAX_LATENT, MAX_LATENT)  # residuals of latents stay under 2**16
-    return centre, offset, np.clip(log_scale >> (g - 3), lt.SCALE_MIN, lt.SCALE_MAX - 1)
+    centre = np.minimum(np.maximum(centre, -MAX_LATENT), MAX_LATENT)  # residuals of latents stay under 2**16
+    return centre, offset, np.minimum(np.maximum(log_scale >> (g - 3), lt.SCALE_MIN), lt.SCALE_MAX - 1)
 
 
 def _level_grids(spec, latents):
