@@ -41,6 +41,7 @@ import numpy as np
 
 from ...core import entropy
 from ...core import laplace_tables as lt
+from ...core.products import SINGLE_THREAD_SIZE
 from .model import CONTEXT_SIZE
 
 FRACTION = 8
@@ -52,9 +53,9 @@ MAX_EXPONENT = 16
 MAX_LATENT = 2**15
 """Latents must stay in (-MAX_LATENT, MAX_LATENT)."""
 CHUNK_ROWS = 1024
-"""Contexts per ARM evaluation while coding (speed only): OpenBLAS runs a product on one thread
-while rows x inputs x outputs stays under 2**18 (1024 x 16 x 16 for the widest ARM), and its
-threads run slower than one as soon as other work (Dask's threads, other processes) shares the cores."""
+"""Most contexts per ARM evaluation while coding (speed only: larger blocks leave the caches),
+fewer for wide ARMs so that each product stays on the calling thread
+(:data:`xr_inr.core.products.SINGLE_THREAD_SIZE`)."""
 GATHER_ROWS = 2**16
 """Contexts gathered at once while coding (memory only: 1.5 MB of int16)."""
 MAX_STRIDE = 32
@@ -179,10 +180,12 @@ def _phase_parameters(arm, e: int, padded: np.ndarray, context: np.ndarray, stri
 
     Contexts are gathered GATHER_ROWS at a time (memory: a few MB). An all-zero context (about
     half of them in a trained stream) takes ``zero``'s output; the ARM runs on the others,
-    CHUNK_ROWS at a time."""
+    at most CHUNK_ROWS at a time."""
     n = context.shape[0]
     mu = np.full(padded.shape[0] * n, zero[0][stride])
     log_scale = np.full(padded.shape[0] * n, zero[1][stride])
+    widest = max(w.shape[0] * w.shape[1] for w, _ in arm[1:])
+    chunk = max(1, min(CHUNK_ROWS, SINGLE_THREAD_SIZE // widest))
     group = max(1, GATHER_ROWS // n)
     gathered = np.empty((min(group, padded.shape[0]), n, CONTEXT_SIZE), np.int16)
     for first in range(0, padded.shape[0], group):
@@ -193,9 +196,9 @@ def _phase_parameters(arm, e: int, padded: np.ndarray, context: np.ndarray, stri
         nonzero = _nonzero_rows(rows)
         rows = rows[nonzero].astype(np.float64)
         nonzero += first * n
-        for start in range(0, nonzero.size, CHUNK_ROWS):
-            where = nonzero[start : start + CHUNK_ROWS]
-            mu[where], log_scale[where] = arm_integers(arm, e, rows[start : start + CHUNK_ROWS], stride)
+        for start in range(0, nonzero.size, chunk):
+            where = nonzero[start : start + chunk]
+            mu[where], log_scale[where] = arm_integers(arm, e, rows[start : start + chunk], stride)
     return coding_indices(mu, log_scale, e)
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...core.products import matmul
+
 CONTEXT_SIZE = 12
 """Neighbours the ARM reads (see :func:`xr_inr.methods.grid.arm.phases`)."""
 
@@ -87,9 +89,9 @@ def gelu(x: np.ndarray) -> np.ndarray:
 def mlp(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
     """GELU between linear layers, none after the last."""
     for weight, bias in layers[:-1]:
-        x = gelu(x @ weight.T + bias)
+        x = gelu(matmul(x, weight.T) + bias)
     weight, bias = layers[-1]
-    return x @ weight.T + bias
+    return matmul(x, weight.T) + bias
 
 
 def upsample_weights(positions: np.ndarray, n_low: int, factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,6 +145,6 @@ def synthesise(spec: GridSpec, latents, step, synthesis, basis, mean, ys, xs) ->
     coefficients = features[:, : spec.components]
     if spec.hidden:
         coefficients = coefficients + mlp(synthesis, features)
-    values = basis.T @ coefficients.T  # (bands, pixels): C order, no transposed copy
+    values = matmul(basis.T, coefficients.T)  # (bands, pixels): C order, no transposed copy
     values += mean[:, None]
     return values.reshape(spec.bands, len(ys), len(xs))
