@@ -10,7 +10,9 @@ Decoding order (phases)
     axial for edges) and 8 more at the next ring. Offsets that leave the grid
     are mirrored (each axis on its own); if still outside, they read 0.
     A 100 x 100 grid takes 15 phases (about 400 wavefronts of a raster-order
-    context before), so decoding is a few dozen large numpy steps.
+    context before), so decoding is a few dozen large numpy steps. Within a
+    phase, every all-zero context (about half of them in a trained stream)
+    shares one ARM evaluation: same input, same integers.
 
 Integer ARM (:func:`arm_integers`)
     Weights and biases are the stored integers (value * 2**e, one e <=
