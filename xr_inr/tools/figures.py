@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -58,6 +59,8 @@ SIDECAR = "figures.json"
 LABELS = {GRID: "grid (xr-inr)", "inr": "grid (xr-inr)", REFERENCE: "PCA + JPEG2000 (shared scale)",
           "pca-jpeg2000": "PCA + JPEG2000 (notes' recipe)", "inr-siren": "SIREN (the paper's)"}
 DPI = 100
+MAX_PNG_BYTES = 280_000
+"""A PNG larger than this is reduced to a 256-colour palette (:func:`shrink_png`): the docs keep each under 300 KB."""
 
 
 # --------------------------------------------------------------------------- data
@@ -164,6 +167,31 @@ def _pyplot():
     return plt
 
 
+def shrink_png(data: bytes, limit: int = MAX_PNG_BYTES) -> bytes:
+    """``data`` as it is when it is at most ``limit`` bytes, else quantised to a 256-colour palette (Pillow's
+    median cut, no dithering), which keeps the look of these figures at about a third of the size."""
+    if len(data) <= limit:
+        return data
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+                                                dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    palette.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def _save(figure, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    Path(path).write_bytes(shrink_png(buffer.getvalue()))
+
+
 def _false_colour(cube: np.ndarray, bands, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """(y, x, 3) floats in [0, 1]: three bands, each stretched between the original's percentiles."""
     values = np.moveaxis(cube[list(bands)].astype(np.float64), 0, -1)
@@ -219,7 +247,7 @@ def plot_decoded(cube: np.ndarray, runs: dict, rates, bands, name: str, path: Pa
     figure.tight_layout(rect=(0, 0, 0.93, 1))
     bar = figure.add_axes((0.94, 0.15, 0.012, 0.65))
     figure.colorbar(image, cax=bar, extend="max").set_label("mean |error| over bands (data units)", fontsize=8)
-    figure.savefig(path, dpi=DPI)
+    _save(figure, path)
     plt.close(figure)
     return {"bands": list(bands), "stretch_low": low.tolist(), "stretch_high": high.tolist(),
             "error_vmax": vmax, "error_vmax_rule": "99.5th percentile of all error maps' pixels",
@@ -296,7 +324,7 @@ def plot_spectra(cube: np.ndarray, runs: dict, rate: float, pixels: list[dict], 
     figure.suptitle(f"{name} at target {rate:g} bpppb (grid {bpppb[GRID]:.4f}, PCA + JPEG2000 {bpppb[REFERENCE]:.4f} "
                     "bpppb, every byte counted): spectra before and after", fontsize=9.5)
     figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
+    _save(figure, path)
     plt.close(figure)
     return shown
 
@@ -377,7 +405,7 @@ def plot_rd(results: list[dict], measured: list[dict], path: Path) -> dict:
     figure.suptitle(f"PSNR (whole cube, R = max − min of the original) against rate; from {sources}", fontsize=9)
     legend_rows = math.ceil(len(handles) / 4)
     figure.tight_layout(rect=(0, 0.04 * legend_rows + 0.02, 1, 1))
-    figure.savefig(path, dpi=DPI)
+    _save(figure, path)
     plt.close(figure)
     return {"files": [{"path": d["path"], "created": d["created"], "runs": len(d["runs"])} for d in results],
             "lines": drawn}
@@ -436,7 +464,7 @@ def plot_speed(results: list[dict], path: Path, reference: str = REFERENCE) -> l
     figure.suptitle(f"One point per cube and target rate; right of 0 dB: better than {reference}, above 1: "
                     f"slower. From {sources}", fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
+    _save(figure, path)
     plt.close(figure)
     return points
 
@@ -568,7 +596,7 @@ def run(args: argparse.Namespace, log=None) -> dict:
             "commit": _commit(),
         },
         "settings": {
-            "command": " ".join(["xr-inr", "figures", *getattr(args, "argv", [])]),
+            "command": shlex.join(["xr-inr", "figures", *getattr(args, "argv", [])]),
             "data": source,
             "dataset": name,
             "shape": list(cube.shape),
