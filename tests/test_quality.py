@@ -75,6 +75,16 @@ def test_search_on_a_monotone_curve_brackets_within_tolerance():
     assert hi <= lo * (1 + TOLERANCE) and result.encodes < quality.MAX_ENCODES
 
 
+def test_search_on_a_staircase_keeps_the_lowest_step_meeting_the_target():
+    """Small blocks and short fits: the quality moves in steps (the architecture the budget buys)."""
+    steps = [(0.0, 20.0), (0.2, 30.0), (0.45, 36.0), (0.9, 41.0), (2.0, 47.0)]  # (from this rate, PSNR)
+    measure, calls = stand_in(lambda r: max(p for start, p in steps if r >= start))
+    result = search(measure, 35.0, start_rate(35.0))
+    chosen = next(t for t in result.tries if t.stream == result.stream)
+    assert result.met and result.psnr == 36.0 and result.encodes <= quality.MAX_ENCODES
+    assert chosen.bpppb <= 0.45 * (1 + TOLERANCE) ** 2
+
+
 def test_search_out_of_reach_keeps_the_best_with_a_warning():
     measure, calls = stand_in(lambda r: min(50.0, 40 + 5 * math.log2(r / 0.1)))
     with pytest.warns(QualityWarning, match=r"no stream met the 60 dB target in \d encodes: keeping the best, 50.00"):
@@ -108,8 +118,8 @@ def test_search_stops_on_a_repeated_stream_and_on_the_smallest_network():
 
 @pytest.fixture(scope="module")
 def block(jasper_crop):
-    """20 bands x 24 x 24 pixels of the fixture, uint16."""
-    return jasper_crop[::2, :24, :24].copy()
+    """10 bands x 20 x 20 pixels of the fixture, uint16."""
+    return jasper_crop[::4, :20, :20].copy()
 
 
 def test_codec_stream_meets_the_target_measured_by_the_decoder(block):
@@ -132,12 +142,12 @@ def test_every_encode_path_of_the_codec_searches(block, monkeypatch):
 
     monkeypatch.setattr(codec_module, "encode_to_psnr", spy)
     codec = INRCodec(psnr=TARGET, fill_value=0)
-    padded = np.zeros((20, 26, 24), block.dtype)
-    padded[:, :24] = block
+    padded = np.zeros((10, 22, 20), block.dtype)
+    padded[:, :20] = block
     assert codec.encode(padded) == b"stream"  # Zarr's path: the padding is left out
-    assert codec.encode_block(block, padded_shape=(20, 30, 24), fill_value=0, mask_fill=True) == b"stream"
-    assert seen == [((20, 24, 24), {"padded_shape": (20, 26, 24), "fill_value": 0.0}),
-                    ((20, 24, 24), {"padded_shape": (20, 30, 24), "fill_value": 0, "mask_fill": True})]
+    assert codec.encode_block(block, padded_shape=(10, 30, 20), fill_value=0, mask_fill=True) == b"stream"
+    assert seen == [((10, 20, 20), {"padded_shape": (10, 22, 20), "fill_value": 0.0}),
+                    ((10, 20, 20), {"padded_shape": (10, 30, 20), "fill_value": 0, "mask_fill": True})]
 
 
 def test_block_psnr_leaves_out_nan_nodata_and_padding():

@@ -43,6 +43,8 @@ SLOPE_DB_PER_DOUBLING = 5.0
 between 0.1 and 0.8 bpppb (docs/benchmarks.md; the Jasper fixture crop); learnt from the tries after."""
 SLOPE_RANGE = (1.0, 20.0)
 """Bounds of a measured slope (dB per doubling): a flat or noisy pair of tries does not send the rate far."""
+PLATEAU_DB = 0.1
+"""Two tries closer than this in PSNR sit on a plateau of the rate-distortion curve."""
 MAX_STEP = 8.0
 """Largest factor between the rate of two tries while the target is not bracketed."""
 MIN_BPPPB = 1e-3
@@ -154,12 +156,12 @@ def search(measure: Callable[[float], Try], target: float, start: float, *, max_
     """Search the rate for the smallest stream whose PSNR meets ``target``; ``measure(bpppb)`` encodes once.
 
     ``hi`` is the lowest rate whose stream met the target, ``lo`` the highest rate below it whose stream
-    did not (a stream over its budget counts at its own rate, :attr:`Try.at`). Until both are known, the rate moves by the PSNR it lacks (or has to spare) over the slope
-    in dB per doubling of the rate (measured on the two tries nearest the target, else
-    :data:`SLOPE_DB_PER_DOUBLING`; once bracketed, on the tries at ``lo`` and ``hi``), by at most :data:`MAX_STEP` and at least ``tolerance``; then by the
-    same estimate kept inside [lo, hi], a tolerance step from each end (so a pass next to ``lo`` or a
-    fail next to ``hi`` ends the search), bisecting [lo, hi] instead when the last two tries fell on the
-    same side (:func:`_stalled`). It ends when ``hi <= lo * (1 + tolerance)``, after
+    did not (a stream over its budget counts at its own rate, :attr:`Try.at`). Until both are known,
+    the rate moves by the PSNR it lacks (or has to spare) over the slope in dB per doubling of the rate
+    measured on the two tries nearest the target (:data:`SLOPE_DB_PER_DOUBLING` before there are two),
+    by at most :data:`MAX_STEP` and at least ``tolerance``; then inside [lo, hi] (:func:`_inside`: the
+    secant of its ends, a tolerance step from each end, so that a pass next to ``lo`` or a fail next
+    to ``hi`` ends the search). It ends when ``hi <= lo * (1 + tolerance)``, after
     ``max_encodes`` encodes, at ``lowest`` / ``highest``, when the smallest stream that met the target is
     the method's smallest network (:attr:`Try.smallest`: no lower budget gives a smaller one), or when a
     rate gives the very bytes an earlier rate gave (a constant block, float16 values, a network at its
@@ -203,33 +205,53 @@ def _slope(pair: list[Try]) -> float:
 
 
 def _next_rate(tries, target, lo, hi, tolerance, lowest, highest) -> float:
+    step = 1 + tolerance
+    if lo is not None and hi is not None:
+        return float(np.clip(_inside(tries, target, lo, hi, step), lowest, highest))
     finite = sorted((t for t in tries if math.isfinite(t.psnr)), key=lambda t: abs(t.psnr - target))
-    if lo is not None and hi is not None:  # the secant of the bracket's ends (regula falsi)
-        ends = [t for t in finite if t.at in (lo, hi)]
-        finite = ends if len(ends) >= 2 else finite
     if finite:
         anchor = finite[0]
         guess = anchor.at * 2.0 ** ((target - anchor.psnr) / _slope(finite))
     else:  # every stream so far exact: try well below
         guess = hi / MAX_STEP
-    step = 1 + tolerance
     if lo is None:  # every try met the target: go down
         guess = min(max(guess, hi / MAX_STEP), hi / step)
-    elif hi is None:  # none did: go up
+    else:  # none did: go up
         guess = max(min(guess, lo * MAX_STEP), lo * step)
-    elif hi > lo * step**2 and not _stalled(tries, target):  # bracketed: inside, a tolerance step from each end
-        guess = min(max(guess, lo * step), hi / step)
-    else:
-        guess = math.sqrt(lo * hi)
     return float(np.clip(guess, lowest, highest))
 
 
-def _stalled(tries: list[Try], target: float) -> bool:
-    """The last two tries, both made inside a bracket, fell on the same side of the target: the secant
-    keeps one end (a curved PSNR against log rate), so the next try bisects."""
-    if len(tries) < 3 or None in _bracket(tries[:-2], target):
-        return False
-    return (tries[-1].psnr >= target) == (tries[-2].psnr >= target)
+def _inside(tries: list[Try], target: float, lo: float, hi: float, step: float) -> float:
+    """The next rate inside the bracket [lo, hi]: where the secant of its ends (PSNR against log rate)
+    crosses the target, a tolerance step from each end; the end kept by the last tries weighs half as
+    much for each (Illinois: a curved PSNR does not keep the search at one end); bisection on a plateau
+    (the last two PSNRs within :data:`PLATEAU_DB`: a step of the method's architectures, whose quality
+    the rate does not change), or when the bracket is within two tolerance steps."""
+    low = max((t for t in tries if t.psnr < target and t.at == lo), key=lambda t: t.psnr)
+    high = min((t for t in tries if t.psnr >= target and t.at == hi), key=lambda t: t.psnr)
+    plateau = len(tries) >= 2 and abs(tries[-1].psnr - tries[-2].psnr) < PLATEAU_DB
+    if hi <= lo * step**2 or plateau or not (math.isfinite(low.psnr) and math.isfinite(high.psnr)):
+        return math.sqrt(lo * hi)
+    p_lo, p_hi = low.psnr, high.psnr
+    kept = _kept(tries, target)
+    if kept > 1 and tries[-1].psnr >= target:  # passes kept coming: lo has not moved
+        p_lo = target - (target - p_lo) / 2 ** (kept - 1)
+    elif kept > 1:
+        p_hi = target + (p_hi - target) / 2 ** (kept - 1)
+    fraction = (target - p_lo) / (p_hi - p_lo) if p_hi > p_lo else 0.5
+    guess = lo * (hi / lo) ** fraction
+    return min(max(guess, lo * step), hi / step)
+
+
+def _kept(tries: list[Try], target: float) -> int:
+    """How many of the last tries, each made inside a bracket, fell on the same side of the target."""
+    side = tries[-1].psnr >= target
+    count = 0
+    for n in range(len(tries) - 1, 0, -1):
+        if (tries[n].psnr >= target) != side or None in _bracket(tries[:n], target):
+            break
+        count += 1
+    return count
 
 
 def _choose(tries: list[Try], target: float) -> QualityResult:
