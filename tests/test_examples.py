@@ -54,7 +54,8 @@ def test_compare_codecs(crop_geotiff, tmp_path, capsys):
 
 
 def test_quality_target(tmp_path, capsys):
-    run_example("quality_target", ["--psnr", "35", "--steps", "30", "--crop", "20", "--store", str(tmp_path / "q.zarr")])
+    run_example("quality_target", ["--psnr", "35", "--steps", "30", "--crop", "20",
+                                   "--store", str(tmp_path / "q.zarr")])
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("  chunk (")]
     assert len(lines) == 1 and float(lines[0].split(": ")[1].split(" dB")[0]) >= 35

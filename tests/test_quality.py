@@ -53,8 +53,8 @@ CURVES = {  # name: (PSNR of the rate, the rate at which it reaches a PSNR)
 }
 
 
-@pytest.mark.parametrize("name, target", [(name, target) for name in sorted(CURVES) for target in (30.0, 45.0, 55.0, 70.0)
-                                          if CURVES[name][1](target) < MAX_BPPPB])
+@pytest.mark.parametrize("name, target", [(name, target) for name in sorted(CURVES)
+                                          for target in (30.0, 45.0, 55.0, 70.0) if CURVES[name][1](target) < MAX_BPPPB])
 def test_search_keeps_the_smallest_stream_meeting_the_target(name, target):
     curve, inverse = CURVES[name]
     needed = inverse(target)
@@ -236,6 +236,9 @@ def test_accessor_records_what_each_chunk_achieved(cube, written):
     assert QUALITY_ATTR not in stored.attrs
     assert {i: c["psnr"] for i, c in stored.inr.inspect_chunks().items()} == {i: c["psnr"] for i, c in chunks.items()}
     np.testing.assert_array_equal(stored.values, out.values)
+    out.inr.to_zarr(path.with_name("v2.zarr"), zarr_format=2)  # format 2: the numcodecs config holds the target
+    v2 = xr_inr.open_zarr(path.with_name("v2.zarr"))["r"]
+    assert {i: c["psnr"] for i, c in v2.inr.inspect_chunks().items()} == {i: c["psnr"] for i, c in chunks.items()}
     config = zarr.open_group(path, mode="r")["r"].metadata.codecs[0].to_dict()["configuration"]
     assert config["psnr"] == TARGET and config["bpppb"] is None
     assert xr.open_zarr(path)["r"].values.shape == cube.shape  # a plain reader

@@ -144,8 +144,9 @@ def run(args: argparse.Namespace) -> None:
     from . import commands
 
     if args.command == "compress":
-        out = commands.compress(args.input, args.store, args.bpppb, psnr=args.psnr, chunks=args.chunks, workers=args.workers,
-                                scheduler=args.scheduler, variable=args.variable, zarr_format=args.zarr_format,
+        out = commands.compress(args.input, args.store, args.bpppb, psnr=args.psnr, chunks=args.chunks,
+                                workers=args.workers, scheduler=args.scheduler, variable=args.variable,
+                                zarr_format=args.zarr_format,
                                 overwrite=args.overwrite, progress=not args.quiet, method=args.method,
                                 steps=args.steps)
         print(f"{args.store}: {out.name} {dict(out.sizes)} {out.dtype}, {out.inr.nbytes} bytes in chunks = "

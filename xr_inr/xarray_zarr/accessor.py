@@ -209,8 +209,8 @@ def run_fits(jobs: list[FitJob], *, scheduler=None, progress: bool = True, store
     from .sources import CompressedCube
 
     streams = {job.name: dict((stored or {}).get(job.name, {})) for job in jobs}
-    quality = {job.name: {i: q for i, q in (stored_quality or {}).get(job.name, {}).items() if i in streams[job.name]}
-               for job in jobs}
+    quality = {job.name: {i: q for i, q in (stored_quality or {}).get(job.name, {}).items()
+                          if i in streams[job.name]} for job in jobs}
     todo = [(job.name, index, task) for job in jobs for index, task in job.tasks.items()
             if index not in streams[job.name]]
 
@@ -465,7 +465,8 @@ class INRDatasetAccessor:
         return sum(self._obj[n].inr.nbytes for n in self._obj.data_vars if self._obj[n].inr.is_compressed)
 
     def to_zarr(self, store, bpppb: float | None = None, *, psnr: float | None = None,
-                variables: Iterable[Hashable] | None = None, group: str | None = None, mode: str = "w-", zarr_format: int = 3,
+                variables: Iterable[Hashable] | None = None, group: str | None = None, mode: str = "w-",
+                zarr_format: int = 3,
                 consolidated: bool | None = None, band_dim: Hashable | None = None, **options) -> xr.Dataset:
         """Write the Dataset; its cubes with the xr_inr codec (compressed first when needed, at ``bpppb`` or
         to the quality target ``psnr``), the rest as usual."""

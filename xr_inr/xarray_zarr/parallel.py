@@ -78,7 +78,8 @@ def run(tasks: Sequence, *, scheduler=None, progress: bool = True, desc: str = "
     """Compute delayed fits, in order, showing per-chunk progress unless ``progress`` is False.
 
     on_result : called as ``on_result(position, result)`` in this process as each fit
-        finishes (``result``: what :func:`fit_task` returns) (the writer stores each chunk then, so an interrupted run keeps them).
+        finishes (``result``: what :func:`fit_task` returns; the writer stores each chunk then,
+        so an interrupted run keeps them).
     """
     tasks = list(tasks)
     bar = _bar(len(tasks), desc, progress)
