@@ -51,3 +51,12 @@ def test_compare_codecs(crop_geotiff, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| pca-dct |" in out and "| jpeg2000 |" in out
     assert (tmp_path / "res" / "results.json").exists()
+
+
+def test_quality_target(tmp_path, capsys):
+    run_example("quality_target", ["--psnr", "35", "--steps", "30", "--crop", "20",
+                                   "--store", str(tmp_path / "q.zarr")])
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("  chunk (")]
+    assert len(lines) == 1 and float(lines[0].split(": ")[1].split(" dB")[0]) >= 35
+    assert "cube PSNR" in out and "PSNR target 35 dB, per chunk" in out

@@ -54,7 +54,11 @@ def _parser() -> argparse.ArgumentParser:
                                         "chunks in parallel with Dask. CRS, transform and wavelengths are kept.")
     p.add_argument("input", help="the cube file")
     p.add_argument("store", help="the Zarr store to write (a directory, e.g. scene.zarr)")
-    p.add_argument("--bpppb", type=float, default=0.05, help="bits per pixel per band of every chunk (default 0.05)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--bpppb", type=float, help="bits per pixel per band of every chunk (default 0.05)")
+    rate.add_argument("--psnr", type=float, metavar="DB",
+                      help="a quality target instead: each chunk gets the smallest stream found whose PSNR over the "
+                           "chunk meets it (several fits per chunk; xr-inr info shows what each achieved)")
     p.add_argument("--chunks", type=_chunks, help="chunk size: 64 (spatial side) or y=64,x=64 "
                                                   "(default: all bands, at most 128 x 128 pixels)")
     p.add_argument("--method", choices=("grid", "siren"), default="grid", help="the codec's method (default grid)")
@@ -122,6 +126,18 @@ def _print_info(report: dict) -> None:
         print(f"    chunks: {cube['chunk_bytes']} bytes = {cube['chunk_bpppb']:.4f} bpppb "
               f"(per chunk {low:.4f}-{high:.4f})")
         print("    methods: " + ", ".join(f"{m} x {n}" for m, n in cube["methods"].items()))
+        if "psnr_target" in cube:
+            line = f"    PSNR target {cube['psnr_target']:g} dB"
+            if cube["chunk_psnr_range"] is not None:
+                low, high = cube["chunk_psnr_range"]
+                line += f", per chunk {low:.2f}-{high:.2f} dB"
+            if cube["chunk_encodes_range"] is not None:
+                low, high = cube["chunk_encodes_range"]
+                line += f", {low}-{high} encodes" if low != high else f", {low} encodes"
+            print(line)
+            short = [key for key, value in cube["chunk_psnr"].items() if value < cube["psnr_target"]]
+            if short:
+                print(f"    {len(short)} chunks below the target: {', '.join(short[:10])}")
         for arch, n in cube["architectures"].items():
             print(f"    {n} x {arch}")
 
@@ -130,12 +146,17 @@ def run(args: argparse.Namespace) -> None:
     from . import commands
 
     if args.command == "compress":
-        out = commands.compress(args.input, args.store, args.bpppb, chunks=args.chunks, workers=args.workers,
-                                scheduler=args.scheduler, variable=args.variable, zarr_format=args.zarr_format,
+        out = commands.compress(args.input, args.store, args.bpppb, psnr=args.psnr, chunks=args.chunks,
+                                workers=args.workers, scheduler=args.scheduler, variable=args.variable,
+                                zarr_format=args.zarr_format,
                                 overwrite=args.overwrite, progress=not args.quiet, method=args.method,
                                 steps=args.steps)
         print(f"{args.store}: {out.name} {dict(out.sizes)} {out.dtype}, {out.inr.nbytes} bytes in chunks = "
               f"{out.inr.bpppb:.4f} bpppb")
+        if args.psnr is not None:
+            achieved = [c["psnr"] for c in out.inr.inspect_chunks().values() if "psnr" in c]
+            if achieved:
+                print(f"  PSNR per chunk {min(achieved):.2f}-{max(achieved):.2f} dB (target {args.psnr:g})")
     elif args.command == "decode":
         commands.decode(args.store, args.output, variable=args.variable, overwrite=args.overwrite)
         print(f"wrote {args.output}")

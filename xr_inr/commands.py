@@ -56,17 +56,25 @@ def open_cube(path, variable: Hashable | None = None) -> xr.DataArray:
     return load(path)
 
 
-def compress(src, store, bpppb: float = 0.05, *, chunks=None, workers: int | None = None,
-             scheduler: str | None = None, variable: Hashable | None = None, zarr_format: int = 3,
-             overwrite: bool = False, progress: bool = True, **codec_options) -> xr.DataArray:
+def compress(src, store, bpppb: float | None = None, *, psnr: float | None = None, chunks=None,
+             workers: int | None = None, scheduler: str | None = None, variable: Hashable | None = None,
+             zarr_format: int = 3, overwrite: bool = False, progress: bool = True,
+             **codec_options) -> xr.DataArray:
     """Compress the cube in ``src`` into the Zarr store ``store``; the compressed DataArray.
 
+    bpppb : the rate of every chunk (default 0.05); or psnr : a quality target in dB for every chunk.
     workers : threads of the local Dask scheduler (default: one per core).
     scheduler : address of a running ``dask.distributed`` scheduler to fit on instead.
     codec_options : ``INRCodec`` options (``method``, ``steps``...).
     """
     import dask
 
+    from .core.codec import INRCodec
+    from .xarray_zarr.accessor import DEFAULT_BPPPB
+
+    if bpppb is None and psnr is None:
+        bpppb = DEFAULT_BPPPB
+    INRCodec(bpppb=bpppb, psnr=psnr, **codec_options)  # bad options fail now, before the cube is read
     if Path(store).exists() and not overwrite:  # before the fits, not after
         raise FileExistsError(f"{store} exists (overwrite with --overwrite)")
     cube = open_cube(src, variable)
@@ -80,7 +88,7 @@ def compress(src, store, bpppb: float = 0.05, *, chunks=None, workers: int | Non
             client = stack.enter_context(Client(scheduler))
         elif workers:
             stack.enter_context(dask.config.set(num_workers=workers))
-        return cube.inr.to_zarr(store, bpppb, chunks=chunks, mode="w" if overwrite else "w-",
+        return cube.inr.to_zarr(store, bpppb, psnr=psnr, chunks=chunks, mode="w" if overwrite else "w-",
                                 zarr_format=zarr_format, progress=progress, scheduler=client, **codec_options)
 
 
@@ -136,15 +144,18 @@ def store_bytes(store) -> int:
 
 def info(store) -> dict:
     """What a store holds: each cube's dims, shape, dtype, chunks, stored bytes and rates, and its
-    chunks' methods and architectures (counted); the store's bytes and its rate over all cubes."""
+    chunks' methods and architectures (counted); the store's bytes and its rate over all cubes.
+    A cube fitted to a PSNR target also gives the target, each chunk's PSNR and encodes (by chunk
+    key "b.y.x"), and their ranges."""
     ds = open_zarr(store)
     cubes, elements = {}, 0
     for name, var in ds.data_vars.items():
         if not var.inr.is_compressed:
             continue
-        chunks = var.inr.inspect_chunks().values()
+        by_index = var.inr.inspect_chunks()
+        chunks = by_index.values()
         elements += var.size
-        cubes[str(name)] = {
+        cubes[str(name)] = report = {
             "dims": [str(d) for d in var.dims], "shape": list(var.shape), "dtype": str(var.dtype),
             "chunk_shape": list(var.inr.chunk_shape), "chunks": len(chunks),
             "chunk_bytes": var.inr.nbytes, "chunk_bpppb": var.inr.bpppb,
@@ -152,6 +163,13 @@ def info(store) -> dict:
             "architectures": dict(Counter(architecture(c) for c in chunks)),
             "chunk_bpppb_range": [min(c["bpppb"] for c in chunks), max(c["bpppb"] for c in chunks)],
         }
+        target = next((c["psnr_target"] for c in chunks if "psnr_target" in c), None)
+        if target is not None:
+            achieved = {".".join(map(str, i)): c["psnr"] for i, c in by_index.items() if "psnr" in c}
+            encodes = [c["encodes"] for c in chunks if "encodes" in c]
+            report.update({"psnr_target": target, "chunk_psnr": achieved,
+                           "chunk_psnr_range": [min(achieved.values()), max(achieved.values())] if achieved else None,
+                           "chunk_encodes_range": [min(encodes), max(encodes)] if encodes else None})
     if not cubes:
         raise ValueError(f"{store}: no array stored with the xr_inr codec among {list(ds.data_vars)}")
     total = store_bytes(store)

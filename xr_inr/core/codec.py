@@ -18,10 +18,13 @@ from numcodecs.compat import ndarray_copy
 
 from .decode import decode_block
 from .encode import encode_block, valid_extent, validated_block
+from .quality import check_target, encode_to_psnr
 
 METHODS = ("grid", "siren")
 DEFAULT_STEPS = {"grid": 1000, "siren": 2000}
 DEFAULT_LR = {"grid": 1e-2, "siren": 2e-4}
+DEFAULT_BPPPB = 0.1
+"""The rate when neither ``bpppb`` nor ``psnr`` is given."""
 MAX_BPPPB = 64.0
 """Largest budget: a float64 value's bits (more buys nothing, and a network sized for it
 would not fit in memory: SIREN at 1e9 bpppb asked torch for 111 GB)."""
@@ -32,7 +35,13 @@ class INRCodec(Codec):
 
     Parameters
     ----------
-    bpppb : bit budget per pixel per band, counting every stored byte.
+    bpppb : bit budget per pixel per band, counting every stored byte
+        (default 0.1 when ``psnr`` is not given).
+    psnr : a quality target instead of a budget, in dB: each block gets the
+        smallest stream found whose PSNR (R = max - min of the block's valid
+        values) meets it, the rate searched with several encodes
+        (:mod:`xr_inr.core.quality`). Give ``bpppb`` or ``psnr``, not both.
+        Decoding never needs it.
     band_axis : axis of the block that holds the bands (0 for (band, y, x)).
     method : "grid" (default): multi-resolution latent grids, a synthesis MLP
         and a PCA-initialised spectral basis learned jointly, rate-distortion
@@ -60,7 +69,7 @@ class INRCodec(Codec):
 
     def __init__(
         self,
-        bpppb: float = 0.1,
+        bpppb: float | None = None,
         band_axis: int = 0,
         method: str = "grid",
         components: int | None = None,
@@ -74,10 +83,18 @@ class INRCodec(Codec):
         seed: int = 0,
         device: str | None = None,
         fill_value: float | str | None = None,
+        psnr: float | None = None,
     ):
-        if not (isinstance(bpppb, (int, float)) and math.isfinite(bpppb) and bpppb > 0):
+        if bpppb is not None and psnr is not None:
+            raise ValueError(f"give bpppb (a rate) or psnr (a quality target), not both: got bpppb={bpppb!r}, "
+                             f"psnr={psnr!r}")
+        if psnr is not None:
+            psnr = check_target(psnr)
+        elif bpppb is None:
+            bpppb = DEFAULT_BPPPB
+        if bpppb is not None and not (isinstance(bpppb, (int, float)) and math.isfinite(bpppb) and bpppb > 0):
             raise ValueError(f"bpppb must be a positive number, got {bpppb!r}")
-        if bpppb > MAX_BPPPB:
+        if bpppb is not None and bpppb > MAX_BPPPB:
             raise ValueError(f"bpppb {bpppb!r} is above {MAX_BPPPB:g}, the bits of a float64 value")
         if band_axis not in (0, 1, 2, -1, -2, -3):
             raise ValueError(f"band_axis must be an axis of a 3-D block, got {band_axis!r}")
@@ -94,7 +111,8 @@ class INRCodec(Codec):
         lr = DEFAULT_LR[method] if lr is None else lr
         if steps < 1 or search_steps < 0 or max_depth < 1:
             raise ValueError("steps and max_depth must be >= 1, search_steps >= 0")
-        self.bpppb = float(bpppb)
+        self.bpppb = None if bpppb is None else float(bpppb)
+        self.psnr = psnr
         self.band_axis = band_axis % 3
         self.method = method
         self.components = components
@@ -138,12 +156,15 @@ class INRCodec(Codec):
         for key in ("bpppb", "band_axis", "method", "components", "depth", "width", "steps", "search_steps",
                     "max_depth", "lr", "batch_size", "seed", "device"):
             config[key] = getattr(self, key)
+        if self.psnr is not None:  # encode-only, absent otherwise: configs without a target stay as they were
+            config["psnr"] = self.psnr
         if self.fill_value is not None:  # JSON has no NaN: stored as the string "NaN"
             config["fill_value"] = "NaN" if math.isnan(self.fill_value) else self.fill_value
         return config
 
     def __repr__(self) -> str:
-        return f"INRCodec(bpppb={self.bpppb}, band_axis={self.band_axis}, method={self.method!r})"
+        rate = f"bpppb={self.bpppb}" if self.psnr is None else f"psnr={self.psnr}"
+        return f"INRCodec({rate}, band_axis={self.band_axis}, method={self.method!r})"
 
     # -- encoding (torch, imported when a network is first fitted) ---------
 
@@ -151,7 +172,7 @@ class INRCodec(Codec):
         self._check_can_encode()
         block = validated_block(buf)
         if self.fill_value is None:
-            return encode_block(self, block)
+            return self._encode(block)
         return self.encode_padded(block, self.fill_value)
 
     def encode_padded(self, chunk, fill_value: float) -> bytes:
@@ -165,9 +186,9 @@ class INRCodec(Codec):
         chunk = validated_block(chunk)
         valid = valid_extent(chunk, fill_value)
         if valid == chunk.shape or min(valid) == 0:
-            return encode_block(self, chunk)
+            return self._encode(chunk)
         region = chunk[tuple(slice(0, n) for n in valid)]
-        return encode_block(self, region, padded_shape=chunk.shape, fill_value=fill_value)
+        return self._encode(region, padded_shape=chunk.shape, fill_value=fill_value)
 
     def encode_block(self, block, *, padded_shape=None, fill_value: float | None = None,
                      mask_fill: bool = False) -> bytes:
@@ -179,10 +200,17 @@ class INRCodec(Codec):
         mask_fill : also leave the elements equal to ``fill_value`` (nodata) out
             of the fit; they decode to exactly ``fill_value``.
 
-        The bit budget and reported bpppb count the elements of ``block`` only.
+        The bit budget and reported bpppb count the elements of ``block`` only;
+        so does a PSNR target (its R and MSE).
         """
         self._check_can_encode()
-        return encode_block(self, block, padded_shape=padded_shape, fill_value=fill_value, mask_fill=mask_fill)
+        return self._encode(block, padded_shape=padded_shape, fill_value=fill_value, mask_fill=mask_fill)
+
+    def _encode(self, block, **where) -> bytes:
+        """One stream: at the budget, or the smallest found meeting the PSNR target."""
+        if self.psnr is None:
+            return encode_block(self, block, **where)
+        return encode_to_psnr(self, block, **where).stream
 
     # -- decoding ---------------------------------------------------------
 

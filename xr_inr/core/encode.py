@@ -22,7 +22,8 @@ class BudgetWarning(UserWarning):
 
 
 class QualityWarning(UserWarning):
-    """A stream within budget whose quality is expected to collapse (its NaN/nodata mask eats the budget)."""
+    """A stream whose quality falls short: within budget but expected to collapse (its NaN/nodata mask eats
+    the budget), or no stream met a PSNR target (:mod:`xr_inr.core.quality`)."""
 
 
 MAX_MAGNITUDE = float(np.finfo(np.float64).max) / 4
@@ -113,9 +114,10 @@ def _checked_fill(block: np.ndarray, padded_shape, fill_value):
 
 
 def encode_block(codec, block, *, padded_shape=None, fill_value: float | None = None,
-                 mask_fill: bool = False) -> bytes:
-    """Encode ``block`` (the valid region of a chunk) with ``codec``'s settings (see
-    :meth:`xr_inr.INRCodec.encode_block`)."""
+                 mask_fill: bool = False, warn: bool = True) -> bytes:
+    """Encode ``block`` (the valid region of a chunk) at ``codec.bpppb`` with ``codec``'s settings (see
+    :meth:`xr_inr.INRCodec.encode_block`; a PSNR target is searched by :mod:`xr_inr.core.quality`, which
+    calls this at several rates with ``warn=False``: no warning about the budget, which it chooses itself)."""
     from ..methods import BY_NAME
 
     block = validated_block(block)
@@ -143,7 +145,7 @@ def encode_block(codec, block, *, padded_shape=None, fill_value: float | None = 
 
     budget_bytes = math.floor(codec.bpppb * block.size / 8)
     fixed_bytes = bs.HEADER_BYTES + (bs.FILL_BYTES if has_fill else 0) + len(mask) + bs.CRC_BYTES
-    if len(mask) > MASK_SHARE_WARNED * budget_bytes:
+    if warn and len(mask) > MASK_SHARE_WARNED * budget_bytes:
         warnings.warn(f"{nan.mean():.1%} of the block's elements are NaN/nodata and their mask takes {len(mask)} "
                       f"of the {budget_bytes} budget bytes: little is left for the network, expect a low "
                       "quality (raise bpppb, or fill the gaps first)", QualityWarning, stacklevel=3)
@@ -152,14 +154,14 @@ def encode_block(codec, block, *, padded_shape=None, fill_value: float | None = 
     payload = method.encode(np.where(nan, math.nan, cube), 8 * budget_bytes, 8 * fixed_bytes, codec)
     if payload is not None:
         encoded = stream(method.CODE, payload)
-        if len(encoded) > budget_bytes:
+        if warn and len(encoded) > budget_bytes:
             warn_over_budget(len(encoded), block.size, codec.bpppb, method.over_budget_reason(codec, block.shape))
         return encoded
 
     offset, scale = lo / 2 + hi / 2, hi / 2 - lo / 2  # halves: no overflow near float64's max
     normalised = np.where(nan, 0.0, (cube - offset) / scale).astype(np.float32)
     raw = stream(bs.Method.RAW, bs.pack_raw(offset, scale, normalised))
-    if len(raw) > budget_bytes:
+    if warn and len(raw) > budget_bytes:
         warn_over_budget(len(raw), block.size, codec.bpppb,
                          f"a {block.shape} block cannot hold a network within {budget_bytes} bytes; "
                          "stored as float16 values")

@@ -25,6 +25,9 @@ BAND_DIM_NAMES = ("band", "bands", "wavelength", "wavelengths", "spectral", "spe
                   "channel", "channels", "lambda", "wl", "wavenumber", "frequency")
 """Dimension names taken as the band dimension (case-insensitive)."""
 
+DEFAULT_BPPPB = 0.05
+"""The rate of ``.inr.compress`` when neither ``bpppb`` nor ``psnr`` is given."""
+
 DEFAULT_SPATIAL_CHUNK = 128
 """Default chunk side along the two spatial dimensions: big enough for a network to pay
 off at low rates, small enough to fit one chunk in seconds to minutes on a CPU core."""
@@ -165,9 +168,10 @@ class FitJob:
         return tuple(self.data.numblocks)
 
 
-def plan_fits(arrays: Mapping[Hashable, xr.DataArray], bpppb: float, *, band_dim=None, chunks=None,
-              nodata=None, torch_threads: int | None = 1, **codec_options) -> list[FitJob]:
-    """Check every array and plan one fit task per chunk (nothing is computed)."""
+def plan_fits(arrays: Mapping[Hashable, xr.DataArray], bpppb: float | None, *, psnr: float | None = None,
+              band_dim=None, chunks=None, nodata=None, torch_threads: int | None = 1,
+              **codec_options) -> list[FitJob]:
+    """Check every array and plan one fit task per chunk (nothing is computed); ``bpppb`` or ``psnr``."""
     import dask.array as dsa
 
     from . import parallel
@@ -178,7 +182,7 @@ def plan_fits(arrays: Mapping[Hashable, xr.DataArray], bpppb: float, *, band_dim
         band_axis = _check_cube(obj, dim)
         chunk_shape = chunk_shape_for(obj, band_axis, chunks)
         fill, mask_nodata = _nodata_of(obj, nodata)
-        codec = INRCodec(bpppb=bpppb, band_axis=band_axis, **codec_options)
+        codec = INRCodec(bpppb=bpppb, psnr=psnr, band_axis=band_axis, **codec_options)
         config = codec.get_config()
         config.pop("id")
         data = obj.data if obj.dtype.isnative else obj.data.astype(obj.dtype.newbyteorder("="))
@@ -192,44 +196,55 @@ def plan_fits(arrays: Mapping[Hashable, xr.DataArray], bpppb: float, *, band_dim
     return jobs
 
 
-def run_fits(jobs: list[FitJob], *, scheduler=None, progress: bool = True, stored=None,
+def run_fits(jobs: list[FitJob], *, scheduler=None, progress: bool = True, stored=None, stored_quality=None,
              on_stream=None) -> dict[Hashable, xr.DataArray]:
     """Run the planned fits in one parallel computation; the compressed arrays by name.
 
     stored : {name: {chunk index: stream}} already fitted (a resumed write): not refitted.
-    on_stream : called as ``on_stream(name, index, stream)`` as each fit finishes.
+    stored_quality : {name: {chunk index: quality}} of those (with a PSNR target).
+    on_stream : called as ``on_stream(name, index, stream, quality)`` as each fit finishes
+        (quality: None at a fixed rate, else what the chunk achieved, see :func:`parallel.fit_task`).
     """
     from . import parallel
     from .sources import CompressedCube
 
     streams = {job.name: dict((stored or {}).get(job.name, {})) for job in jobs}
+    quality = {job.name: {i: q for i, q in (stored_quality or {}).get(job.name, {}).items()
+                          if i in streams[job.name]} for job in jobs}
     todo = [(job.name, index, task) for job in jobs for index, task in job.tasks.items()
             if index not in streams[job.name]]
 
-    def finished(position, stream):
+    def finished(position, result):
         name, index, _ = todo[position]
+        stream, achieved = result
         streams[name][index] = stream
+        if achieved is not None:
+            quality[name][index] = achieved
         if on_stream is not None:
-            on_stream(name, index, stream)
+            on_stream(name, index, stream, achieved)
 
     parallel.run([task for *_, task in todo], scheduler=scheduler, progress=progress,
                  desc=f"xr-inr fit ({len(todo)} chunks)", on_result=finished)
     result = {}
     for job in jobs:
         cube = CompressedCube(streams[job.name], job.shape, job.chunk_shape, job.dtype, job.band_axis,
-                              job.fill_value, job.config, job.nodata)
+                              job.fill_value, job.config, job.nodata, quality=quality[job.name])
         out = job.obj.copy(deep=False, data=cube.lazy())
         out.encoding = {k: v for k, v in job.obj.encoding.items() if k not in _ZARR_ENCODINGS}
         result[job.name] = out
     return result
 
 
-def compress_dataarrays(arrays: Mapping[Hashable, xr.DataArray], bpppb: float, *, band_dim=None, chunks=None,
-                        nodata=None, progress: bool = True, scheduler=None, torch_threads: int | None = 1,
+def compress_dataarrays(arrays: Mapping[Hashable, xr.DataArray], bpppb: float | None = None, *,
+                        psnr: float | None = None, band_dim=None, chunks=None, nodata=None, progress: bool = True,
+                        scheduler=None, torch_threads: int | None = 1,
                         **codec_options) -> dict[Hashable, xr.DataArray]:
-    """Fit every chunk of every array in one parallel computation; the compressed arrays by name."""
-    jobs = plan_fits(arrays, bpppb, band_dim=band_dim, chunks=chunks, nodata=nodata, torch_threads=torch_threads,
-                     **codec_options)
+    """Fit every chunk of every array in one parallel computation; the compressed arrays by name.
+    ``bpppb`` or ``psnr`` (neither: :data:`DEFAULT_BPPPB`)."""
+    if bpppb is None and psnr is None:
+        bpppb = DEFAULT_BPPPB
+    jobs = plan_fits(arrays, bpppb, psnr=psnr, band_dim=band_dim, chunks=chunks, nodata=nodata,
+                     torch_threads=torch_threads, **codec_options)
     return run_fits(jobs, scheduler=scheduler, progress=progress)
 
 
@@ -262,13 +277,19 @@ class INRDataArrayAccessor:
         """The band dimension, found by name (see :data:`BAND_DIM_NAMES`)."""
         return find_band_dim(self._obj)
 
-    def compress(self, bpppb: float = 0.05, *, band_dim: Hashable | None = None, chunks=None, nodata=None,
-                 progress: bool = True, scheduler=None, torch_threads: int | None = 1,
+    def compress(self, bpppb: float | None = None, *, psnr: float | None = None, band_dim: Hashable | None = None,
+                 chunks=None, nodata=None, progress: bool = True, scheduler=None, torch_threads: int | None = 1,
                  **codec_options) -> xr.DataArray:
         """Fit one network per chunk, in parallel with Dask; the result decodes lazily.
 
         bpppb : bit budget per pixel per band of every chunk (stored bytes over
-            the chunk's elements inside the array).
+            the chunk's elements inside the array); default 0.05 when ``psnr``
+            is not given.
+        psnr : a quality target in dB instead: each chunk gets the smallest
+            stream found whose PSNR over the chunk (R = max - min of its valid
+            values) meets it, searching the rate with several fits per chunk
+            (:mod:`xr_inr.core.quality`); ``.inr.inspect_chunks()`` gives each
+            chunk's PSNR. Give ``bpppb`` or ``psnr``, not both.
         band_dim : the band dimension, when its name is not a known one.
         chunks : the chunk grid (see :func:`chunk_shape_for`); default: all
             bands in one chunk, ``DEFAULT_SPATIAL_CHUNK`` pixels squared, or the
@@ -286,8 +307,8 @@ class INRDataArrayAccessor:
         and ``.inr.bpppb`` give its stored size, ``.inr.to_zarr`` stores it.
         """
         name = self._obj.name
-        return compress_dataarrays({name: self._obj}, bpppb, band_dim=band_dim, chunks=chunks, nodata=nodata,
-                                   progress=progress, scheduler=scheduler, torch_threads=torch_threads,
+        return compress_dataarrays({name: self._obj}, bpppb, psnr=psnr, band_dim=band_dim, chunks=chunks,
+                                   nodata=nodata, progress=progress, scheduler=scheduler, torch_threads=torch_threads,
                                    **codec_options)[name]
 
     @property
@@ -315,17 +336,20 @@ class INRDataArrayAccessor:
         return _source(self._obj).chunk_shape
 
     def inspect_chunks(self) -> dict[tuple[int, ...], dict]:
-        """:func:`xr_inr.inspect` of every stored chunk (method, architecture, bytes), by chunk index."""
+        """:func:`xr_inr.inspect` of every stored chunk (method, architecture, bytes), by chunk index;
+        compressed with a PSNR target, also ``psnr_target``, the chunk's ``psnr`` and its ``encodes``."""
         return _source(self._obj).inspect_chunks()
 
-    def to_zarr(self, store, bpppb: float | None = None, *, group: str | None = None, mode: str = "w-",
+    def to_zarr(self, store, bpppb: float | None = None, *, psnr: float | None = None, group: str | None = None,
+                mode: str = "w-",
                 zarr_format: int = 3, consolidated: bool | None = None, band_dim: Hashable | None = None,
                 chunks=None, nodata=None, progress: bool = True, scheduler=None, torch_threads: int | None = 1,
                 **codec_options) -> xr.DataArray:
         """Write the cube to a Zarr store with the xr_inr codec; returns the compressed DataArray.
 
         A compressed array (from :meth:`compress`) is written as it is, without
-        refitting; any other array is compressed first at ``bpppb``. Format 3
+        refitting; any other array is compressed first at ``bpppb``, or to the
+        quality target ``psnr`` (see :meth:`compress`). Format 3
         (default) uses the ``xr_inr`` serializer, format 2 the numcodecs codec.
         """
         from .store import write
@@ -335,12 +359,12 @@ class INRDataArrayAccessor:
         options = dict(group=group, mode=mode, zarr_format=zarr_format, consolidated=consolidated,
                        scheduler=scheduler, progress=progress)
         if self.is_compressed:
-            _check_no_refit(_source(obj), bpppb, chunks, nodata, codec_options)
+            _check_no_refit(_source(obj), bpppb, chunks, nodata, {**codec_options, "psnr": psnr})
             write(obj.to_dataset(name=name), {name: _source(obj)}, store, **options)
             return obj
-        if bpppb is None:
-            raise ValueError("pass bpppb= (or compress the array first with .inr.compress)")
-        jobs = plan_fits({name: obj}, bpppb, band_dim=band_dim, chunks=chunks, nodata=nodata,
+        if bpppb is None and psnr is None:
+            raise ValueError("pass bpppb= or psnr= (or compress the array first with .inr.compress)")
+        jobs = plan_fits({name: obj}, bpppb, psnr=psnr, band_dim=band_dim, chunks=chunks, nodata=nodata,
                          torch_threads=torch_threads, **codec_options)
         return write(obj.to_dataset(name=name), {name: jobs[0]}, store, **options)[name]
 
@@ -375,7 +399,7 @@ class INRDataArrayAccessor:
 
 
 def _check_no_refit(source: ChunkSource, bpppb, chunks, nodata, codec_options) -> None:
-    asked = dict(codec_options)
+    asked = {k: v for k, v in codec_options.items() if not (k == "psnr" and v is None)}
     if bpppb is not None:
         asked["bpppb"] = bpppb
     config = getattr(source, "config", None)
@@ -422,12 +446,14 @@ class INRDatasetAccessor:
             raise KeyError(f"no data variables {missing}")
         return names
 
-    def compress(self, bpppb: float = 0.05, *, variables: Iterable[Hashable] | None = None,
-                 band_dim: Hashable | None = None, **options) -> xr.Dataset:
-        """Compress the cubes (default: every data variable that is one), all chunks in one parallel run."""
+    def compress(self, bpppb: float | None = None, *, psnr: float | None = None,
+                 variables: Iterable[Hashable] | None = None, band_dim: Hashable | None = None,
+                 **options) -> xr.Dataset:
+        """Compress the cubes (default: every data variable that is one), all chunks in one parallel run;
+        at ``bpppb`` (default 0.05) or to the quality target ``psnr`` (see ``DataArray.inr.compress``)."""
         names = self._names(variables, band_dim)
         todo = {n: self._obj[n] for n in names if not self._obj[n].inr.is_compressed}
-        done = compress_dataarrays(todo, bpppb, band_dim=band_dim, **options) if todo else {}
+        done = compress_dataarrays(todo, bpppb, psnr=psnr, band_dim=band_dim, **options) if todo else {}
         out = self._obj.copy()
         for name, value in done.items():
             out[name] = value
@@ -438,20 +464,23 @@ class INRDatasetAccessor:
         """Stored bytes of the compressed cubes."""
         return sum(self._obj[n].inr.nbytes for n in self._obj.data_vars if self._obj[n].inr.is_compressed)
 
-    def to_zarr(self, store, bpppb: float | None = None, *, variables: Iterable[Hashable] | None = None,
-                group: str | None = None, mode: str = "w-", zarr_format: int = 3,
+    def to_zarr(self, store, bpppb: float | None = None, *, psnr: float | None = None,
+                variables: Iterable[Hashable] | None = None, group: str | None = None, mode: str = "w-",
+                zarr_format: int = 3,
                 consolidated: bool | None = None, band_dim: Hashable | None = None, **options) -> xr.Dataset:
-        """Write the Dataset; its cubes with the xr_inr codec (compressed first when needed), the rest as usual."""
+        """Write the Dataset; its cubes with the xr_inr codec (compressed first when needed, at ``bpppb`` or
+        to the quality target ``psnr``), the rest as usual."""
         names = self._names(variables, band_dim)
         pending = [n for n in names if not self._obj[n].inr.is_compressed]
-        if pending and bpppb is None:
-            raise ValueError(f"pass bpppb= to compress {pending}, or compress them first")
+        if pending and bpppb is None and psnr is None:
+            raise ValueError(f"pass bpppb= or psnr= to compress {pending}, or compress them first")
         for name in names:
             if name not in pending:
                 _check_no_refit(_source(self._obj[name]), bpppb, options.get("chunks"), options.get("nodata"),
-                                {k: v for k, v in options.items() if k not in _RUN_OPTIONS})
+                                {**{k: v for k, v in options.items() if k not in _RUN_OPTIONS}, "psnr": psnr})
         run = {k: options.pop(k) for k in ("progress", "scheduler") if k in options}
-        jobs = plan_fits({n: self._obj[n] for n in pending}, bpppb, band_dim=band_dim, **options) if pending else []
+        jobs = plan_fits({n: self._obj[n] for n in pending}, bpppb, psnr=psnr, band_dim=band_dim,
+                         **options) if pending else []
         cubes = {job.name: job for job in jobs}
         cubes.update({n: _source(self._obj[n]) for n in names if n not in pending})
         from .store import write

@@ -19,12 +19,18 @@ from dask.base import tokenize
 from dask.callbacks import Callback
 
 from ..core.codec import INRCodec
+from ..core.quality import encode_to_psnr
 
 TASK_PREFIX = "xr-inr-fit-"
 
 
-def fit_task(block, padded_shape, fill_value, nodata: bool, config: dict, torch_threads: int | None) -> bytes:
-    """Encode one chunk (its valid region ``block``) to a stream; runs inside a Dask task."""
+def fit_task(block, padded_shape, fill_value, nodata: bool, config: dict,
+             torch_threads: int | None) -> tuple[bytes, dict | None]:
+    """Encode one chunk (its valid region ``block``) to a stream; runs inside a Dask task.
+
+    Returns (stream, quality): quality is None at a fixed rate, and with a PSNR target what the
+    chunk achieved (:meth:`xr_inr.core.quality.QualityResult.record`: its PSNR, the encodes made).
+    """
     block = np.asarray(block)
     if torch_threads:
         import torch
@@ -33,9 +39,12 @@ def fit_task(block, padded_shape, fill_value, nodata: bool, config: dict, torch_
             torch.set_num_threads(torch_threads)
     codec = INRCodec(**config)
     padded = tuple(int(n) for n in padded_shape)
-    if padded == block.shape and not nodata:
-        return codec.encode_block(block)
-    return codec.encode_block(block, padded_shape=padded, fill_value=fill_value, mask_fill=nodata)
+    where = {} if padded == block.shape and not nodata else dict(padded_shape=padded, fill_value=fill_value,
+                                                                  mask_fill=nodata)
+    if codec.psnr is None:
+        return codec.encode_block(block, **where), None
+    result = encode_to_psnr(codec, block, **where)
+    return result.stream, result.record()
 
 
 def fit_delayed(data, chunk_shape: tuple[int, ...], fill_value: float, nodata: bool, config: dict,
@@ -68,8 +77,9 @@ def run(tasks: Sequence, *, scheduler=None, progress: bool = True, desc: str = "
         on_result=None) -> list:
     """Compute delayed fits, in order, showing per-chunk progress unless ``progress`` is False.
 
-    on_result : called as ``on_result(position, stream)`` in this process as each fit
-        finishes (the writer stores each chunk then, so an interrupted run keeps them).
+    on_result : called as ``on_result(position, result)`` in this process as each fit
+        finishes (``result``: what :func:`fit_task` returns; the writer stores each chunk then,
+        so an interrupted run keeps them).
     """
     tasks = list(tasks)
     bar = _bar(len(tasks), desc, progress)

@@ -67,6 +67,9 @@ class ChunkSource:
     dtype: np.dtype
     band_axis: int
     fill_value: float
+    config: dict = {}
+    quality: dict[tuple[int, ...], dict] = {}
+    """With a PSNR target: ``{chunk index: {"psnr": dB, "encodes": n}}`` of the chunks fitted to it."""
 
     # -- to implement -------------------------------------------------------
 
@@ -107,9 +110,16 @@ class ChunkSource:
         )
 
     def inspect_chunks(self) -> dict[tuple[int, ...], dict]:
-        """:func:`xr_inr.inspect` of every stored chunk (method, architecture, bytes), by chunk index."""
+        """:func:`xr_inr.inspect` of every stored chunk (method, architecture, bytes), by chunk index;
+        with a PSNR target, also ``psnr_target``, and the chunk's ``psnr`` and ``encodes`` where recorded."""
         streams = {index: self.stream(index) for index in np.ndindex(*self.grid_shape)}
-        return {index: inspect(stream) for index, stream in streams.items() if stream is not None}
+        found = {index: inspect(stream) for index, stream in streams.items() if stream is not None}
+        target = self.config.get("psnr")
+        if target is not None:
+            for index, info in found.items():
+                info["psnr_target"] = target
+                info.update(quality_entry(self.quality.get(index, {})))
+        return found
 
     def _ref(self, index: tuple[int, ...]) -> Any:
         return _ChunkRef(self, index)
@@ -244,7 +254,7 @@ class CompressedCube(ChunkSource):
     """Streams kept in memory: what ``DataArray.inr.compress`` returns, ready to be stored."""
 
     def __init__(self, streams: dict[tuple[int, ...], bytes], shape, chunk_shape, dtype, band_axis: int,
-                 fill_value: float, config: dict, nodata: bool):
+                 fill_value: float, config: dict, nodata: bool, quality: dict | None = None):
         self.streams = streams
         self.shape, self.chunk_shape = tuple(shape), tuple(chunk_shape)
         self.dtype, self.band_axis = np.dtype(dtype), band_axis
@@ -253,6 +263,7 @@ class CompressedCube(ChunkSource):
         """INRCodec options the chunks were fitted with (bpppb included)."""
         self.nodata = nodata
         """Whether elements equal to the fill value were masked as nodata."""
+        self.quality = dict(quality or {})
         missing = [index for index in np.ndindex(*self.grid_shape) if index not in streams]
         if missing:
             raise ValueError(f"no stream for chunks {missing[:5]}")
@@ -285,6 +296,7 @@ class StoredCube(ChunkSource):
         self.fill_value = math.nan if fill is None else float(np.asarray(fill).item())
         self.manifest = array.attrs.get(MANIFEST_ATTR)
         """``{"b.y.x": [nbytes, digest]}`` of the chunks the writer stored (None: not written by xr-inr)."""
+        self.quality = read_quality(array.attrs.get(QUALITY_ATTR))
 
     def _key(self, index) -> str:
         return self.array.metadata.encode_chunk_key(tuple(int(i) for i in index))
@@ -327,6 +339,38 @@ class StoredCube(ChunkSource):
 MANIFEST_ATTR = "xr_inr_chunks"
 """Array attribute the writer sets last: ``{"b.y.x": [nbytes, digest]}`` of every stored chunk
 (:func:`chunk_digest`)."""
+
+
+QUALITY_ATTR = "xr_inr_quality"
+"""Array attribute of a cube fitted to a PSNR target (the target itself is the codec config's ``psnr``):
+``{"b.y.x": {"psnr": dB, "encodes": n}}``, what each chunk achieved (an exact chunk: ``"inf"``) and the
+encodes its search made. Written as each chunk is stored, so a resumed write keeps it."""
+
+
+def read_quality(attr) -> dict[tuple[int, ...], dict]:
+    """:data:`QUALITY_ATTR` by chunk index (entries that are not a mapping left out)."""
+    if not isinstance(attr, dict):
+        return {}
+    out = {}
+    for key, entry in attr.items():
+        try:
+            index = tuple(int(i) for i in key.split("."))
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            out[index] = dict(entry)
+    return out
+
+
+def quality_entry(entry: dict) -> dict:
+    """A chunk's quality record with its PSNR as a float (``"inf"`` stored for an exact chunk)."""
+    entry = dict(entry)
+    if "psnr" in entry:
+        try:
+            entry["psnr"] = float(entry["psnr"])
+        except (TypeError, ValueError):
+            entry.pop("psnr")
+    return entry
 
 
 def chunk_digest(data: bytes) -> str:

@@ -31,8 +31,8 @@ from ..core.codec import INRCodec
 from ..core.decode import check_layout
 from ..core.stream import StreamError
 from .accessor import FitJob, run_fits
-from .sources import (MANIFEST_ATTR, ChunkError, ChunkSource, StoredCube, _ChunkRef, _decoded, chunk_digest,
-                      inr_codec_of, manifest_key)
+from .sources import (MANIFEST_ATTR, QUALITY_ATTR, ChunkError, ChunkSource, StoredCube, _ChunkRef, _decoded,
+                      chunk_digest, inr_codec_of, manifest_key, read_quality)
 from .zarr_codec import INRZarrCodec
 
 _KEEP_ENCODING = ("grid_mapping", "coordinates")
@@ -111,19 +111,29 @@ def write(ds: xr.Dataset, cubes: Mapping[Hashable, ChunkSource | FitJob], store,
     zgroup = zarr.open_group(where, path=group or "", mode="r+", zarr_format=zarr_format)
     arrays = {name: zgroup[str(name)] for name in cubes}
     written = {name: dict(streams) for name, streams in stored.items()}
+    quality = {name: {i: q for i, q in read_quality(arrays[name].attrs.get(QUALITY_ATTR)).items() if i in written[name]}
+               for name in cubes}
 
-    def put(name, index, stream):
+    def put(name, index, stream, achieved=None):
         _put_stream(arrays[name], index, stream)
         written[name][index] = stream
+        if achieved is not None:  # recorded as it comes: a resumed write keeps what the stored chunks achieved
+            quality[name][index] = achieved
+            arrays[name].attrs[QUALITY_ATTR] = _quality_attr(quality[name])
 
     for name, cube in cubes.items():
         if isinstance(cube, ChunkSource):
             for index in np.ndindex(*cube.grid_shape):
                 if index not in written[name]:
                     put(name, index, cube.stream(index))
+                    if index in cube.quality:
+                        quality[name][index] = cube.quality[index]
     jobs = [cube for cube in cubes.values() if isinstance(cube, FitJob)]
-    fitted = run_fits(jobs, scheduler=scheduler, progress=progress, stored=stored, on_stream=put) if jobs else {}
+    fitted = run_fits(jobs, scheduler=scheduler, progress=progress, stored=stored, stored_quality=quality,
+                      on_stream=put) if jobs else {}
     for name, array in arrays.items():  # what was written, for readers and xr_inr.verify
+        if quality[name]:
+            array.attrs[QUALITY_ATTR] = _quality_attr(quality[name])
         array.attrs[MANIFEST_ATTR] = {manifest_key(i): [len(b), chunk_digest(b)]
                                      for i, b in sorted(written[name].items())}
     zgroup.attrs[STATE_ATTR] = {"state": "complete", "fingerprint": fingerprint}
@@ -134,6 +144,10 @@ def write(ds: xr.Dataset, cubes: Mapping[Hashable, ChunkSource | FitJob], store,
     if staging is not None:
         _swap_in(staging, target)
     return fitted
+
+
+def _quality_attr(quality: Mapping) -> dict:
+    return {manifest_key(i): q for i, q in sorted(quality.items())}
 
 
 def _fingerprint(cubes: Mapping[Hashable, ChunkSource | FitJob]) -> str:
@@ -201,7 +215,8 @@ def _layout(ds, cubes, where, *, group, mode, zarr_format, fingerprint) -> None:
     cube_vars = ds[names]
     for name in names:
         cube = cubes[name]
-        attrs = without_identity_scaling({k: v for k, v in ds.variables[name].attrs.items() if k != MANIFEST_ATTR})
+        attrs = without_identity_scaling({k: v for k, v in ds.variables[name].attrs.items()
+                                          if k not in (MANIFEST_ATTR, QUALITY_ATTR)})
         variable = xr.Variable(ds.variables[name].dims, dsa.empty(cube.shape, dtype=cube.dtype,
                                                                    chunks=cube.chunk_shape), attrs)
         variable.encoding = _cube_encoding(ds.variables[name], cube, zarr_format)
@@ -292,7 +307,7 @@ def open_zarr(store, *, scale: float | Mapping[Hashable, float] | None = None, g
         source = StoredCube(array, missing=missing)
         if variable.shape != source.shape or variable.dtype != source.dtype:
             continue
-        attrs = {k: v for k, v in variable.attrs.items() if k != MANIFEST_ATTR}
+        attrs = {k: v for k, v in variable.attrs.items() if k not in (MANIFEST_ATTR, QUALITY_ATTR)}
         ds[name] = variable.copy(deep=False, data=source.lazy())
         ds[name].attrs = attrs
     if scale is not None:
