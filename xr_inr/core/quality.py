@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import metrics
 from .encode import QualityWarning, encode_block
 from .stream import Method, Reader
 
@@ -109,23 +110,17 @@ def check_target(psnr) -> float:
 
 def block_psnr(block: np.ndarray, decoded: np.ndarray, *, fill_value: float | None = None,
                mask_fill: bool = False) -> float:
-    """PSNR of ``decoded`` (a chunk, possibly padded beyond ``block``) against ``block``: R = max - min
-    of the block's valid values (not NaN; not equal to ``fill_value`` when ``mask_fill``); inf when exact
-    or when no value is valid."""
-    original = np.asarray(block, dtype=np.float64)
+    """:func:`xr_inr.metrics.psnr` of ``decoded`` (a chunk, possibly padded beyond ``block``) against
+    ``block``, over the block's valid values (not NaN; not equal to ``fill_value`` when ``mask_fill``);
+    inf when exact or when no value is valid."""
+    original = np.array(block, dtype=np.float64)  # a copy: masked values become NaN
     decoded = np.asarray(decoded, dtype=np.float64)[tuple(slice(0, n) for n in original.shape)]
-    valid = ~np.isnan(original)
     if mask_fill and fill_value is not None and not math.isnan(fill_value):
-        valid &= original != fill_value
-    if not valid.any():
+        original[original == fill_value] = np.nan
+    if not np.isfinite(original).any():
         return math.inf
-    values = original[valid]
-    mse = float(np.mean(np.square(values - decoded[valid])))
-    if mse == 0:
-        return math.inf
-    peak = float(values.max() - values.min())
-    with np.errstate(divide="ignore"):
-        return float(10 * np.log10(peak**2 / mse))
+    value = metrics.psnr(original, decoded)
+    return math.inf if math.isnan(value) else value  # nan: 0 / 0, an exact constant block
 
 
 def encode_to_psnr(codec, block: np.ndarray, *, padded_shape=None, fill_value: float | None = None,
