@@ -11,6 +11,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import dask
 import numpy as np
@@ -19,7 +20,7 @@ import xarray as xr
 import zarr
 
 import xr_inr
-from xr_inr import BandDimError, INRZarrCodec, find_band_dim, inspect
+from xr_inr import BandDimError, BudgetWarning, INRZarrCodec, find_band_dim, inspect
 from xr_inr.core.decode import decode_counter
 from xr_inr.xarray_zarr.accessor import DATAARRAY_VARIABLE
 from xr_inr.xarray_zarr.sources import StoredCube, source_of
@@ -453,6 +454,17 @@ def test_preview_keeps_the_georeference(crop, tmp_path, write_geotiff):
     assert var.rio.transform(recalc=True) == transform
 
 
+def test_the_encoders_warnings_are_issued_once_naming_their_chunk():
+    tiny = xr.DataArray(np.linspace(0, 1, 120, dtype=np.float32).reshape(30, 2, 2), dims=("band", "y", "x"),
+                        name="tiny")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny.inr.compress(0.1, chunks={"y": 1, "x": 2}, progress=False, scheduler="threads")
+    messages = sorted(str(w.message) for w in caught if issubclass(w.category, BudgetWarning))
+    assert len(messages) == 2  # once each: collected in the fit tasks, issued by the caller
+    assert messages[0].startswith("tiny chunk (0, 0, 0): ") and messages[1].startswith("tiny chunk (0, 1, 0): ")
+
+
 # -- distributed -------------------------------------------------------------------------
 
 
@@ -468,10 +480,16 @@ def test_an_open_distributed_client_is_used(crop, compressed, tmp_path):
         assert workers <= set(client.scheduler_info()["workers"])
         values = remote.values  # decoded on the workers too: the streams travel with the tasks
         stored = crop.inr.to_zarr(tmp_path / "remote.zarr", BPPPB, chunks=CHUNKS, **FAST)  # chunks stored as fitted
+        tiny = xr.DataArray(np.linspace(0, 1, 120, dtype=np.float32).reshape(30, 2, 2), dims=("band", "y", "x"))
+        with pytest.warns(BudgetWarning) as caught:  # issued by the workers, relayed by the client
+            tiny.inr.compress(0.1, chunks={"y": 1, "x": 2}, progress=False)
     assert xr_inr.verify(tmp_path / "remote.zarr").ok
     assert source_of(stored.data).streams == source_of(compressed.data).streams
     assert source_of(remote.data).streams == source_of(compressed.data).streams  # byte-identical chunks
     np.testing.assert_array_equal(values, compressed.values)  # same seed, one thread: same networks
+    messages = sorted(str(w.message) for w in caught if issubclass(w.category, BudgetWarning))
+    assert len(messages) == 2 and all("cannot hold a network" in m for m in messages)
+    assert messages[0].startswith("chunk (0, 0, 0): ") and messages[1].startswith("chunk (0, 1, 0): ")
 
 
 def test_example_script_runs(shared_dataset):

@@ -9,6 +9,8 @@ budget (float16 values) are stored here.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import warnings
 
@@ -36,10 +38,37 @@ the Jasper crop at 1.0 bpppb (300 steps), scattered NaN at 2 % / 5 % / 10 % of t
 of the budget and cost 6 / 8 / 11 dB."""
 
 
+_COLLECTED: contextvars.ContextVar[list | None] = contextvars.ContextVar("xr_inr_collected_warnings", default=None)
+
+
+def emit_warning(message: str, category: type[Warning], stacklevel: int = 2) -> None:
+    """``warnings.warn``, or, inside :func:`collected_warnings` (in this thread), kept for the caller."""
+    sink = _COLLECTED.get()
+    if sink is None:
+        warnings.warn(message, category, stacklevel=stacklevel + 1)
+    else:
+        sink.append((category, message))
+
+
+@contextlib.contextmanager
+def collected_warnings():
+    """Collect the encoder's warnings (:func:`emit_warning`) as (category, message) pairs instead of issuing them.
+
+    A Dask task runs in a worker thread or process whose warnings the user would not see (a
+    ``dask.distributed`` worker only logs them); the task returns them and the client issues them,
+    naming the chunk. A context variable, not ``warnings.catch_warnings``: that one changes the whole
+    process's warning state and is not safe while other threads encode."""
+    sink: list = []
+    token = _COLLECTED.set(sink)
+    try:
+        yield sink
+    finally:
+        _COLLECTED.reset(token)
+
+
 def warn_over_budget(nbytes: int, n_values: int, bpppb: float, why: str) -> None:
     """The one warning of a stream over its budget: its rate, the budget, and why."""
-    warnings.warn(f"{8 * nbytes / n_values:.3g} bpppb, over the {bpppb} bpppb budget: {why}",
-                  BudgetWarning, stacklevel=4)
+    emit_warning(f"{8 * nbytes / n_values:.3g} bpppb, over the {bpppb} bpppb budget: {why}", BudgetWarning, stacklevel=4)
 
 
 def validated_block(buf) -> np.ndarray:
@@ -146,9 +175,9 @@ def encode_block(codec, block, *, padded_shape=None, fill_value: float | None = 
     budget_bytes = math.floor(codec.bpppb * block.size / 8)
     fixed_bytes = bs.HEADER_BYTES + (bs.FILL_BYTES if has_fill else 0) + len(mask) + bs.CRC_BYTES
     if warn and len(mask) > MASK_SHARE_WARNED * budget_bytes:
-        warnings.warn(f"{nan.mean():.1%} of the block's elements are NaN/nodata and their mask takes {len(mask)} "
-                      f"of the {budget_bytes} budget bytes: little is left for the network, expect a low "
-                      "quality (raise bpppb, or fill the gaps first)", QualityWarning, stacklevel=3)
+        emit_warning(f"{nan.mean():.1%} of the block's elements are NaN/nodata and their mask takes {len(mask)} "
+                     f"of the {budget_bytes} budget bytes: little is left for the network, expect a low "
+                     "quality (raise bpppb, or fill the gaps first)", QualityWarning, stacklevel=3)
     check_device(codec.device)
     method = BY_NAME[codec.method]
     payload = method.encode(np.where(nan, math.nan, cube), 8 * budget_bytes, 8 * fixed_bytes, codec)

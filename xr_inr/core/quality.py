@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import metrics
-from .encode import QualityWarning, encode_block
+from .encode import QualityWarning, emit_warning, encode_block
 from .stream import Method, Reader
 
 MAX_PSNR = 200.0
@@ -255,7 +254,7 @@ def _choose(tries: list[Try], target: float) -> QualityResult:
         best = min(met, key=lambda t: (t.nbytes, -t.psnr))
     else:
         best = max(tries, key=lambda t: t.psnr)
-        warnings.warn(f"no stream met the {target:g} dB target in {len(tries)} encodes: keeping the best, "
-                      f"{best.psnr:.2f} dB at {best.bpppb:.3g} bpppb ({best.nbytes} bytes)", QualityWarning,
-                      stacklevel=4)
+        emit_warning(f"no stream met the {target:g} dB target in {len(tries)} encodes: keeping the best, "
+                     f"{best.psnr:.2f} dB at {best.bpppb:.3g} bpppb ({best.nbytes} bytes)", QualityWarning,
+                     stacklevel=4)
     return QualityResult(target, best.stream, best.psnr, bool(met), tries)

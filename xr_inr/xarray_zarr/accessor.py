@@ -8,6 +8,7 @@ functions that need them. See docs/zarr.md for a tour.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from collections.abc import Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -216,7 +217,10 @@ def run_fits(jobs: list[FitJob], *, scheduler=None, progress: bool = True, store
 
     def finished(position, result):
         name, index, _ = todo[position]
-        stream, achieved = result
+        stream, achieved, caught = result
+        for category, message in caught:  # issued here: a worker's own warnings never reach the user
+            where = f"chunk {index}" if name is None else f"{name!s} chunk {index}"
+            warnings.warn(f"{where}: {message}", category, stacklevel=2)
         streams[name][index] = stream
         if achieved is not None:
             quality[name][index] = achieved

@@ -19,18 +19,27 @@ from dask.base import tokenize
 from dask.callbacks import Callback
 
 from ..core.codec import INRCodec
+from ..core.encode import collected_warnings
 from ..core.quality import encode_to_psnr
 
 TASK_PREFIX = "xr-inr-fit-"
 
 
 def fit_task(block, padded_shape, fill_value, nodata: bool, config: dict,
-             torch_threads: int | None) -> tuple[bytes, dict | None]:
+             torch_threads: int | None) -> tuple[bytes, dict | None, list]:
     """Encode one chunk (its valid region ``block``) to a stream; runs inside a Dask task.
 
-    Returns (stream, quality): quality is None at a fixed rate, and with a PSNR target what the
-    chunk achieved (:meth:`xr_inr.core.quality.QualityResult.record`: its PSNR, the encodes made).
+    Returns (stream, quality, warnings): quality is None at a fixed rate, and with a PSNR target
+    what the chunk achieved (:meth:`xr_inr.core.quality.QualityResult.record`: its PSNR, the
+    encodes made); warnings are the encoder's (category, message) pairs, for the client to issue
+    (:func:`xr_inr.core.encode.collected_warnings`).
     """
+    with collected_warnings() as caught:
+        stream, quality = _fit(block, padded_shape, fill_value, nodata, config, torch_threads)
+    return stream, quality, caught
+
+
+def _fit(block, padded_shape, fill_value, nodata: bool, config: dict, torch_threads: int | None):
     block = np.asarray(block)
     if torch_threads:
         import torch
