@@ -129,6 +129,18 @@ def test_a_stream_of_another_dtype_or_shape_raises_in_both_readers(store, kind):
     assert xr_inr.verify(store).mismatched
 
 
+@pytest.mark.parametrize("shape, dtype", [((20, 12, 20), np.uint16), ((20, 20, 12), np.int16)])
+def test_a_format_2_plain_reader_refuses_a_stream_of_the_same_size_but_another_layout(written, tmp_path, shape,
+                                                                                       dtype):
+    path = tmp_path / "v2.zarr"
+    xr_inr.open_zarr(written[0])["r"].inr.to_zarr(path, zarr_format=2)  # the stored streams, no refit
+    assert numcodecs.get_codec(json.loads((path / "r" / ".zarray").read_text())["compressor"]).chunk_shape == (20, 20, 12)
+    np.testing.assert_array_equal(xr.open_zarr(path)["r"].values, written[1])
+    (path / "r" / "0.0.0").write_bytes(constant_stream(shape, dtype, 7))  # Zarr would reshape or view it silently
+    with pytest.raises(Exception, match=r"the chunk is \(20, 20, 12\) uint16"):
+        xr.open_zarr(path)["r"].values
+
+
 def test_an_unfinished_write_is_reported_not_read_as_fill(store):
     import zarr
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numcodecs.abc import Codec
 from numcodecs.compat import ndarray_copy
 
-from .decode import decode_block
+from .decode import check_layout, decode_block
 from .encode import encode_block, valid_extent, validated_block
 from .quality import check_target, encode_to_psnr
+from .stream import DTYPE_CODES
 
 METHODS = ("grid", "siren")
 DEFAULT_STEPS = {"grid": 1000, "siren": 2000}
@@ -61,6 +63,12 @@ class INRCodec(Codec):
         trailing rows, columns or bands made of it only (the padding of an edge
         chunk) are left out of the fit and restored exactly (``"NaN"`` or NaN
         for float arrays). None (default): every element is fitted.
+    chunk_shape, dtype : the Zarr array's chunk shape and dtype, given together
+        (``to_zarr`` sets them for Zarr format 2, whose compressor gets no chunk
+        spec): ``decode`` refuses a stream of another layout
+        (:class:`~xr_inr.core.decode.LayoutError`) before decoding it, where Zarr
+        would reshape or view one of the same byte size silently, and
+        ``encode`` a block of another shape. None (default): not checked.
     """
 
     codec_id = "xr_inr"
@@ -84,6 +92,8 @@ class INRCodec(Codec):
         device: str | None = None,
         fill_value: float | str | None = None,
         psnr: float | None = None,
+        chunk_shape: tuple[int, ...] | None = None,
+        dtype: str | None = None,
     ):
         if bpppb is not None and psnr is not None:
             raise ValueError(f"give bpppb (a rate) or psnr (a quality target), not both: got bpppb={bpppb!r}, "
@@ -126,12 +136,14 @@ class INRCodec(Codec):
         self.seed = int(seed)
         self.device = device
         self.fill_value = None if fill_value is None else float(fill_value)
+        self.chunk_shape, self.dtype = _layout(chunk_shape, dtype)
 
     @classmethod
     def from_config(cls, config: dict) -> INRCodec:
         """The codec of a stored config, for reading (numcodecs ``get_codec`` calls this).
 
-        Decoding needs no setting (a stream describes itself) but ``band_axis``:
+        Decoding needs no setting (a stream describes itself) but ``band_axis``
+        and, where stored, ``chunk_shape`` and ``dtype`` (checked against each stream):
         settings only encoding uses are not checked here, so a store written by
         a newer version (an unknown key) or with odd encode settings still
         reads. Encoding with such a codec raises, naming the problem.
@@ -140,7 +152,9 @@ class INRCodec(Codec):
         try:
             return cls(**config)
         except (TypeError, ValueError) as err:
-            codec = cls(band_axis=config.get("band_axis", 0))  # a bad band axis still raises
+            # what decoding reads (the band axis, the chunk layout) must be valid
+            codec = cls(band_axis=config.get("band_axis", 0), chunk_shape=config.get("chunk_shape"),
+                        dtype=config.get("dtype"))
             codec._cannot_encode = f"the stored codec config cannot encode: {err}"
             codec._stored = config
             return codec
@@ -160,6 +174,8 @@ class INRCodec(Codec):
             config["psnr"] = self.psnr
         if self.fill_value is not None:  # JSON has no NaN: stored as the string "NaN"
             config["fill_value"] = "NaN" if math.isnan(self.fill_value) else self.fill_value
+        if self.chunk_shape is not None:
+            config.update(chunk_shape=list(self.chunk_shape), dtype=self.dtype)
         return config
 
     def __repr__(self) -> str:
@@ -171,6 +187,8 @@ class INRCodec(Codec):
     def encode(self, buf) -> bytes:
         self._check_can_encode()
         block = validated_block(buf)
+        if self.chunk_shape is not None and block.shape != self.chunk_shape:
+            raise ValueError(f"a {block.shape} block given to a codec of {self.chunk_shape} chunks")
         if self.fill_value is None:
             return self._encode(block)
         return self.encode_padded(block, self.fill_value)
@@ -215,7 +233,26 @@ class INRCodec(Codec):
     # -- decoding ---------------------------------------------------------
 
     def decode(self, buf, out=None):
+        if self.chunk_shape is not None:
+            check_layout(buf, self.chunk_shape, self.dtype)
         block = decode_block(buf)
         if out is not None:
             return ndarray_copy(block, out)
         return block
+
+
+def _layout(chunk_shape, dtype) -> tuple[tuple[int, ...] | None, str | None]:
+    """``chunk_shape`` and ``dtype`` checked (both or neither; 3 positive sizes, a dtype streams hold)."""
+    if chunk_shape is None and dtype is None:
+        return None, None
+    if chunk_shape is None or dtype is None:
+        raise ValueError("chunk_shape and dtype go together (the Zarr array's chunk layout)")
+    try:
+        shape = tuple(int(n) for n in chunk_shape)
+        dtype = np.dtype(dtype)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"invalid chunk layout {chunk_shape!r}, {dtype!r}: {err}") from None
+    if len(shape) != 3 or min(shape) < 1 or dtype not in DTYPE_CODES:
+        raise ValueError(f"invalid chunk layout {chunk_shape!r}, {dtype!r}: 3 positive sizes and a dtype of "
+                         f"{', '.join(str(d) for d in DTYPE_CODES)}")
+    return shape, str(dtype)

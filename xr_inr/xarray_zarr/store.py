@@ -67,12 +67,14 @@ def _cube_encoding(variable: xr.Variable, source: ChunkSource, zarr_format: int)
     encoding = {k: v for k, v in variable.encoding.items() if k in _KEEP_ENCODING}
     config = dict(getattr(source, "config", {}))
     config["band_axis"] = source.band_axis
-    config.pop("fill_value", None)
+    for key in ("fill_value", "chunk_shape", "dtype"):  # the target array's, set below
+        config.pop(key, None)
     encoding.update(filters=None, chunks=source.chunk_shape)
     if zarr_format == 3:
         encoding.update(serializer=INRZarrCodec(**config), compressors=None, fill_value=_fill_for(source))
     else:  # format 2: the fill value travels as _FillValue, set by the caller
-        encoding.update(compressors=[INRCodec(**config, fill_value=source.fill_value)])
+        encoding.update(compressors=[INRCodec(**config, fill_value=source.fill_value, chunk_shape=source.chunk_shape,
+                                              dtype=str(source.dtype))])  # the compressor gets no chunk spec
     return encoding
 
 
