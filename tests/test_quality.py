@@ -242,6 +242,9 @@ def test_accessor_records_what_each_chunk_achieved(cube, written):
     config = zarr.open_group(path, mode="r")["r"].metadata.codecs[0].to_dict()["configuration"]
     assert config["psnr"] == TARGET and config["bpppb"] is None
     assert xr.open_zarr(path)["r"].values.shape == cube.shape  # a plain reader
+    properties = stored.inr.to_stac_item(str(path)).properties
+    assert properties["inr:psnr_target"] == TARGET
+    assert properties["inr:chunk_psnr_min"] == pytest.approx(min(measured.values()))
 
 
 def test_a_resumed_write_keeps_the_recorded_quality(cube, written, monkeypatch):

@@ -76,6 +76,11 @@ def item_for(cube: xr.DataArray, href: str, *, item_id: str | None = None, datet
         "inr:bpppb": source.bpppb,
         "inr:stored_bytes": source.nbytes,
     })
+    if source.config.get("psnr") is not None:  # a quality target: what the chunks reached (each over itself)
+        reached = [info["psnr"] for info in chunks if np.isfinite(info.get("psnr", np.nan))]
+        item.properties["inr:psnr_target"] = source.config["psnr"]
+        if reached:
+            item.properties["inr:chunk_psnr_min"] = min(reached)
     return item
 
 
