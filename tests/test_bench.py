@@ -32,7 +32,7 @@ def test_bench_cli_writes_the_three_outputs(tmp_path, shared_dataset):
         assert 2.5 < run["bpppb"] <= 3
         assert run["bpppb"] == pytest.approx(8 * run["nbytes"] / (12 * 32 * 32))
         assert run["psnr"] > 30 and run["sam_deg"] >= 0 and run["encode_s"] > 0
-        assert run["peak_rss_mb"] >= run["decode_peak_rss_mb"] > 10
+        assert run["peak_rss_mb"] > 10 and run["decode_peak_rss_mb"] > 10 and run["decode_s"] > 0
 
     table = (out / "results.md").read_text()
     assert "## jasper_ridge_100x100x198 (12×32×32, uint16)" in table
@@ -58,15 +58,15 @@ class _Allocating:
         return np.zeros((2, 2, 2)) + np.ones(50 * 2**20 // 8).sum()
 
 
-def test_peak_memory_of_a_stage_is_measured(monkeypatch):
+def test_peak_memory_of_the_encode_and_of_a_decode_are_measured(monkeypatch):
     monkeypatch.setitem(baselines.BASELINES, "allocating", _Allocating())
     outcome = bench._timed_run("allocating", np.zeros((2, 2, 2)), 1.0, {})
-    assert outcome["status"] == "ok"
+    assert outcome["status"] == "ok" and outcome["data"] == bytes(16)
+    timing = bench._decode_timings({"allocating": outcome["data"]})["allocating"]
+    assert timing["decode_s"] > 0
     if outcome["rss_method"] == "vmhwm-reset":
         assert outcome["peak_rss_mb"] - outcome["rss_base_mb"] > 150
-        assert outcome["decode_peak_rss_mb"] < outcome["peak_rss_mb"] - 100
-        # the decode's own 50 MB, not the encoder's 100 MB it started with
-        assert 40 < outcome["decode_rss_growth_mb"] < 70 < outcome["decode_peak_rss_mb"] - outcome["rss_base_mb"]
+        assert 40 < timing["decode_rss_growth_mb"] < 70  # the decode's own 50 MB
     else:
         assert outcome["peak_rss_mb"] > 150
 
@@ -120,7 +120,7 @@ def test_partial_results_are_saved_and_reports_merge(tmp_path, shared_dataset):
     cubes = bench._load_cubes([data], "16x16x8", False)
     bench.run_benchmark(cubes, ["pca-dct"], [2.0, 4.0], log=lambda _: None,
                         on_record=lambda records: saved_counts.append(len(records)))
-    assert saved_counts == [1, 2]  # a callback after every run: an interrupted benchmark keeps its runs
+    assert saved_counts == [1, 2, 2]  # after every run (an interrupted benchmark keeps its runs), and decode times
 
     for name, rate in (("a", "2"), ("b", "4")):
         cli.main(["bench", "--data", data, "--crop", "16x16x8", "--bpppb", rate, "--codecs", "pca-dct",

@@ -49,9 +49,9 @@ __all__ = [
 ]
 
 INR_PREFIX = "inr"
-DECODE_REPEATS = 5
-"""Decodes per run: ``decode_s`` is the fastest (a decode takes milliseconds; one alone
-measures the machine's noise as much as the codec)."""
+DECODE_REPEATS = 7
+"""Rounds of :func:`_decode_timings`: ``decode_s`` is a codec's fastest decode (a decode takes
+milliseconds; one alone measures the machine's noise as much as the codec)."""
 
 
 ARCHITECTURE_KEYS = ("method", "components", "channels", "hidden", "depth", "width")
@@ -139,7 +139,8 @@ def _peak_mb(resettable: bool) -> float:
 
 
 def _timed_run(codec_name: str, cube: np.ndarray, target_bpppb: float, inr_options: dict) -> dict:
-    """Encode then decode in this (worker) process; timings, memory, stream size and decoded cube."""
+    """Encode then decode once in this (worker) process: encode time, memory, the stream and the
+    decoded cube (decode times come from :func:`_decode_timings`)."""
     codec = make_codec(codec_name, inr_options)
     resettable = _reset_peak()
     base_mb = _status_kib("VmRSS") / 1024 if resettable else None
@@ -151,30 +152,47 @@ def _timed_run(codec_name: str, cube: np.ndarray, target_bpppb: float, inr_optio
         except baselines.TargetUnreachable as error:
             return {"status": "unreachable", "message": str(error), "min_bpppb": error.min_bpppb}
         encode_s = time.perf_counter() - start
-        encode_peak = _peak_mb(resettable)
-        _reset_peak()
-        before_decode_mb = _status_kib("VmRSS") / 1024 if resettable else None
-        decode_s, decoded = math.inf, None
-        for _ in range(DECODE_REPEATS):
-            decoded = None  # the peak is one decode's
-            start = time.perf_counter()
-            decoded = codec.decode(result.data)
-            decode_s = min(decode_s, time.perf_counter() - start)
-        decode_peak = _peak_mb(resettable)
+        decoded = codec.decode(result.data)
     return {
         "status": "ok",
         "message": "; ".join(str(w.message) for w in caught),
         "nbytes": len(result.data),
         "params": result.params,
         "encode_s": encode_s,
-        "decode_s": decode_s,
-        "peak_rss_mb": max(encode_peak, decode_peak),
-        "decode_peak_rss_mb": decode_peak,
-        "decode_rss_growth_mb": None if before_decode_mb is None else decode_peak - before_decode_mb,
+        "peak_rss_mb": _peak_mb(resettable),
         "rss_base_mb": base_mb,
         "rss_method": "vmhwm-reset" if resettable else "ru_maxrss",
         "decoded": decoded,
+        "data": result.data,
     }
+
+
+def _decode_timings(streams: dict[str, bytes]) -> dict[str, dict]:
+    """Decode time and memory of each codec's stream, in this fresh (worker) process.
+
+    After one warm-up decode each, the streams are decoded in turn, DECODE_REPEATS rounds (the
+    order reversed every other round): the machine's load falls on every codec alike, and each
+    codec's time is its fastest. Memory: each codec's peak RSS during one more decode, and that
+    peak over the RSS just before it (what decoding needs)."""
+    codecs = {name: make_codec(name) for name in streams}
+    for name, data in streams.items():
+        codecs[name].decode(data)
+    best = dict.fromkeys(streams, math.inf)
+    order = list(streams)
+    for round_ in range(DECODE_REPEATS):
+        for name in order if round_ % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            codecs[name].decode(streams[name])
+            best[name] = min(best[name], time.perf_counter() - start)
+    out = {}
+    for name, data in streams.items():
+        resettable = _reset_peak()
+        before = _status_kib("VmRSS") / 1024 if resettable else None
+        codecs[name].decode(data)
+        peak = _peak_mb(resettable)
+        out[name] = {"decode_s": best[name], "decode_peak_rss_mb": peak,
+                     "decode_rss_growth_mb": None if before is None else peak - before}
+    return out
 
 
 def _guarded_run(codec_name: str, cube: np.ndarray, target_bpppb: float, inr_options: dict) -> dict:
@@ -213,7 +231,7 @@ def _record(codec: str, dataset: str, cube: np.ndarray, target: float, outcome: 
         return record
     record["nbytes"] = outcome["nbytes"]
     record["bpppb"] = 8 * outcome["nbytes"] / cube.size
-    record.update({key: outcome[key] for key in _RUN_KEYS})
+    record.update({key: outcome.get(key) for key in _RUN_KEYS})  # decode times and memory: added later
     record.update(metrics.summary(cube, outcome["decoded"]))
     if record["bpppb"] > target:
         record["status"] = "unreachable"
@@ -225,10 +243,14 @@ def _record(codec: str, dataset: str, cube: np.ndarray, target: float, outcome: 
 
 def _run_isolated(codec: str, cube: np.ndarray, target: float, inr_options: dict) -> dict:
     """One run in a fresh spawned process; a crashed worker becomes an "error" outcome."""
+    return _in_worker(_guarded_run, codec, cube, target, inr_options)
+
+
+def _in_worker(function, *args) -> dict:
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         try:
-            return pool.submit(_guarded_run, codec, cube, target, inr_options).result()
+            return pool.submit(function, *args).result()
         except concurrent.futures.process.BrokenProcessPool as error:
             return {"status": "error", "message": f"worker process died: {error}"}
 
@@ -303,18 +325,32 @@ def run_benchmark(
     """
     records = []
     for dataset, cube in cubes.items():
+        streams = {target: {} for target in rates}
         for codec in codecs:
             for target in rates:
                 outcome = _run_isolated(codec, cube, target, inr_options or {})
                 record = _record(codec, dataset, cube, target, outcome)
                 records.append(record)
                 if record["status"] == "ok":
+                    streams[target][codec] = (record, outcome["data"])
                     summary = f"{record['bpppb']:.4f} bpppb  {record['psnr']:.2f} dB  {record['encode_s']:.1f} s"
                 else:
                     summary = record["message"]
                 log(f"{dataset} {codec} @{target:g}: {record['status']}  {summary}")
                 if on_record is not None:
                     on_record(records)
+        for target, done in streams.items():  # decode times: every codec's stream of a cell in one worker
+            try:
+                timings = _in_worker(_decode_timings, {codec: data for codec, (_, data) in done.items()}) if done else {}
+            except Exception as error:  # all these streams decoded once already: not expected
+                log(f"{dataset} @{target:g}: decode timing failed: {type(error).__name__}: {error}")
+                timings = {}
+            for codec, (record, _) in done.items():
+                record.update(timings.get(codec, {}))
+            log(f"{dataset} @{target:g} decode s: " + ", ".join(
+                f"{codec} {_cell(record['decode_s'], 4)}" for codec, (record, _) in done.items()))
+        if on_record is not None:
+            on_record(records)
     return records
 
 
