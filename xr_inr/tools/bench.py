@@ -1,14 +1,13 @@
 """Rate-distortion benchmark: codecs x target rates x datasets.
 
-Each encode + decode runs in a fresh worker process (multiprocessing "spawn"),
-so its time and memory are its own. Peak memory is the worker's peak resident
-set size (Linux VmHWM) during the encode and during the decode, each stage
-starting from a reset of that peak (``/proc/self/clear_refs``); it includes
-what the worker already holds: the interpreter, imported libraries and the
-input cube (``rss_base_mb``); ``decode_rss_growth_mb`` is what the decode
-alone added (its peak over the RSS it started from, which still holds the
-encoder's memory). Where the reset is not possible, the worker's
-``ru_maxrss`` since its start is reported instead (``rss_method``).
+Each encode (and one decode, for the metrics) runs in a fresh worker process
+(multiprocessing "spawn"), so its time and memory are its own: peak memory is
+the worker's peak resident set size (Linux VmHWM, reset through
+``/proc/self/clear_refs``; it includes the interpreter, imported libraries and
+the input cube, ``rss_base_mb``; elsewhere ``ru_maxrss``, see ``rss_method``).
+Decode times and memory come from one more worker per cube and rate that
+decodes every codec's stream in turn (:func:`_decode_timings`), so the
+machine's load falls on the codecs alike.
 
 Writes ``results.json``, ``results.md`` and ``rd.png`` (see docs/benchmarks.md).
 """
