@@ -91,7 +91,7 @@ def test_a_tiny_benchmark_reports_its_fields(jasper_crop, tmp_path, monkeypatch,
                               "--memory-workers", "1", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert report["machine"]["cpu_count"] >= 1 and report["date"].startswith("20")
-    assert report["settings"]["bands"] == 16 and report["sources"]["source-32x64x16.zarr"]["n_chunks"] == 8
+    assert report["settings"]["bands"] == 16 and report["sources"]["source-32x64x16-16.zarr"]["n_chunks"] == 8
     one, two = report["scaling"]
     assert (one["scheduler"], one["workers"], two["workers"]) == ("threads", 1, 2)
     assert one["n_chunks"] == 8 and one["shape"] == [16, 32, 64] and one["verified"] and two["verified"]

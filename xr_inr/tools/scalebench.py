@@ -295,8 +295,8 @@ def _commit() -> str | None:
 
 
 def run(data: str | Path | None = None, *, size=(1024, 1024), bands: int = 200, chunk: int = 128,
-        scale_size=(256, 512), compare_size=(512, 512), bpppb: float = 0.1, steps: int = 20,
-        scale_steps: int = 100, workers: int = 2, schedulers=("threads", "distributed"),
+        scale_size=(256, 512), scale_chunk: int | None = None, compare_size=(512, 512), bpppb: float = 0.1,
+        steps: int = 20, scale_steps: int = 100, workers: int = 2, schedulers=("threads", "distributed"),
         memory_scheduler: str = "distributed", memory_workers: int | None = None, do_scaling: bool = True,
         do_memory: bool = True, folder: str | Path | None = None, on_row=None) -> dict:
     """The whole benchmark; returns the report (machine, date, settings, source cubes, scaling, memory rows).
@@ -304,9 +304,11 @@ def run(data: str | Path | None = None, *, size=(1024, 1024), bands: int = 200, 
     on_row : called as ``on_row(report)`` after each measurement (the report so far)."""
     data = Path(data) if data is not None else default_data()
     memory_workers = workers if memory_workers is None else memory_workers
+    scale_chunk = chunk if scale_chunk is None else scale_chunk
     base = base_cube(data)
     settings = {"data": str(data), "size": list(size), "bands": bands, "chunk": chunk,
-                "scale_size": list(scale_size), "compare_size": list(compare_size) if compare_size else None,
+                "scale_size": list(scale_size), "scale_chunk": scale_chunk,
+                "compare_size": list(compare_size) if compare_size else None,
                 "bpppb": bpppb, "steps": steps, "scale_steps": scale_steps, "workers": workers,
                 "schedulers": list(schedulers), "memory_scheduler": memory_scheduler, "memory_workers": memory_workers,
                 "threads_per_worker": 1, "torch_threads": 1}
@@ -317,10 +319,10 @@ def run(data: str | Path | None = None, *, size=(1024, 1024), bands: int = 200, 
     with tempfile.TemporaryDirectory(prefix="xr-inr-scalebench-", dir=folder) as tmp:
         tmp = Path(tmp)
 
-        def source(shape) -> str:
-            name = f"source-{shape[0]}x{shape[1]}x{bands}.zarr"
+        def source(shape, side) -> str:
+            name = f"source-{shape[0]}x{shape[1]}x{bands}-{side}.zarr"
             if name not in report["sources"]:
-                report["sources"][name] = write_source(tmp / name, base, shape, bands, chunk)
+                report["sources"][name] = write_source(tmp / name, base, shape, bands, side)
             return str(tmp / name)
 
         def done():
@@ -328,11 +330,12 @@ def run(data: str | Path | None = None, *, size=(1024, 1024), bands: int = 200, 
                 on_row(report)
 
         if do_scaling:
-            scaling(source(scale_size), tmp, schedulers=schedulers, workers=tuple(sorted({1, workers})),
-                    bpppb=bpppb, steps=scale_steps, rows=report["scaling"], on_row=done)
+            scaling(source(scale_size, scale_chunk), tmp, schedulers=schedulers,
+                    workers=tuple(sorted({1, workers})), bpppb=bpppb, steps=scale_steps, rows=report["scaling"],
+                    on_row=done)
         if do_memory:
             sizes = [size] + ([compare_size] if compare_size and tuple(compare_size) != tuple(size) else [])
-            memory([source(s) for s in sizes], tmp, scheduler=memory_scheduler, workers=memory_workers,
+            memory([source(s, chunk) for s in sizes], tmp, scheduler=memory_scheduler, workers=memory_workers,
                    bpppb=bpppb, steps=steps, rows=report["memory"], on_row=done)
     report["seconds"] = time.perf_counter() - start
     return report
@@ -345,7 +348,8 @@ def markdown(report: dict) -> str:
     if report["scaling"]:
         shape = report["scaling"][0]["shape"]
         lines += [f"Scaling: {shape[0]} bands x {shape[1]} x {shape[2]} pixels, "
-                  f"{report['scaling'][0]['n_chunks']} chunks, {settings['scale_steps']} steps, "
+                  f"{report['scaling'][0]['n_chunks']} chunks of {settings['scale_chunk']} x {settings['scale_chunk']} "
+                  f"pixels, {settings['scale_steps']} steps, "
                   f"{settings['bpppb']} bpppb", "",
                   "| scheduler | workers | to_zarr seconds | of which fingerprint s | speedup over 1 worker "
                   "| fits per worker |",
@@ -387,6 +391,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--chunk", type=int, default=128, help="chunk side in pixels, all bands (default 128)")
     parser.add_argument("--scale-size", type=_size, default=(256, 512),
                         help="pixels of the scaling cube (default 256x512: 8 chunks of 128 x 128)")
+    parser.add_argument("--scale-chunk", type=int, help="chunk side of the scaling cube (default: --chunk)")
     parser.add_argument("--bpppb", type=float, default=0.1, help="bits per pixel per band (default 0.1)")
     parser.add_argument("--steps", type=int, default=20, help="fitting steps per chunk, memory runs (default 20)")
     parser.add_argument("--scale-steps", type=int, default=100,
@@ -417,6 +422,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{kind}: {row['scheduler']} x {row['workers']}, {row['n_chunks']} chunks: {row['seconds']:.1f} s",
               file=sys.stderr, flush=True)
     report = run(args.data, size=args.size, bands=args.bands, chunk=args.chunk, scale_size=args.scale_size,
+                 scale_chunk=args.scale_chunk,
                  compare_size=None if args.no_compare else args.compare_size, bpppb=args.bpppb, steps=args.steps,
                  scale_steps=args.scale_steps, workers=args.workers, schedulers=schedulers,
                  memory_scheduler=args.memory_scheduler, memory_workers=args.memory_workers,
