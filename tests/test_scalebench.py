@@ -85,7 +85,8 @@ def test_a_tiny_benchmark_reports_its_fields(jasper_crop, tmp_path, monkeypatch,
     data = tmp_path / "crop.npz"
     np.savez(data, cube=jasper_crop.transpose(1, 2, 0))  # the shared layout: (y, x, band)
     out = tmp_path / "report.json"
-    report = scalebench.main(["--data", str(data), "--size", "32x32", "--no-compare", "--bands", "16", "--chunk", "16",
+    report = scalebench.main(["--data", str(data), "--size", "32x32", "--no-compare", "--large-chunk", "0",
+                              "--bands", "16", "--chunk", "16",
                               "--scale-size", "32x64", "--steps", "2", "--scale-steps", "2", "--bpppb", "1",
                               "--schedulers", "threads", "--workers", "2", "--tmp", str(tmp_path),
                               "--memory-workers", "1", "--out", str(out)])
@@ -102,7 +103,7 @@ def test_a_tiny_benchmark_reports_its_fields(jasper_crop, tmp_path, monkeypatch,
     assert memory["n_chunks"] == 4 and memory["fits_per_worker"] == [4]  # every fit on the worker process
     (worker,) = memory["worker_rss"]
     assert worker["pid"] != memory["client_rss"]["pid"] and worker["peak_rss_mb"] > 50
-    assert len(memory["nanny_rss"]) == 1 and memory["startup_s"] > 0
+    assert memory["startup_s"] > 0
     printed = capsys.readouterr().out
     assert "| threads | 2 |" in printed and "| distributed | 1 |" in printed and str(out) in printed
 

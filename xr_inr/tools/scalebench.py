@@ -12,12 +12,19 @@ clock starts), on
 * a ``dask.distributed`` ``LocalCluster(n_workers, threads_per_worker=1,
   processes=True)`` (its start-up not timed).
 
-Scaling: a smaller cube of at least 8 chunks, timed with 1 and 2 workers on
-each; the speedup is the 1-worker time over the 2-worker time. Memory: the
-large cube on 2 worker processes (and optionally a second size, to show that
-the peak follows the chunk and worker count, not the cube), each process's
-peak resident set size read from Linux's ``VmHWM`` (``/proc/self/status``,
-``client.run`` on each worker) at the end of its run, with the client's own.
+Scaling: a smaller cube of 8 chunks, timed with 1 and 2 workers on each;
+the speedup is the 1-worker time over the 2-worker time. Memory: the large
+cube on 2 worker processes, then a second size (the peak follows the chunk
+and worker count, not the cube), then a small cube of larger chunks (two per
+worker: the peak of the default chunk side, 128), each process's peak
+resident set size read from Linux's ``VmHWM`` (``/proc/self/status``,
+``client.run`` on each worker) at the end of its run, with the client's own
+(a ``LocalCluster``'s scheduler and nannies run in the client's process).
+
+The default chunks of the timed cubes are 64 x 64 pixels: with a short step
+budget a 128 x 128 x 200 chunk takes 20-30 times as long to fit as a
+64 x 64 one (the rate control's fine-tuning dominates), which would make
+the 1024 x 1024 cube take most of an hour on two cores.
 
 ``xr-inr bench-scale [--size 1024x1024] [--bands 200] [--steps 20] [--out results/scalebench.json]``
 prints markdown tables and writes a JSON (machine, date, settings, rows); see docs/benchmarks.md.
@@ -177,7 +184,8 @@ def compress(source: str, out: str, *, scheduler: str, workers: int, bpppb: floa
         raise ValueError(f"scheduler {scheduler!r}: 'threads' or 'distributed'")
     try:
         cube = xr.open_zarr(source)["cube"]
-        row.update(shape=list(cube.shape), n_chunks=math.prod(cube.data.numblocks))
+        row.update(shape=list(cube.shape), chunk_shape=list(cube.data.chunksize),
+                   n_chunks=math.prod(cube.data.numblocks))
         start = time.perf_counter()
         if client is not None:
             with get_task_stream(client) as stream:
@@ -193,7 +201,6 @@ def compress(source: str, out: str, *, scheduler: str, workers: int, bpppb: floa
         if client is not None:
             row["fits_per_worker"] = sorted(fits.values(), reverse=True)
             row["worker_rss"] = sorted(client.run(peak_rss).values(), key=lambda r: r["pid"])
-            row["nanny_rss"] = sorted(client.run(peak_rss, nanny=True).values(), key=lambda r: r["pid"])
         row["stored_bpppb"] = out_cube.inr.bpppb
         row["verified"] = xr_inr.verify(out).ok
     finally:
@@ -294,9 +301,10 @@ def _commit() -> str | None:
     return head + ("+changes" if dirty else "")
 
 
-def run(data: str | Path | None = None, *, size=(1024, 1024), bands: int = 200, chunk: int = 128,
-        scale_size=(256, 512), scale_chunk: int | None = None, compare_size=(512, 512), bpppb: float = 0.1,
-        steps: int = 20, scale_steps: int = 100, workers: int = 2, schedulers=("threads", "distributed"),
+def run(data: str | Path | None = None, *, size=(1024, 1024), bands: int = 200, chunk: int = 64,
+        scale_size=(128, 256), scale_chunk: int | None = None, compare_size=(512, 512),
+        large_chunk: int | None = 128, bpppb: float = 0.1, steps: int = 20, scale_steps: int = 100, workers: int = 2,
+        schedulers=("threads", "distributed"),
         memory_scheduler: str = "distributed", memory_workers: int | None = None, do_scaling: bool = True,
         do_memory: bool = True, folder: str | Path | None = None, on_row=None) -> dict:
     """The whole benchmark; returns the report (machine, date, settings, source cubes, scaling, memory rows).
@@ -308,7 +316,7 @@ def run(data: str | Path | None = None, *, size=(1024, 1024), bands: int = 200, 
     base = base_cube(data)
     settings = {"data": str(data), "size": list(size), "bands": bands, "chunk": chunk,
                 "scale_size": list(scale_size), "scale_chunk": scale_chunk,
-                "compare_size": list(compare_size) if compare_size else None,
+                "compare_size": list(compare_size) if compare_size else None, "large_chunk": large_chunk,
                 "bpppb": bpppb, "steps": steps, "scale_steps": scale_steps, "workers": workers,
                 "schedulers": list(schedulers), "memory_scheduler": memory_scheduler, "memory_workers": memory_workers,
                 "threads_per_worker": 1, "torch_threads": 1}
@@ -334,8 +342,11 @@ def run(data: str | Path | None = None, *, size=(1024, 1024), bands: int = 200, 
                     workers=tuple(sorted({1, workers})), bpppb=bpppb, steps=scale_steps, rows=report["scaling"],
                     on_row=done)
         if do_memory:
-            sizes = [size] + ([compare_size] if compare_size and tuple(compare_size) != tuple(size) else [])
-            memory([source(s, chunk) for s in sizes], tmp, scheduler=memory_scheduler, workers=memory_workers,
+            sizes = [(size, chunk)] + ([(compare_size, chunk)] if compare_size and tuple(compare_size) != tuple(size)
+                                       else [])
+            if large_chunk:  # two chunks of the larger side per worker
+                sizes.append(((2 * large_chunk, memory_workers * large_chunk), large_chunk))
+            memory([source(*s) for s in sizes], tmp, scheduler=memory_scheduler, workers=memory_workers,
                    bpppb=bpppb, steps=steps, rows=report["memory"], on_row=done)
     report["seconds"] = time.perf_counter() - start
     return report
@@ -360,19 +371,19 @@ def markdown(report: dict) -> str:
                          f"| {row.get('fingerprint_s', math.nan):.2f} | {row['speedup']:.2f}× | {fits} |")
         lines.append("")
     if report["memory"]:
-        lines += [f"Memory: {settings['steps']} steps, {settings['bpppb']} bpppb, chunks of {settings['bands']} x "
-                  f"{settings['chunk']} x {settings['chunk']}", "",
-                  "| cube | raw MiB | chunks | scheduler | workers | to_zarr seconds | of which fingerprint s "
-                  "| peak RSS of each worker (MiB) | nanny peak (MiB) | client peak (MiB) | verified |",
+        lines += [f"Memory: {settings['steps']} steps, {settings['bpppb']} bpppb", "",
+                  "| cube | raw MiB | chunks | chunk | scheduler | workers | to_zarr seconds | of which fingerprint s "
+                  "| peak RSS of each worker (MiB) | client peak (MiB) | verified |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in report["memory"]:
             shape = row["shape"]
             raw = math.prod(shape) * 4 / 2**20
             each = ", ".join(f"{r['peak_rss_mb']:.0f}" for r in row.get("worker_rss", [])) or "–"
-            nanny = ", ".join(f"{r['peak_rss_mb']:.0f}" for r in row.get("nanny_rss", [])) or "–"
-            lines.append(f"| {shape[0]}×{shape[1]}×{shape[2]} | {raw:.1f} | {row['n_chunks']} | {row['scheduler']} "
+            side = "×".join(map(str, row["chunk_shape"]))
+            lines.append(f"| {shape[0]}×{shape[1]}×{shape[2]} | {raw:.1f} | {row['n_chunks']} | {side} "
+                         f"| {row['scheduler']} "
                          f"| {row['workers']} | {row['seconds']:.1f} | {row.get('fingerprint_s', math.nan):.2f} "
-                         f"| {each} | {nanny} "
+                         f"| {each} "
                          f"| {row['client_rss']['peak_rss_mb']:.0f} | {row['verified']} |")
         lines.append("")
     return "\n".join(lines)
@@ -386,11 +397,14 @@ def main(argv: list[str] | None = None) -> dict:
                         help="pixels of the memory cube, HEIGHTxWIDTH (default 1024x1024)")
     parser.add_argument("--compare-size", type=_size, default=(512, 512),
                         help="a second, smaller memory cube (default 512x512)")
+    parser.add_argument("--large-chunk", type=int, default=128,
+                        help="one more memory run with chunks of this side, two per worker (default 128; 0: none)")
     parser.add_argument("--no-compare", action="store_true", help="measure the memory of --size only")
     parser.add_argument("--bands", type=int, default=200, help="bands, cropped or tiled by reflection (default 200)")
-    parser.add_argument("--chunk", type=int, default=128, help="chunk side in pixels, all bands (default 128)")
-    parser.add_argument("--scale-size", type=_size, default=(256, 512),
-                        help="pixels of the scaling cube (default 256x512: 8 chunks of 128 x 128)")
+    parser.add_argument("--chunk", type=int, default=64,
+                        help="chunk side in pixels of the memory cubes, all bands (default 64)")
+    parser.add_argument("--scale-size", type=_size, default=(128, 256),
+                        help="pixels of the scaling cube (default 128x256: 8 chunks of 64 x 64)")
     parser.add_argument("--scale-chunk", type=int, help="chunk side of the scaling cube (default: --chunk)")
     parser.add_argument("--bpppb", type=float, default=0.1, help="bits per pixel per band (default 0.1)")
     parser.add_argument("--steps", type=int, default=20, help="fitting steps per chunk, memory runs (default 20)")
@@ -423,7 +437,8 @@ def main(argv: list[str] | None = None) -> dict:
               file=sys.stderr, flush=True)
     report = run(args.data, size=args.size, bands=args.bands, chunk=args.chunk, scale_size=args.scale_size,
                  scale_chunk=args.scale_chunk,
-                 compare_size=None if args.no_compare else args.compare_size, bpppb=args.bpppb, steps=args.steps,
+                 compare_size=None if args.no_compare else args.compare_size, large_chunk=args.large_chunk,
+                 bpppb=args.bpppb, steps=args.steps,
                  scale_steps=args.scale_steps, workers=args.workers, schedulers=schedulers,
                  memory_scheduler=args.memory_scheduler, memory_workers=args.memory_workers,
                  do_scaling=not args.skip_scaling, do_memory=not args.skip_memory, folder=args.tmp, on_row=save)
