@@ -503,3 +503,20 @@ def test_example_script_runs(shared_dataset):
     assert "opening decoded 0 of 4 chunks; a 10 x 10 pixel region decoded 1; the whole cube 4" in result.stdout
     assert "torch imported by the reader: False" in result.stdout
     assert "PSNR" in result.stdout and "bpppb 0.0" in result.stdout
+
+
+def test_a_client_passed_as_scheduler_reads_every_chunk_on_its_workers(crop, tmp_path):
+    """Not the default client: the input's fingerprint (hashed for resuming) and the fits both run
+    on its workers, and only the streams and 32-byte digests come back."""
+    distributed = pytest.importorskip("distributed")
+    from xr_inr.xarray_zarr import parallel
+
+    small = crop.isel(band=slice(0, 4)).chunk({"band": -1, "y": 20, "x": 18})
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  silence_logs=40) as cluster:
+        with distributed.Client(cluster, set_as_default=False) as client, distributed.get_task_stream(client) as tasks:
+            assert parallel.default_client() is None
+            small.inr.to_zarr(tmp_path / "c.zarr", BPPPB, steps=2, progress=False, scheduler=client)
+    keys = [str(t["key"]) for t in tasks.data]
+    assert sum(k.startswith("_digest-") for k in keys) == 4 and sum(k.startswith("xr-inr-fit-") for k in keys) == 4
+    assert xr_inr.verify(tmp_path / "c.zarr").ok

@@ -1,10 +1,10 @@
 """The ``xr-inr`` command line: compress, decode, info, preview, stac (``xr_inr.commands``), and the
-tools' demo, bench, bench-read and figures.
+tools' demo, bench, bench-read, bench-scale and figures.
 
 This module only parses arguments and prints; what each command does is a function of
-``xr_inr.commands``. ``demo``, ``bench``, ``bench-read`` and ``figures`` parse their own options (``xr_inr.tools``) and are
-imported only when used. Bad input ends with a one-line error on stderr and exit status 1
-(status 2 for bad arguments, as argparse does).
+``xr_inr.commands``. ``demo``, ``bench``, ``bench-read``, ``bench-scale`` and ``figures`` parse their own
+options (``xr_inr.tools``) and are imported only when used. Bad input ends with a one-line error on stderr and
+exit status 1 (status 2 for bad arguments, as argparse does).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def _datetime(text: str) -> dt.datetime:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xr-inr", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True,
-                                     metavar="{compress,decode,info,preview,stac,demo,bench,bench-read,figures}")
+                                     metavar="{compress,decode,info,preview,stac,demo,bench,bench-read,bench-scale,"
+                                             "figures}")
 
     p = commands.add_parser("compress", help="compress a cube file into a Zarr store",
                             description="Compress a hyperspectral cube (GeoTIFF, ENVI .hdr, NetCDF, Zarr, a published "
@@ -111,6 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("demo", add_help=False, help="compress one cube in memory and report rate and quality")
     commands.add_parser("bench", add_help=False, help="rate-distortion benchmark: codecs x rates x datasets")
     commands.add_parser("bench-read", add_help=False, help="read speed of a 1000 x 1000-pixel store vs zstd")
+    commands.add_parser("bench-scale", add_help=False,
+                        help="compression time over 1 and 2 Dask workers, peak memory of a large cube")
     commands.add_parser("figures", add_help=False, help="the docs' figures: decoded images, spectra, "
                                                         "rate-distortion and speed plots")
     return parser
@@ -188,7 +191,8 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    tools = {"demo": "demo", "bench": "bench", "bench-read": "readbench", "figures": "figures"}
+    tools = {"demo": "demo", "bench": "bench", "bench-read": "readbench", "bench-scale": "scalebench",
+             "figures": "figures"}
     if args.command in tools:
         importlib.import_module(f".tools.{tools[args.command]}", __package__).main(rest)
         return 0

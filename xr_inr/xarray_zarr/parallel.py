@@ -82,6 +82,27 @@ def default_client():
         return None
 
 
+def client_of(scheduler):
+    """The ``dask.distributed`` client that ``scheduler`` (as given to :func:`run`) means, else None."""
+    if _is_client(scheduler):
+        return scheduler
+    return default_client() if scheduler is None else None
+
+
+def local_scheduler(scheduler):
+    """The local scheduler that ``scheduler`` means when no client does: as given, else dask.config's,
+    else threads."""
+    return scheduler or dask.config.get("scheduler", None) or "threads"
+
+
+def compute(tasks: Sequence, *, scheduler=None) -> list:
+    """Compute small results (digests) on the scheduler :func:`run` would use, in order."""
+    client = client_of(scheduler)
+    if client is not None:
+        return client.gather(client.compute(list(tasks)))
+    return list(dask.compute(*tasks, scheduler=local_scheduler(scheduler)))
+
+
 def run(tasks: Sequence, *, scheduler=None, progress: bool = True, desc: str = "xr-inr fit",
         on_result=None) -> list:
     """Compute delayed fits, in order, showing per-chunk progress unless ``progress`` is False.
@@ -101,18 +122,22 @@ def run(tasks: Sequence, *, scheduler=None, progress: bool = True, desc: str = "
             on_result(i, result)
 
     try:
-        client = scheduler if _is_client(scheduler) else (default_client() if scheduler is None else None)
+        client = client_of(scheduler)
         if client is not None:
             from distributed import as_completed
 
+            # only the streams (bytes) come back to this process, each once, as its fit finishes;
+            # the chunks are read by the tasks on the workers. loop=: as_completed would look for
+            # the default client, and a client passed as scheduler need not be it
             futures = client.compute(tasks)
             at = {future: i for i, future in enumerate(futures)}
-            for future in as_completed(futures):
-                finished(at[future], future.result())
-            return client.gather(futures)
-        scheduler = scheduler or dask.config.get("scheduler", None) or "threads"
+            results = [None] * len(futures)
+            for future, result in as_completed(futures, with_results=True, loop=client.loop):
+                results[at[future]] = result
+                finished(at[future], result)
+            return results
         with _ProgressCallback(lambda key, result: finished(position[key], result)):
-            return list(dask.compute(*tasks, scheduler=scheduler))
+            return list(dask.compute(*tasks, scheduler=local_scheduler(scheduler)))
     finally:
         bar.close()
         _restore_torch_threads(torch_threads)

@@ -98,7 +98,7 @@ def write(ds: xr.Dataset, cubes: Mapping[Hashable, ChunkSource | FitJob], store,
         variable = ds.variables[name]
         if variable.shape != cube.shape or variable.dtype.newbyteorder("=") != cube.dtype:
             raise ValueError(f"{name!r}: the variable does not match its compressed chunks")
-    fingerprint = _fingerprint(cubes)
+    fingerprint = _fingerprint(cubes, scheduler)
     target, staging = _local_paths(store, group)
     if staging is not None and mode == "w-" and target.exists():
         raise FileExistsError(f"{target} exists (mode='w-'); pass mode='w' to replace it")
@@ -152,9 +152,16 @@ def _quality_attr(quality: Mapping) -> dict:
     return {manifest_key(i): q for i, q in sorted(quality.items())}
 
 
-def _fingerprint(cubes: Mapping[Hashable, ChunkSource | FitJob]) -> str:
-    """What a write stores, as a digest: layout, settings and the input data (or the streams)."""
+def _fingerprint(cubes: Mapping[Hashable, ChunkSource | FitJob], scheduler=None) -> str:
+    """What a write stores, as a digest: layout, settings and the input data (or the streams).
+
+    The input data is hashed chunk by chunk by tasks on the scheduler the fits
+    will use (a cluster's workers read their chunks): only the 32-byte digests
+    come back, never the cube.
+    """
     import dask
+
+    from .parallel import compute
 
     digest = hashlib.sha256()
     for name, cube in sorted(cubes.items(), key=lambda item: str(item[0])):
@@ -163,7 +170,7 @@ def _fingerprint(cubes: Mapping[Hashable, ChunkSource | FitJob]) -> str:
         digest.update(json.dumps(layout, sort_keys=True, default=str).encode())
         if isinstance(cube, FitJob):
             blocks = cube.data.to_delayed().ravel()
-            for part in dask.compute(*[dask.delayed(_digest)(block) for block in blocks]):
+            for part in compute([dask.delayed(_digest, pure=True)(block) for block in blocks], scheduler=scheduler):
                 digest.update(part)
         else:
             for index in np.ndindex(*cube.grid_shape):

@@ -1,0 +1,114 @@
+"""``xr-inr bench-scale`` (xr_inr.tools.scalebench) on a tiny configuration, and what it relies on:
+fit tasks that pickle without data, chunks read one at a time, only streams coming back."""
+
+import json
+import pickle
+
+import dask.array as dsa
+import numpy as np
+import pytest
+import xarray as xr
+
+from xr_inr import cli
+from xr_inr.tools import scalebench
+from xr_inr.xarray_zarr import parallel
+from xr_inr.xarray_zarr.accessor import plan_fits
+
+
+@pytest.fixture(scope="module")
+def base(jasper_crop):
+    return jasper_crop.astype(np.float32)  # (40 bands, 40, 40)
+
+
+def test_the_source_is_the_cube_tiled_by_reflection_in_chunks(base, tmp_path):
+    info = scalebench.write_source(tmp_path / "s.zarr", base, (100, 90), 50, 32)
+    assert info["shape"] == [50, 100, 90] and info["chunks"] == [50, 32, 32] and info["n_chunks"] == 4 * 3
+    cube = xr.open_zarr(tmp_path / "s.zarr")["cube"]
+    assert cube.dims == ("band", "y", "x") and cube.dtype == np.float32
+    assert cube.data.chunksize == (50, 32, 32)  # read chunk by chunk
+    values = cube.values
+    np.testing.assert_array_equal(values[:40, :40, :40], base)
+    np.testing.assert_array_equal(values[40:50, :40, :40], base[::-1][:10])  # bands folded back, no seam
+    np.testing.assert_array_equal(values[:40, 40:80, :40], base[:, ::-1])
+    np.testing.assert_array_equal(values[:40, 80:100, 40:80], base[:, :20, ::-1])
+    assert info["stored_mb"] < info["raw_mb"]  # zstd
+
+
+def test_sizes_parse():
+    assert scalebench._size("1024x512") == (1024, 512) and scalebench._size("256") == (256, 256)
+    with pytest.raises(Exception, match="HEIGHTxWIDTH"):
+        scalebench._size("big")
+
+
+def test_fit_tasks_hold_no_data_and_read_each_chunk_alone(base, tmp_path):
+    """What lets a cluster of other machines run the fits: the tasks pickle (plain pickle) to a
+    few kB whatever the cube, name the source, not its values; to_zarr reads one chunk per read
+    (once to fingerprint the input, once to fit it) and gets only bytes back from the fits."""
+    scalebench.write_source(tmp_path / "s.zarr", base, (64, 64), 16, 32)
+    cube = xr.open_zarr(tmp_path / "s.zarr")["cube"]
+    job = plan_fits({"cube": cube}, 1.0, steps=2)[0]
+    graph = dict(job.tasks[(0, 0, 0)].__dask_graph__())
+    assert len(pickle.dumps(graph)) < cube.nbytes / 20
+
+    class Recording:  # an array that records the size of every read
+        def __init__(self, values):
+            self.values, self.shape, self.dtype, self.ndim, self.reads = values, values.shape, values.dtype, 3, []
+
+        def __getitem__(self, key):
+            out = self.values[key]
+            self.reads.append(out.size)
+            return out
+
+    source = Recording(cube.values)
+    lazy = xr.DataArray(dsa.from_array(source, chunks=(16, 32, 32), name="recording"), dims=("band", "y", "x"))
+    returned = []
+    original = parallel.run
+
+    def spy(tasks, **kwargs):
+        out = original(tasks, **kwargs)
+        returned.extend(out)
+        return out
+
+    parallel.run = spy
+    try:
+        lazy.inr.to_zarr(tmp_path / "out.zarr", 1.0, steps=2, progress=False, scheduler="threads")
+    finally:
+        parallel.run = original
+    reads = [n for n in source.reads if n > 0]
+    assert max(reads) == 16 * 32 * 32 and len(reads) == 2 * 4
+    assert len(returned) == 4 and all(isinstance(r[0], bytes) for r in returned)  # (stream, quality, warnings)
+
+
+def test_a_tiny_benchmark_reports_its_fields(jasper_crop, tmp_path, monkeypatch, capsys):
+    """Scaling with the threaded scheduler (1 and 2 threads), memory on a LocalCluster of one worker process."""
+    pytest.importorskip("distributed")
+    data = tmp_path / "crop.npz"
+    np.savez(data, cube=jasper_crop.transpose(1, 2, 0))  # the shared layout: (y, x, band)
+    out = tmp_path / "report.json"
+    report = scalebench.main(["--data", str(data), "--size", "32x32", "--no-compare", "--large-chunk", "0",
+                              "--bands", "16", "--chunk", "16",
+                              "--scale-size", "32x64", "--steps", "2", "--scale-steps", "2", "--bpppb", "1",
+                              "--schedulers", "threads", "--workers", "2", "--tmp", str(tmp_path),
+                              "--memory-workers", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert report["machine"]["cpu_count"] >= 1 and report["date"].startswith("20")
+    assert report["settings"]["bands"] == 16 and report["sources"]["source-32x64x16-16.zarr"]["n_chunks"] == 8
+    one, two = report["scaling"]
+    assert (one["scheduler"], one["workers"], two["workers"]) == ("threads", 1, 2)
+    assert one["n_chunks"] == 8 and one["shape"] == [16, 32, 64] and one["verified"] and two["verified"]
+    assert one["speedup"] == 1 and two["speedup"] == pytest.approx(one["seconds"] / two["seconds"])
+    assert 0 < one["fingerprint_s"] < one["seconds"] and one["client_rss"]["peak_rss_mb"] > 50
+    (memory,) = report["memory"]
+    assert memory["scheduler"] == "distributed" and memory["workers"] == 1 and memory["verified"]
+    assert memory["n_chunks"] == 4 and memory["fits_per_worker"] == [4]  # every fit on the worker process
+    (worker,) = memory["worker_rss"]
+    assert worker["pid"] != memory["client_rss"]["pid"] and worker["peak_rss_mb"] > 50
+    assert memory["startup_s"] > 0
+    printed = capsys.readouterr().out
+    assert "| threads | 2 |" in printed and "| distributed | 1 |" in printed and str(out) in printed
+
+
+def test_the_cli_runs_it():
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench-scale", "--help"])
+    assert exit_.value.code == 0
