@@ -100,7 +100,7 @@ def test_codec_names_and_crop():
 
 
 def test_json_has_no_infinity():
-    assert bench._json_safe({"a": [np.float64(np.inf), 1.5], "b": np.int64(3)}) == {"a": [None, 1.5], "b": 3}
+    assert bench.json_safe({"a": [np.float64(np.inf), 1.5], "b": np.int64(3)}) == {"a": [None, 1.5], "b": 3}
 
 
 def test_inr_through_the_bench(tmp_path, shared_dataset):

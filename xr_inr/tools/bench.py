@@ -39,6 +39,7 @@ __all__ = [
     "InrBenchCodec",
     "add_arguments",
     "available_codecs",
+    "json_safe",
     "main",
     "make_codec",
     "plot_rd",
@@ -254,12 +255,12 @@ def _in_worker(function, *args) -> dict:
             return {"status": "error", "message": f"worker process died: {error}"}
 
 
-def _json_safe(value):
-    """Non-finite floats become null (JSON has no inf/NaN); numpy scalars become Python ones."""
+def json_safe(value):
+    """Non-finite floats become null (JSON has no inf/NaN); numpy scalars become Python ones; keys strings."""
     if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
+        return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -514,7 +515,7 @@ def _write_results(document: dict, out: Path) -> None:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **document,
     }
-    (out / "results.json").write_text(json.dumps(_json_safe(document), indent=1, allow_nan=False))
+    (out / "results.json").write_text(json.dumps(json_safe(document), indent=1, allow_nan=False))
     write_markdown(document["runs"], out / "results.md")
 
 

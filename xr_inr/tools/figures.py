@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics
+from .bench import json_safe
 
 __all__ = ["FIGURES", "REFERENCE", "add_arguments", "find_data", "main", "run"]
 
@@ -619,23 +620,11 @@ def run(args: argparse.Namespace, log=None) -> dict:
         else None,
         "files": {path.name: path.stat().st_size for path in paths.values()},
     }
-    (args.out / SIDECAR).write_text(json.dumps(_json_safe(sidecar), indent=1, allow_nan=False) + "\n")
+    (args.out / SIDECAR).write_text(json.dumps(json_safe(sidecar), indent=1, allow_nan=False) + "\n")
     for path in paths.values():
         log(f"wrote {path} ({path.stat().st_size // 1024} KB)")
     log(f"wrote {args.out / SIDECAR}")
     return sidecar
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def main(argv: list[str] | None = None) -> dict:
