@@ -10,6 +10,9 @@ but fail in CI (CI=true), where the data is required.
 import os
 from pathlib import Path
 
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # before numpy and torch load
+    os.environ.setdefault(_variable, "1")  # one thread each: tests check results, and the machine may be shared
+
 import numpy as np
 import pytest
 
