@@ -52,6 +52,8 @@ DEFAULT_DATA = "jasper_ridge_100x100x198.npz"
 REPO = Path(__file__).resolve().parents[2]
 
 CHILD = "from xr_inr.tools.scalebench import _child; _child()"
+TASK_PREFIX = "xr-inr-fit-"
+"""The keys of the fit tasks (``xr_inr.xarray_zarr.parallel.TASK_PREFIX``)."""
 
 
 def default_data() -> Path:
@@ -137,6 +139,11 @@ def peak_rss() -> dict:
     return {"peak_rss_mb": values["VmHWM"], "rss_mb": values.get("VmRSS"), "pid": os.getpid()}
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (all its threads) so far."""
+    return time.process_time()
+
+
 def _warm() -> int:
     """Load what a fit imports (torch, the grid fitting code), so no run's clock counts it."""
     import torch
@@ -186,18 +193,31 @@ def compress(source: str, out: str, *, scheduler: str, workers: int, bpppb: floa
         cube = xr.open_zarr(source)["cube"]
         row.update(shape=list(cube.shape), chunk_shape=list(cube.data.chunksize),
                    n_chunks=math.prod(cube.data.numblocks))
+        workers_cpu = client.run(cpu_seconds) if client is not None else {}
+        client_cpu = cpu_seconds()
         start = time.perf_counter()
         if client is not None:
             with get_task_stream(client) as stream:
                 out_cube = cube.inr.to_zarr(out, bpppb, steps=steps, progress=False)
-            fits = {}
+            fits, fit_seconds = {}, []
             for task in stream.data:
-                if str(task["key"]).startswith("xr-inr-fit-"):
+                if str(task["key"]).startswith(TASK_PREFIX):
                     fits[task["worker"]] = fits.get(task["worker"], 0) + 1
+                    fit_seconds += [s["stop"] - s["start"] for s in task["startstops"] if s["action"] == "compute"]
         else:
-            out_cube = cube.inr.to_zarr(out, bpppb, steps=steps, progress=False)
+            with _FitTimes() as times:
+                out_cube = cube.inr.to_zarr(out, bpppb, steps=steps, progress=False)
+            fit_seconds = times.seconds
         row["seconds"] = time.perf_counter() - start
         row.update(timings)
+        # CPU seconds the run took (the client's, plus each worker's): over the wall time, how many
+        # cores it kept busy; a fit's wall time grows when it waits (for the GIL, or for a core)
+        row["cpu_s"] = {"client": cpu_seconds() - client_cpu,
+                        "workers": [cpu - workers_cpu[w] for w, cpu in sorted(client.run(cpu_seconds).items())]
+                        if client is not None else []}
+        row["cores_busy"] = (row["cpu_s"]["client"] + sum(row["cpu_s"]["workers"])) / row["seconds"]
+        row["fit_s"] = sorted(fit_seconds)
+        row["fit_s_mean"] = sum(fit_seconds) / len(fit_seconds) if fit_seconds else None
         if client is not None:
             row["fits_per_worker"] = sorted(fits.values(), reverse=True)
             row["worker_rss"] = sorted(client.run(peak_rss).values(), key=lambda r: r["pid"])
@@ -209,6 +229,32 @@ def compress(source: str, out: str, *, scheduler: str, workers: int, bpppb: floa
             cluster.close()
     row["client_rss"] = peak_rss()
     return row
+
+
+class _FitTimes:
+    """The wall time of each fit task of the local scheduler (a dask callback)."""
+
+    def __init__(self):
+        from dask.callbacks import Callback
+
+        self.seconds, started = [], {}
+
+        def pretask(key, dsk, state):
+            if str(key).startswith(TASK_PREFIX):
+                started[key] = time.perf_counter()
+
+        def posttask(key, result, dsk, state, worker_id):
+            if key in started:
+                self.seconds.append(time.perf_counter() - started.pop(key))
+
+        self._callback = Callback(pretask=pretask, posttask=posttask)
+
+    def __enter__(self):
+        self._callback.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._callback.__exit__(*exc)
 
 
 def _child() -> None:
@@ -363,12 +409,13 @@ def markdown(report: dict) -> str:
                   f"pixels, {settings['scale_steps']} steps, "
                   f"{settings['bpppb']} bpppb", "",
                   "| scheduler | workers | to_zarr seconds | of which fingerprint s | speedup over 1 worker "
-                  "| fits per worker |",
-                  "|---|---|---|---|---|---|"]
+                  "| fits per worker | mean fit s | cores busy |",
+                  "|---|---|---|---|---|---|---|---|"]
         for row in report["scaling"]:
             fits = ", ".join(map(str, row.get("fits_per_worker", []))) or "–"
             lines.append(f"| {row['scheduler']} | {row['workers']} | {row['seconds']:.1f} "
-                         f"| {row.get('fingerprint_s', math.nan):.2f} | {row['speedup']:.2f}× | {fits} |")
+                         f"| {row.get('fingerprint_s', math.nan):.2f} | {row['speedup']:.2f}× | {fits} "
+                         f"| {row['fit_s_mean'] or math.nan:.1f} | {row['cores_busy']:.2f} |")
         lines.append("")
     if report["memory"]:
         lines += [f"Memory: {settings['steps']} steps, {settings['bpppb']} bpppb", "",
