@@ -22,9 +22,9 @@ resident set size read from Linux's ``VmHWM`` (``/proc/self/status``,
 (a ``LocalCluster``'s scheduler and nannies run in the client's process).
 
 The default chunks of the timed cubes are 64 x 64 pixels: with a short step
-budget a 128 x 128 x 200 chunk takes 20-30 times as long to fit as a
-64 x 64 one (the rate control's fine-tuning dominates), which would make
-the 1024 x 1024 cube take most of an hour on two cores.
+budget a 128 x 128 x 200 chunk took 20-40 times as long to fit as a 64 x 64
+one (2026-11-26), which would make the 1024 x 1024 cube take about an hour
+and a half on two cores.
 
 ``xr-inr bench-scale [--size 1024x1024] [--bands 200] [--steps 20] [--out results/scalebench.json]``
 prints markdown tables and writes a JSON (machine, date, settings, rows); see docs/benchmarks.md.
@@ -52,6 +52,10 @@ DEFAULT_DATA = "jasper_ridge_100x100x198.npz"
 REPO = Path(__file__).resolve().parents[2]
 
 CHILD = "from xr_inr.tools.scalebench import _child; _child()"
+SCHEDULERS = ("threads", "distributed", "distributed-notrim")
+"""The threaded scheduler; a LocalCluster of worker processes as dask.distributed sets them up
+(``MALLOC_TRIM_THRESHOLD_=65536`` in their environment, its ``pre-spawn-environ``); the same
+without that setting."""
 TASK_PREFIX = "xr-inr-fit-"
 """The keys of the fit tasks (``xr_inr.xarray_zarr.parallel.TASK_PREFIX``)."""
 
@@ -139,6 +143,11 @@ def peak_rss() -> dict:
     return {"peak_rss_mb": values["VmHWM"], "rss_mb": values.get("VmRSS"), "pid": os.getpid()}
 
 
+def malloc_trim_env() -> str | None:
+    """This process's ``MALLOC_TRIM_THRESHOLD_`` (dask.distributed sets 65536 in its workers)."""
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
 def cpu_seconds() -> float:
     """CPU time of this process (all its threads) so far."""
     return time.process_time()
@@ -176,19 +185,24 @@ def compress(source: str, out: str, *, scheduler: str, workers: int, bpppb: floa
     store._fingerprint = timed_fingerprint
     row = {"scheduler": scheduler, "workers": workers, "source": source}
     client = cluster = None
-    if scheduler == "distributed":
+    if scheduler in SCHEDULERS[1:]:
         from distributed import Client, LocalCluster, get_task_stream
+
+        if scheduler == "distributed-notrim":  # the workers keep glibc's own malloc thresholds
+            dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+            os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
 
         start = time.perf_counter()
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                silence_logs=40)
         client = Client(cluster)
         client.run(_warm)
+        row["worker_malloc_trim"] = sorted(set(client.run(malloc_trim_env).values()), key=str)
         row["startup_s"] = time.perf_counter() - start
     elif scheduler == "threads":
         dask.config.set(scheduler="threads", num_workers=workers)
     else:
-        raise ValueError(f"scheduler {scheduler!r}: 'threads' or 'distributed'")
+        raise ValueError(f"scheduler {scheduler!r}: one of {SCHEDULERS}")
     try:
         cube = xr.open_zarr(source)["cube"]
         row.update(shape=list(cube.shape), chunk_shape=list(cube.data.chunksize),
@@ -460,8 +474,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=2,
                         help="workers compared with 1, and of the memory runs (default 2)")
     parser.add_argument("--schedulers", default="threads,distributed",
-                        help="scaling runs: threads, distributed or both (default)")
-    parser.add_argument("--memory-scheduler", choices=("threads", "distributed"), default="distributed",
+                        help="scaling runs, comma-separated: threads, distributed, distributed-notrim (workers "
+                             "without dask's MALLOC_TRIM_THRESHOLD_=65536) (default threads,distributed)")
+    parser.add_argument("--memory-scheduler", choices=SCHEDULERS, default="distributed",
                         help="scheduler of the memory runs (default distributed)")
     parser.add_argument("--memory-workers", type=int, help="workers of the memory runs (default: --workers)")
     parser.add_argument("--skip-scaling", action="store_true")
@@ -471,9 +486,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="the JSON to write (default results/scalebench.json)")
     args = parser.parse_args(argv)
     schedulers = tuple(s.strip() for s in args.schedulers.split(",") if s.strip())
-    unknown = set(schedulers) - {"threads", "distributed"}
+    unknown = set(schedulers) - set(SCHEDULERS)
     if unknown:
-        parser.error(f"--schedulers: unknown {sorted(unknown)}; use threads, distributed")
+        parser.error(f"--schedulers: unknown {sorted(unknown)}; use {', '.join(SCHEDULERS)}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
