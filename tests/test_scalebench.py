@@ -98,11 +98,14 @@ def test_a_tiny_benchmark_reports_its_fields(jasper_crop, tmp_path, monkeypatch,
     assert one["n_chunks"] == 8 and one["shape"] == [16, 32, 64] and one["verified"] and two["verified"]
     assert one["speedup"] == 1 and two["speedup"] == pytest.approx(one["seconds"] / two["seconds"])
     assert 0 < one["fingerprint_s"] < one["seconds"] and one["client_rss"]["peak_rss_mb"] > 50
+    assert len(one["fit_s"]) == 8 and 0 < one["fit_s_mean"] < one["seconds"] and 0 < one["cores_busy"] <= 2.2
+    assert one["cpu_s"]["client"] > 0 and one["cpu_s"]["workers"] == []
     (memory,) = report["memory"]
     assert memory["scheduler"] == "distributed" and memory["workers"] == 1 and memory["verified"]
     assert memory["n_chunks"] == 4 and memory["fits_per_worker"] == [4]  # every fit on the worker process
     (worker,) = memory["worker_rss"]
     assert worker["pid"] != memory["client_rss"]["pid"] and worker["peak_rss_mb"] > 50
+    assert len(memory["fit_s"]) == 4 and len(memory["cpu_s"]["workers"]) == 1 and memory["cpu_s"]["workers"][0] > 0
     assert memory["startup_s"] > 0
     printed = capsys.readouterr().out
     assert "| threads | 2 |" in printed and "| distributed | 1 |" in printed and str(out) in printed

@@ -22,9 +22,9 @@ resident set size read from Linux's ``VmHWM`` (``/proc/self/status``,
 (a ``LocalCluster``'s scheduler and nannies run in the client's process).
 
 The default chunks of the timed cubes are 64 x 64 pixels: with a short step
-budget a 128 x 128 x 200 chunk takes 20-30 times as long to fit as a
-64 x 64 one (the rate control's fine-tuning dominates), which would make
-the 1024 x 1024 cube take most of an hour on two cores.
+budget a 128 x 128 x 200 chunk took 20-40 times as long to fit as a 64 x 64
+one (2026-11-26), which would make the 1024 x 1024 cube take about an hour
+and a half on two cores.
 
 ``xr-inr bench-scale [--size 1024x1024] [--bands 200] [--steps 20] [--out results/scalebench.json]``
 prints markdown tables and writes a JSON (machine, date, settings, rows); see docs/benchmarks.md.
@@ -52,6 +52,12 @@ DEFAULT_DATA = "jasper_ridge_100x100x198.npz"
 REPO = Path(__file__).resolve().parents[2]
 
 CHILD = "from xr_inr.tools.scalebench import _child; _child()"
+SCHEDULERS = ("threads", "distributed", "distributed-notrim")
+"""The threaded scheduler; a LocalCluster of worker processes as dask.distributed sets them up
+(``MALLOC_TRIM_THRESHOLD_=65536`` in their environment, its ``pre-spawn-environ``); the same
+without that setting."""
+TASK_PREFIX = "xr-inr-fit-"
+"""The keys of the fit tasks (``xr_inr.xarray_zarr.parallel.TASK_PREFIX``)."""
 
 
 def default_data() -> Path:
@@ -137,6 +143,16 @@ def peak_rss() -> dict:
     return {"peak_rss_mb": values["VmHWM"], "rss_mb": values.get("VmRSS"), "pid": os.getpid()}
 
 
+def malloc_trim_env() -> str | None:
+    """This process's ``MALLOC_TRIM_THRESHOLD_`` (dask.distributed sets 65536 in its workers)."""
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all its threads) so far."""
+    return time.process_time()
+
+
 def _warm() -> int:
     """Load what a fit imports (torch, the grid fitting code), so no run's clock counts it."""
     import torch
@@ -169,35 +185,53 @@ def compress(source: str, out: str, *, scheduler: str, workers: int, bpppb: floa
     store._fingerprint = timed_fingerprint
     row = {"scheduler": scheduler, "workers": workers, "source": source}
     client = cluster = None
-    if scheduler == "distributed":
+    if scheduler in SCHEDULERS[1:]:
         from distributed import Client, LocalCluster, get_task_stream
+
+        if scheduler == "distributed-notrim":  # the workers keep glibc's own malloc thresholds
+            dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+            os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
 
         start = time.perf_counter()
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                silence_logs=40)
         client = Client(cluster)
         client.run(_warm)
+        row["worker_malloc_trim"] = sorted(set(client.run(malloc_trim_env).values()), key=str)
         row["startup_s"] = time.perf_counter() - start
     elif scheduler == "threads":
         dask.config.set(scheduler="threads", num_workers=workers)
     else:
-        raise ValueError(f"scheduler {scheduler!r}: 'threads' or 'distributed'")
+        raise ValueError(f"scheduler {scheduler!r}: one of {SCHEDULERS}")
     try:
         cube = xr.open_zarr(source)["cube"]
         row.update(shape=list(cube.shape), chunk_shape=list(cube.data.chunksize),
                    n_chunks=math.prod(cube.data.numblocks))
+        workers_cpu = client.run(cpu_seconds) if client is not None else {}
+        client_cpu = cpu_seconds()
         start = time.perf_counter()
         if client is not None:
             with get_task_stream(client) as stream:
                 out_cube = cube.inr.to_zarr(out, bpppb, steps=steps, progress=False)
-            fits = {}
+            fits, fit_seconds = {}, []
             for task in stream.data:
-                if str(task["key"]).startswith("xr-inr-fit-"):
+                if str(task["key"]).startswith(TASK_PREFIX):
                     fits[task["worker"]] = fits.get(task["worker"], 0) + 1
+                    fit_seconds += [s["stop"] - s["start"] for s in task["startstops"] if s["action"] == "compute"]
         else:
-            out_cube = cube.inr.to_zarr(out, bpppb, steps=steps, progress=False)
+            with _FitTimes() as times:
+                out_cube = cube.inr.to_zarr(out, bpppb, steps=steps, progress=False)
+            fit_seconds = times.seconds
         row["seconds"] = time.perf_counter() - start
         row.update(timings)
+        # CPU seconds the run took (the client's, plus each worker's): over the wall time, how many
+        # cores it kept busy; a fit's wall time grows when it waits (for the GIL, or for a core)
+        row["cpu_s"] = {"client": cpu_seconds() - client_cpu,
+                        "workers": [cpu - workers_cpu[w] for w, cpu in sorted(client.run(cpu_seconds).items())]
+                        if client is not None else []}
+        row["cores_busy"] = (row["cpu_s"]["client"] + sum(row["cpu_s"]["workers"])) / row["seconds"]
+        row["fit_s"] = sorted(fit_seconds)
+        row["fit_s_mean"] = sum(fit_seconds) / len(fit_seconds) if fit_seconds else None
         if client is not None:
             row["fits_per_worker"] = sorted(fits.values(), reverse=True)
             row["worker_rss"] = sorted(client.run(peak_rss).values(), key=lambda r: r["pid"])
@@ -209,6 +243,32 @@ def compress(source: str, out: str, *, scheduler: str, workers: int, bpppb: floa
             cluster.close()
     row["client_rss"] = peak_rss()
     return row
+
+
+class _FitTimes:
+    """The wall time of each fit task of the local scheduler (a dask callback)."""
+
+    def __init__(self):
+        from dask.callbacks import Callback
+
+        self.seconds, started = [], {}
+
+        def pretask(key, dsk, state):
+            if str(key).startswith(TASK_PREFIX):
+                started[key] = time.perf_counter()
+
+        def posttask(key, result, dsk, state, worker_id):
+            if key in started:
+                self.seconds.append(time.perf_counter() - started.pop(key))
+
+        self._callback = Callback(pretask=pretask, posttask=posttask)
+
+    def __enter__(self):
+        self._callback.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._callback.__exit__(*exc)
 
 
 def _child() -> None:
@@ -363,12 +423,13 @@ def markdown(report: dict) -> str:
                   f"pixels, {settings['scale_steps']} steps, "
                   f"{settings['bpppb']} bpppb", "",
                   "| scheduler | workers | to_zarr seconds | of which fingerprint s | speedup over 1 worker "
-                  "| fits per worker |",
-                  "|---|---|---|---|---|---|"]
+                  "| fits per worker | mean fit s | cores busy |",
+                  "|---|---|---|---|---|---|---|---|"]
         for row in report["scaling"]:
             fits = ", ".join(map(str, row.get("fits_per_worker", []))) or "–"
             lines.append(f"| {row['scheduler']} | {row['workers']} | {row['seconds']:.1f} "
-                         f"| {row.get('fingerprint_s', math.nan):.2f} | {row['speedup']:.2f}× | {fits} |")
+                         f"| {row.get('fingerprint_s', math.nan):.2f} | {row['speedup']:.2f}× | {fits} "
+                         f"| {row['fit_s_mean'] or math.nan:.1f} | {row['cores_busy']:.2f} |")
         lines.append("")
     if report["memory"]:
         lines += [f"Memory: {settings['steps']} steps, {settings['bpppb']} bpppb", "",
@@ -413,8 +474,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=2,
                         help="workers compared with 1, and of the memory runs (default 2)")
     parser.add_argument("--schedulers", default="threads,distributed",
-                        help="scaling runs: threads, distributed or both (default)")
-    parser.add_argument("--memory-scheduler", choices=("threads", "distributed"), default="distributed",
+                        help="scaling runs, comma-separated: threads, distributed, distributed-notrim (workers "
+                             "without dask's MALLOC_TRIM_THRESHOLD_=65536) (default threads,distributed)")
+    parser.add_argument("--memory-scheduler", choices=SCHEDULERS, default="distributed",
                         help="scheduler of the memory runs (default distributed)")
     parser.add_argument("--memory-workers", type=int, help="workers of the memory runs (default: --workers)")
     parser.add_argument("--skip-scaling", action="store_true")
@@ -424,9 +486,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="the JSON to write (default results/scalebench.json)")
     args = parser.parse_args(argv)
     schedulers = tuple(s.strip() for s in args.schedulers.split(",") if s.strip())
-    unknown = set(schedulers) - {"threads", "distributed"}
+    unknown = set(schedulers) - set(SCHEDULERS)
     if unknown:
-        parser.error(f"--schedulers: unknown {sorted(unknown)}; use threads, distributed")
+        parser.error(f"--schedulers: unknown {sorted(unknown)}; use {', '.join(SCHEDULERS)}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
