@@ -160,10 +160,10 @@ class GridModel(torch.nn.Module):
             ctx = padded[:, getattr(self, f"contexts{level}")].reshape(-1, CONTEXT_SIZE)
             prediction = self.arm[0](ctx)
             deviation = ctx - prediction
-            h = torch.sign(deviation) * _mitchell(deviation.abs())
+            h = _signed_mitchell(deviation)
             h = torch.cat([h, getattr(self, f"strides{level}").repeat(z.shape[0])[:, None]], dim=1)
             for layer in self.arm[1:-1]:
-                h = layer(h).clamp(0.0, lc.HIDDEN_CAP * 2.0**-lc.FRACTION)
+                h = F.hardtanh(layer(h), 0.0, lc.HIDDEN_CAP * 2.0**-lc.FRACTION)
             out = self.arm[-1](h)
             mu = prediction[:, 0] + out[:, 0]
             scale = torch.exp2(out[:, 1].clamp(*LOG2_SCALES))
@@ -171,10 +171,18 @@ class GridModel(torch.nn.Module):
         return total
 
 
-def _mitchell(x: torch.Tensor) -> torch.Tensor:
-    """log2(1 + x) with Mitchell's log2 (piecewise linear, x >= 0), as :func:`xr_inr.methods.grid.arm._compress`."""
-    k = torch.floor(torch.log2(1.0 + x)).detach()
-    return k + (1.0 + x) * torch.exp2(-k) - 1.0
+def _signed_mitchell(d: torch.Tensor) -> torch.Tensor:
+    """sign(d) log2(1 + |d|) with Mitchell's log2, as :func:`xr_inr.methods.grid.arm._compress`.
+
+    Piecewise linear: with k = floor(log2(1 + |d|)) (read from the float32 exponent bits)
+    it is d 2**-k + sign(d) (k + 2**-k - 1), so the gradient is 2**-k and one fused
+    multiply-add carries it.
+    """
+    with torch.no_grad():
+        k = ((1.0 + d.abs()).float().view(torch.int32) >> 23) - 127
+        slope = ((127 - k) << 23).view(torch.float32).to(d.dtype)  # 2**-k
+        offset = torch.sign(d) * (k + slope - 1.0)
+    return torch.addcmul(offset, d, slope)
 
 
 def laplace_interval_bits(x: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
