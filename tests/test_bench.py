@@ -93,6 +93,10 @@ def test_over_budget_stream_is_not_ok():
 def test_codec_names_and_crop():
     assert set(baselines.BASELINES) <= set(bench.available_codecs())
     assert bench.make_codec("inr-siren", {"steps": 3}).options == {"steps": 3, "method": "siren"}
+    assert bench.make_codec("inr@fast").options == {"effort": "fast"}
+    assert bench.make_codec("inr-siren@best").options == {"method": "siren", "effort": "best"}
+    with pytest.raises(ValueError, match="unknown effort"):
+        bench.make_codec("inr@quick")
     with pytest.raises(ValueError, match="unknown codec"):
         bench.make_codec("nope")
     with pytest.raises(ValueError, match="HxW"):

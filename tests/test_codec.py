@@ -238,6 +238,17 @@ def test_config_round_trip():
     assert isinstance(clone, INRCodec) and clone.get_config() == config
 
 
+def test_effort_picks_the_steps_unless_they_are_given():
+    assert [INRCodec(effort=e).steps for e in ("fast", "default", "best")] == [50, 300, 1000]
+    assert INRCodec(method="siren", effort="fast").steps == 500
+    assert INRCodec(effort="fast", steps=7).steps == 7
+    assert "effort" not in INRCodec().get_config()  # configs written without it stay as they were
+    config = INRCodec(effort="best").get_config()
+    assert config["effort"] == "best" and numcodecs.get_codec(config).steps == 1000
+    with pytest.raises(ValueError, match="unknown effort 'quick'"):
+        INRCodec(effort="quick")
+
+
 def run_fresh_python(code: str) -> str:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -63,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chunks", type=_chunks, help="chunk size: 64 (spatial side) or y=64,x=64 "
                                                   "(default: all bands, at most 128 x 128 pixels)")
     p.add_argument("--method", choices=("grid", "siren"), default="grid", help="the codec's method (default grid)")
-    p.add_argument("--steps", type=int, help="fitting steps per chunk (default: the codec's, 1000 for grid)")
+    p.add_argument("--effort", choices=("fast", "default", "best"), default="default",
+                   help="encode time against quality (grid: 50, 300 or 1000 fitting steps per chunk)")
+    p.add_argument("--steps", type=int, help="fitting steps per chunk instead of the effort's")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, help="threads of the local Dask scheduler (default: one per core)")
     where.add_argument("--scheduler", metavar="ADDRESS",
@@ -153,7 +155,7 @@ def run(args: argparse.Namespace) -> None:
                                 workers=args.workers, scheduler=args.scheduler, variable=args.variable,
                                 zarr_format=args.zarr_format,
                                 overwrite=args.overwrite, progress=not args.quiet, method=args.method,
-                                steps=args.steps)
+                                steps=args.steps, effort=args.effort)
         print(f"{args.store}: {out.name} {dict(out.sizes)} {out.dtype}, {out.inr.nbytes} bytes in chunks = "
               f"{out.inr.bpppb:.4f} bpppb")
         if args.psnr is not None:

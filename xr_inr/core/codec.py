@@ -23,7 +23,9 @@ from .quality import check_target, encode_to_psnr
 from .stream import DTYPE_CODES
 
 METHODS = ("grid", "siren")
-DEFAULT_STEPS = {"grid": 1000, "siren": 2000}
+EFFORTS = ("fast", "default", "best")
+STEPS = {"grid": {"fast": 50, "default": 300, "best": 1000}, "siren": {"fast": 500, "default": 2000, "best": 4000}}
+"""Adam steps of the (final) fit for each method and effort (measured for "grid": docs/method.md)."""
 DEFAULT_LR = {"grid": 1e-2, "siren": 2e-4}
 DEFAULT_BPPPB = 0.1
 """The rate when neither ``bpppb`` nor ``psnr`` is given."""
@@ -52,7 +54,7 @@ class INRCodec(Codec):
     components : "grid" only: basis vectors; None chooses the architecture
         for the budget (:data:`xr_inr.methods.grid.payload.ARCHITECTURES`).
     depth, width : "siren" only: fix the architecture instead of searching it (either or both).
-    steps : Adam steps of the (final) fit; None: 1000 for "grid", 2000 for "siren".
+    steps : Adam steps of the (final) fit; None: the effort's (:data:`STEPS`).
     search_steps : "siren" only: steps of the architecture search's first round
         (successive halving, see :func:`xr_inr.methods.siren.fitting.search_and_fit`).
     max_depth : "siren" only: deepest architecture the search tries.
@@ -63,6 +65,9 @@ class INRCodec(Codec):
         trailing rows, columns or bands made of it only (the padding of an edge
         chunk) are left out of the fit and restored exactly (``"NaN"`` or NaN
         for float arrays). None (default): every element is fitted.
+    effort : "fast", "default" or "best": encode time against quality, by the
+        number of fitting steps (grid: 50, 300, 1000; siren: 500, 2000, 4000),
+        unless ``steps`` is given. Decoding never needs it.
     chunk_shape, dtype : the Zarr array's chunk shape and dtype, given together
         (``to_zarr`` sets them for Zarr format 2, whose compressor gets no chunk
         spec): ``decode`` refuses a stream of another layout
@@ -94,6 +99,7 @@ class INRCodec(Codec):
         psnr: float | None = None,
         chunk_shape: tuple[int, ...] | None = None,
         dtype: str | None = None,
+        effort: str = "default",
     ):
         if bpppb is not None and psnr is not None:
             raise ValueError(f"give bpppb (a rate) or psnr (a quality target), not both: got bpppb={bpppb!r}, "
@@ -117,12 +123,15 @@ class INRCodec(Codec):
             raise ValueError("depth, width and batch_size are options of method='siren'")
         if method == "siren" and components is not None:
             raise ValueError("components is an option of method='grid'")
-        steps = DEFAULT_STEPS[method] if steps is None else steps
+        if effort not in EFFORTS:
+            raise ValueError(f"unknown effort {effort!r}; choose from {EFFORTS}")
+        steps = STEPS[method][effort] if steps is None else steps
         lr = DEFAULT_LR[method] if lr is None else lr
         if steps < 1 or search_steps < 0 or max_depth < 1:
             raise ValueError("steps and max_depth must be >= 1, search_steps >= 0")
         self.bpppb = None if bpppb is None else float(bpppb)
         self.psnr = psnr
+        self.effort = effort
         self.band_axis = band_axis % 3
         self.method = method
         self.components = components
@@ -172,6 +181,8 @@ class INRCodec(Codec):
             config[key] = getattr(self, key)
         if self.psnr is not None:  # encode-only, absent otherwise: configs without a target stay as they were
             config["psnr"] = self.psnr
+        if self.effort != "default":  # encode-only (steps holds its effect), recorded where chosen
+            config["effort"] = self.effort
         if self.fill_value is not None:  # JSON has no NaN: stored as the string "NaN"
             config["fill_value"] = "NaN" if math.isnan(self.fill_value) else self.fill_value
         if self.chunk_shape is not None:

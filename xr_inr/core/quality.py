@@ -153,7 +153,8 @@ def search(measure: Callable[[float], Try], target: float, start: float, *, max_
     did not (a stream over its budget counts at its own rate, :attr:`Try.at`). Until both are known,
     the rate moves by the PSNR it lacks (or has to spare) over the slope in dB per doubling of the rate
     measured on the two tries nearest the target (:data:`SLOPE_DB_PER_DOUBLING` before there are two),
-    by at most :data:`MAX_STEP` and at least ``tolerance``; then inside [lo, hi] (:func:`_inside`: the
+    by at most :data:`MAX_STEP` and at least ``tolerance`` (a doubling when the last two tries sit on a
+    plateau, :data:`PLATEAU_DB`); then inside [lo, hi] (:func:`_inside`: the
     secant of its ends, a tolerance step from each end, so that a pass next to ``lo`` or a fail next
     to ``hi`` ends the search). It ends when ``hi <= lo * (1 + tolerance)``, after
     ``max_encodes`` encodes, at ``lowest`` / ``highest``, when the smallest stream that met the target is
@@ -208,6 +209,8 @@ def _next_rate(tries, target, lo, hi, tolerance, lowest, highest) -> float:
         guess = anchor.at * 2.0 ** ((target - anchor.psnr) / _slope(finite))
     else:  # every stream so far exact: try well below
         guess = hi / MAX_STEP
+    if len(tries) >= 2 and abs(tries[-1].psnr - tries[-2].psnr) < PLATEAU_DB:
+        step = 2.0  # a plateau (an architecture whose quality the rate does not change): leave it
     if lo is None:  # every try met the target: go down
         guess = min(max(guess, hi / MAX_STEP), hi / step)
     else:  # none did: go up

@@ -9,7 +9,10 @@ Decode times and memory come from one more worker per cube and rate that
 decodes every codec's stream in turn (:func:`_decode_timings`), so the
 machine's load falls on the codecs alike.
 
-Writes ``results.json``, ``results.md`` and ``rd.png`` (see docs/benchmarks.md).
+The INR's worker imports torch (and what its optimiser imports on first use)
+before the clock starts: a Dask worker pays that once, not per chunk.
+
+Writes ``results.json``, ``results.md``, ``rd.png`` and ``speed.png`` (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ __all__ = [
     "json_safe",
     "main",
     "make_codec",
+    "plot_figures",
     "plot_rd",
     "run",
     "run_benchmark",
@@ -61,16 +65,27 @@ ARCHITECTURE_KEYS = ("method", "components", "channels", "hidden", "depth", "wid
 class InrBenchCodec:
     """The INR codec behind the baselines' interface (``encode_at_rate`` / ``decode``).
 
-    Name "inr" uses INRCodec's default method; "inr-<method>" passes ``method``.
+    Name "inr" uses INRCodec's default method and effort; "inr-<method>" passes ``method``,
+    a suffix "@<effort>" (``inr@fast``, ``inr-siren@best``) ``effort``.
     ``options`` go to ``INRCodec`` as keyword arguments (steps, lr, ...).
     """
 
     def __init__(self, name: str = INR_PREFIX, **options):
         self.name = name
         self.options = dict(options)
+        name, _, effort = name.partition("@")
         method = name[len(INR_PREFIX) + 1 :]
         if method:
             self.options["method"] = method
+        if effort:
+            self.options["effort"] = effort
+
+    def warm_up(self) -> None:
+        """Import what fitting imports (torch, and what torch's optimiser imports on first use), so
+        that an encode's time is the fit's: a worker process pays this once, not per chunk."""
+        import torch
+
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
     def encode_at_rate(self, cube: np.ndarray, target_bpppb: float) -> baselines.EncodedResult:
         from ..core.codec import INRCodec
@@ -105,9 +120,13 @@ def make_codec(name: str, inr_options: dict | None = None):
     """A codec object with ``encode_at_rate(cube, target_bpppb)`` and ``decode(data)``."""
     if name in baselines.BASELINES:
         return baselines.BASELINES[name]
-    if name == INR_PREFIX or name.startswith(INR_PREFIX + "-"):
-        return InrBenchCodec(name, **(inr_options or {}))
-    raise ValueError(f"unknown codec {name!r}; known: {available_codecs()} and inr-<method>")
+    if name.partition("@")[0] == INR_PREFIX or name.startswith(INR_PREFIX + "-"):
+        codec = InrBenchCodec(name, **(inr_options or {}))
+        from ..core.codec import INRCodec
+
+        INRCodec(**codec.options)  # an unknown method or effort fails here
+        return codec
+    raise ValueError(f"unknown codec {name!r}; known: {available_codecs()}, inr-<method> and inr[-<method>]@<effort>")
 
 
 # --------------------------------------------------------------------------- worker side
@@ -142,6 +161,8 @@ def _timed_run(codec_name: str, cube: np.ndarray, target_bpppb: float, inr_optio
     """Encode then decode once in this (worker) process: encode time, memory, the stream and the
     decoded cube (decode times come from :func:`_decode_timings`)."""
     codec = make_codec(codec_name, inr_options)
+    if hasattr(codec, "warm_up"):
+        codec.warm_up()
     resettable = _reset_peak()
     base_mb = _status_kib("VmRSS") / 1024 if resettable else None
     with warnings.catch_warnings(record=True) as caught:
@@ -408,6 +429,19 @@ def _finite(value) -> bool:
     return value is not None and math.isfinite(value)
 
 
+def plot_figures(records: list[dict], out: Path) -> None:
+    """``rd.png`` and, where ``pca-jpeg2000-shared`` ran, ``speed.png``: each codec's encode and
+    decode time as a ratio to it against its PSNR margin over it, one point per cell
+    (:func:`xr_inr.tools.figures.plot_speed`; efforts side by side when several ran)."""
+    from . import figures
+
+    plot_rd(records, out / "rd.png")
+    if any(r["codec"] == figures.REFERENCE and r["status"] == "ok" for r in records):
+        ok = [r for r in records if r["status"] == "ok"]
+        created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        figures.plot_speed([{"label": "this run", "created": created, "runs": ok}], out / "speed.png")
+
+
 def plot_rd(records: list[dict], path: Path) -> None:
     """PSNR against bpppb, one line per codec, one panel per dataset ("ok" runs only)."""
     import matplotlib
@@ -459,7 +493,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--report", help="instead of running: merge these results.json files (comma-separated) into --out"
     )
     parser.add_argument("--bpppb", default="0.05,0.1,0.2", help="target rates, comma-separated (default 0.05,0.1,0.2)")
-    parser.add_argument("--codecs", default="all", help="'all' or comma-separated names (baselines, inr, inr-<method>)")
+    parser.add_argument("--codecs", default="all", help="'all' or comma-separated names (baselines, inr, inr-<method>, "
+                        "inr@<effort>, e.g. inr@fast,inr,inr@best)")
     parser.add_argument("--out", default="results", type=Path, help="output folder (default results/)")
     parser.add_argument("--drop-constant-bands", action="store_true", help="drop zeroed/constant bands first")
     parser.add_argument("--crop", help="top-left crop HxW or HxWxB (first B bands), for quick runs")
@@ -505,7 +540,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         cubes, codecs, rates, inr_options, log=lambda line: print(line, file=sys.stderr), on_record=save
     )
     save(records)
-    plot_rd(records, args.out / "rd.png")
+    plot_figures(records, args.out)
     return records
 
 
@@ -532,7 +567,7 @@ def _merge_reports(paths: list[Path], out: Path) -> list[dict]:
         },
         out,
     )
-    plot_rd(records, out / "rd.png")
+    plot_figures(records, out)
     return records
 
 

@@ -25,6 +25,14 @@ from .model import CONTEXT_SIZE, GridSpec, upsample_matrix
 from .payload import choose_spec, estimated_param_bits, model_parts, pack, quantised_parameters
 
 LOG2_SCALES = (-4.0, 13.0)  # the entropy coder's range of log2 Laplace scales
+RATE_SAMPLE = 8
+"""A training step estimates the latents' bits from every 8th point in coding order (a different
+eighth each step, times 8): an unbiased estimate at an eighth of the cost, the rate term having
+been three quarters of a step (docs/method.md)."""
+ARM_WARM_UP = (100, 50)
+"""Before training, the ARM is fitted alone to the initial latents (these steps, twice) and the
+coefficient step re-picked with it after each: an untrained ARM's bits, 3x the static estimate
+on ABU urban-2, made the first re-picks overshoot (docs/method.md)."""
 
 
 @dataclass
@@ -122,6 +130,7 @@ class GridModel(torch.nn.Module):
         coefficients = self.latents[0][:k].cpu().numpy().reshape(k, -1).T * self.step
         new_step = choose_step(coefficients, images.shape[1:], max(latent_bits - other_bits, 1.0) / ratio)
         self.latents[0][:k] *= self.step / new_step
+        self.arm[-1].bias[1] += math.log2(self.step / new_step)  # the ARM's scales follow the latents
         self.step = new_step
 
     def quantised(self, mode: str, generator: torch.Generator | None = None) -> list[torch.Tensor]:
@@ -150,25 +159,30 @@ class GridModel(torch.nn.Module):
             coefficients = coefficients + _mlp(self.synthesis, torch.cat(features, dim=1))
         return coefficients @ self.basis + self.mean, coefficients
 
-    def latent_bits(self, latents: list[torch.Tensor]) -> torch.Tensor:
-        """Estimated bits of the latents (a list by level) under the ARM's discretised Laplace."""
+    def latent_bits(self, latents: list[torch.Tensor], every: int = 1, start: int = 0) -> torch.Tensor:
+        """Estimated bits of the latents (a list by level) under the ARM's discretised Laplace.
+
+        ``every`` > 1: an unbiased estimate from every ``every``-th point (in coding order, from
+        ``start``), times ``every``.
+        """
         total = latents[0].new_zeros(())
+        rows = slice(start % every, None, every)
         for level, z in enumerate(latents):
             if z.shape[0] == 0:
                 continue
             padded = F.pad(z.reshape(z.shape[0], -1), (0, 1))  # index gh * gw reads 0
-            ctx = padded[:, getattr(self, f"contexts{level}")].reshape(-1, CONTEXT_SIZE)
+            ctx = padded[:, getattr(self, f"contexts{level}")[rows]].reshape(-1, CONTEXT_SIZE)
             prediction = self.arm[0](ctx)
             deviation = ctx - prediction
             h = _signed_mitchell(deviation)
-            h = torch.cat([h, getattr(self, f"strides{level}").repeat(z.shape[0])[:, None]], dim=1)
+            h = torch.cat([h, getattr(self, f"strides{level}")[rows].repeat(z.shape[0])[:, None]], dim=1)
             for layer in self.arm[1:-1]:
                 h = F.hardtanh(layer(h), 0.0, lc.HIDDEN_CAP * 2.0**-lc.FRACTION)
             out = self.arm[-1](h)
             mu = prediction[:, 0] + out[:, 0]
             scale = torch.exp2(out[:, 1].clamp(*LOG2_SCALES))
-            total = total + laplace_interval_bits(padded[:, getattr(self, f"points{level}")].reshape(-1), mu, scale).sum()
-        return total
+            total = total + laplace_interval_bits(padded[:, getattr(self, f"points{level}")[rows]].reshape(-1), mu, scale).sum()
+        return total * every
 
 
 def _signed_mitchell(d: torch.Tensor) -> torch.Tensor:
@@ -240,7 +254,8 @@ class GridTraining:
     ``target`` is (bands, h, w) in [0, 1]; ``valid`` masks the elements that
     count in the distortion (NaN left out); ``latent_bits`` is the bits the
     latents may take. The coefficient step starts from the static estimate
-    times ``step_margin`` (the ARM codes better) and is re-picked three times.
+    times ``step_margin`` (the ARM codes better), is re-picked after each
+    warm-up of the ARM (:data:`ARM_WARM_UP`) and three times while training.
     """
 
     def __init__(self, target: np.ndarray, valid: np.ndarray | None, spec: GridSpec, latent_bits: float,
@@ -270,6 +285,8 @@ class GridTraining:
         with torch.no_grad():  # at high rate, D falls by 2 ln 2 D per bit per value: start there
             start = self._distortion(self.model(self.model.quantised("round"))[0]).item()
         self._log_lmbda = math.log(2 * math.log(2) * max(start, 1e-12))
+        for steps in ARM_WARM_UP:
+            self._warm_up_arm(steps)
 
     def _distortion(self, pred: torch.Tensor) -> torch.Tensor:
         err = (pred - self._x) ** 2
@@ -280,7 +297,7 @@ class GridTraining:
             group["lr"] = self._lr * lr_scale * group["base"]
         latents = self.model.quantised(mode, self._noise)
         pred, _ = self.model(latents)
-        bits = self.model.latent_bits(latents)
+        bits = self.model.latent_bits(latents, RATE_SAMPLE, iteration)
         loss = self._distortion(pred) + math.exp(self._log_lmbda) * bits / self._n_values
         self._optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -289,6 +306,17 @@ class GridTraining:
             with torch.no_grad():
                 rounded = self.model.latent_bits([torch.round(z) for z in self.model.latents]).item()
             self._log_lmbda += float(np.clip(0.5 * math.log(max(rounded, 1.0) / self.latent_bits), -0.2, 0.2))
+
+    def _warm_up_arm(self, steps: int) -> None:
+        """Fit the ARM alone to the rounded latents (their bits only), then re-pick the step with it."""
+        optimiser = torch.optim.Adam(self.model.arm.parameters(), lr=self._lr)
+        rounded = [torch.round(z).detach() for z in self.model.latents]
+        for iteration in range(steps):
+            loss = self.model.latent_bits(rounded, RATE_SAMPLE, iteration) / self._n_values
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+        self.model.retune_step(self.latent_bits)
 
     def train(self, steps: int) -> GridTraining:
         """The schedule: 80 % of the steps with noisy latents (cosine learning rate),
