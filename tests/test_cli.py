@@ -62,8 +62,10 @@ def test_compress_uses_the_workers_asked_for_and_shows_progress(crop_geotiff, tm
     monkeypatch.setattr(parallel, "run", spy)
     out = tmp_path / "one.zarr"
     assert cli.main(["compress", str(crop_geotiff[0]), str(out), "--chunks", "y=-1,x=-1", "--workers", "1",
-                     "--bpppb", "1", "--steps", "30"]) == 0
+                     "--bpppb", "1", "--effort", "fast"]) == 0
     assert seen == [1]
+    stored = zarr.open_group(out, mode="r")["cube"].metadata.codecs[0].to_dict()["configuration"]
+    assert stored["effort"] == "fast" and stored["steps"] == 50
     captured = capsys.readouterr()
     assert "xr-inr fit (1 chunks)" in captured.err and "1/1" in captured.err
     assert f"{out}: cube" in captured.out and "bpppb" in captured.out

@@ -95,6 +95,11 @@ def test_numpy_decoder_matches_the_torch_model():
     # the integer ARM and the fixed tables are within a few percent of the float model
     exact = lc.latent_bits(SPEC, lc.prepare_arm(integer_arm(arm), 3), 3, latents)
     assert abs(exact - bits) <= 0.05 * bits + 16
+    # training's sampled estimates (every 8th point, a different eighth each step) add up to the full count
+    with torch.no_grad():
+        sampled = [model.latent_bits([torch.from_numpy(z.astype(np.float32)) for z in latents], 8, start).item()
+                   for start in range(8)]
+    assert np.mean(sampled) == pytest.approx(bits, rel=1e-4)
 
 
 def test_latents_round_trip_through_the_entropy_coder():

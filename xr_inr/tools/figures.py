@@ -57,7 +57,8 @@ FIGURES = {
     "speed": "speed-quality.png",
 }
 SIDECAR = "figures.json"
-LABELS = {GRID: "grid (xr-inr)", "inr": "grid (xr-inr)", REFERENCE: "PCA + JPEG2000 (shared scale)",
+LABELS = {GRID: "grid (xr-inr)", "inr": "grid (xr-inr)", "inr@fast": "grid, effort 'fast'", "inr@best": "grid, effort 'best'",
+          REFERENCE: "PCA + JPEG2000 (shared scale)",
           "pca-jpeg2000": "PCA + JPEG2000 (notes' recipe)", "inr-siren": "SIREN (the paper's)"}
 DPI = 100
 MAX_PNG_BYTES = 280_000
