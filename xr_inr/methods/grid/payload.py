@@ -44,7 +44,11 @@ ARCHITECTURES = (  # (components, channels per level, synthesis width, ARM width
     (20, (0, 2, 1, 1), 24, 16),
 )
 FIXED_SHARE = 0.2
-"""The largest architecture whose estimated parameter bits stay under this share of the budget is used."""
+"""The largest architecture whose estimated parameter bits stay under this share of the budget is used..."""
+COEFFICIENT_BITS = 1.25
+"""...and whose coefficient images get at least this many bits of the budget per pixel each: spread
+thinner, an extra basis vector costs more than it adds (on every sweep of the basis size measured,
+shared cubes and hand-made ones with fewer bands, the best size had 1.3-3.4 bits; docs/method.md)."""
 
 
 class GridStreamError(StreamError):
@@ -70,13 +74,16 @@ def estimated_param_bits(spec: GridSpec) -> float:
 
 
 def choose_spec(bands: int, height: int, width: int, budget_bits: float, components: int | None = None) -> GridSpec:
-    """The architecture for a block and budget (see :data:`ARCHITECTURES`, :data:`FIXED_SHARE`)."""
+    """The architecture for a block and budget (see :data:`ARCHITECTURES`, :data:`FIXED_SHARE`,
+    :data:`COEFFICIENT_BITS`; ``components`` fixes k, the rest still chosen by the share)."""
     chosen = None
     for k, channels, hidden, arm_hidden in ARCHITECTURES:
         if components is not None:
             k = components
         spec = GridSpec(bands, height, width, min(k, bands), channels, hidden, arm_hidden)
-        if chosen is None or estimated_param_bits(spec) <= FIXED_SHARE * budget_bits:
+        fits = estimated_param_bits(spec) <= FIXED_SHARE * budget_bits
+        thin = components is None and spec.components * height * width * COEFFICIENT_BITS > budget_bits
+        if chosen is None or (fits and not thin):
             chosen = spec
     return chosen
 
