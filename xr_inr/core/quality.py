@@ -160,7 +160,8 @@ def search(measure: Callable[[float], Try], target: float, start: float, *, max_
     ``max_encodes`` encodes, at ``lowest`` / ``highest``, when the smallest stream that met the target is
     the method's smallest network (:attr:`Try.smallest`: no lower budget gives a smaller one), or when a
     rate gives the very bytes an earlier rate gave (a constant block, float16 values, a network at its
-    finest step).
+    finest step) that met the target; below it the search goes on up (a larger budget can bring a
+    larger architecture).
     Of the streams that met the target the smallest is returned; when none did, the one of highest
     PSNR, with a :class:`QualityWarning`.
     """
@@ -170,7 +171,8 @@ def search(measure: Callable[[float], Try], target: float, start: float, *, max_
     rate = float(np.clip(start, lowest, highest))
     while True:
         tries.append(measure(rate))
-        if len(tries) >= max_encodes or any(t.stream == tries[-1].stream for t in tries[:-1]):
+        repeated = any(t.stream == tries[-1].stream for t in tries[:-1])
+        if len(tries) >= max_encodes or (repeated and tries[-1].psnr >= target):
             break
         lo, hi = _bracket(tries, target)
         if hi is not None and lo is not None and hi <= lo * (1 + tolerance):

@@ -32,7 +32,10 @@ been three quarters of a step (docs/method.md)."""
 ARM_WARM_UP = (100, 50)
 """Before training, the ARM is fitted alone to the initial latents (these steps, twice) and the
 coefficient step re-picked with it after each: an untrained ARM's bits, 3x the static estimate
-on ABU urban-2, made the first re-picks overshoot (docs/method.md)."""
+on ABU urban-2, made the first re-picks overshoot (docs/method.md). A fit of n <
+:data:`WARM_UP_FULL_FROM` steps (a test, a preview) warms up for (n / 50)**2 of these."""
+WARM_UP_FULL_FROM = 50
+"""Fits of at least this many steps (effort "fast" and above) get the whole warm-up."""
 
 
 @dataclass
@@ -248,8 +251,8 @@ def choose_step(coefficients: np.ndarray, shape: tuple[int, int], latent_bits: f
 
 
 class GridTraining:
-    """One latent-grid model being fitted to one block; ``train`` can be called again, ``coarsen`` and
-    ``fine_tune`` trade quality for bits.
+    """One latent-grid model being fitted to one block; ``coarsen`` and ``fine_tune`` trade quality
+    for bits after ``train``.
 
     ``target`` is (bands, h, w) in [0, 1]; ``valid`` masks the elements that
     count in the distortion (NaN left out); ``latent_bits`` is the bits the
@@ -285,8 +288,6 @@ class GridTraining:
         with torch.no_grad():  # at high rate, D falls by 2 ln 2 D per bit per value: start there
             start = self._distortion(self.model(self.model.quantised("round"))[0]).item()
         self._log_lmbda = math.log(2 * math.log(2) * max(start, 1e-12))
-        for steps in ARM_WARM_UP:
-            self._warm_up_arm(steps)
 
     def _distortion(self, pred: torch.Tensor) -> torch.Tensor:
         err = (pred - self._x) ** 2
@@ -319,8 +320,10 @@ class GridTraining:
         self.model.retune_step(self.latent_bits)
 
     def train(self, steps: int) -> GridTraining:
-        """The schedule: 80 % of the steps with noisy latents (cosine learning rate),
-        then rounded latents at a tenth of the learning rate."""
+        """The schedule: the ARM's warm-up (:data:`ARM_WARM_UP`), then 80 % of the steps with
+        noisy latents (cosine learning rate), then rounded latents at a tenth of the learning rate."""
+        for warm_up in ARM_WARM_UP:
+            self._warm_up_arm(math.ceil(warm_up * min(1.0, steps / WARM_UP_FULL_FROM) ** 2))
         noise_steps = int(0.8 * steps)
         retune_at = {int(0.1 * steps), int(0.25 * steps), int(0.4 * steps)}
         for iteration in range(steps):
