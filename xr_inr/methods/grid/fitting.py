@@ -33,7 +33,7 @@ ARM_WARM_UP = (100, 50)
 """Before training, the ARM is fitted alone to the initial latents (these steps, twice) and the
 coefficient step re-picked with it after each: an untrained ARM's bits, 3x the static estimate
 on ABU urban-2, made the first re-picks overshoot (docs/method.md). A fit of n <
-:data:`WARM_UP_FULL_FROM` steps (a test, a preview) warms up for (n / 50)**2 of these."""
+:data:`WARM_UP_FULL_FROM` steps (a test, a preview) warms up for (n / 50)**3 of these."""
 WARM_UP_FULL_FROM = 50
 """Fits of at least this many steps (effort "fast" and above) get the whole warm-up."""
 
@@ -323,7 +323,7 @@ class GridTraining:
         """The schedule: the ARM's warm-up (:data:`ARM_WARM_UP`), then 80 % of the steps with
         noisy latents (cosine learning rate), then rounded latents at a tenth of the learning rate."""
         for warm_up in ARM_WARM_UP:
-            self._warm_up_arm(math.ceil(warm_up * min(1.0, steps / WARM_UP_FULL_FROM) ** 2))
+            self._warm_up_arm(math.ceil(warm_up * min(1.0, steps / WARM_UP_FULL_FROM) ** 3))
         noise_steps = int(0.8 * steps)
         retune_at = {int(0.1 * steps), int(0.25 * steps), int(0.4 * steps)}
         for iteration in range(steps):
