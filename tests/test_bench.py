@@ -41,6 +41,17 @@ def test_bench_cli_writes_the_three_outputs(tmp_path, shared_dataset):
     jasper = next(r for r in runs if r["dataset"] == "jasper_ridge_100x100x198" and r["codec"] == "pca-dct")
     assert f"| pca-dct | {jasper['psnr']:.2f} / {jasper['sam_deg']:.2f} |" in summary
     assert (out / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "speed.png").exists()  # drawn against pca-jpeg2000-shared, which did not run
+
+
+def test_speed_figure_is_drawn_when_the_reference_ran(tmp_path):
+    def record(codec, psnr, encode_s):
+        return {"codec": codec, "dataset": "cube", "target_bpppb": 0.1, "status": "ok", "bpppb": 0.1,
+                "psnr": psnr, "encode_s": encode_s, "decode_s": 0.01}
+
+    bench.plot_figures([record("pca-jpeg2000-shared", 40.0, 1.0), record("inr@fast", 41.0, 5.0),
+                        record("inr", 42.0, 20.0)], tmp_path)
+    assert (tmp_path / "rd.png").read_bytes()[:8] == (tmp_path / "speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 class _Allocating:
