@@ -1,8 +1,12 @@
-"""SIREN fitting with torch, and its agreement with the numpy decoder."""
+"""SIREN fitting with torch, its agreement with the numpy decoder, and the optimiser both methods use."""
+
+import subprocess
+import sys
 
 import numpy as np
 import torch
 
+from xr_inr.methods.fitting import Adam
 from xr_inr.methods.siren.fitting import Siren, fit, search_and_fit
 from xr_inr.methods.siren.model import SirenSpec, axis_coords, coordinate_mesh, evaluate
 
@@ -98,3 +102,36 @@ def test_search_returns_one_of_the_candidates_fully_trained():
     candidates = [SirenSpec(1, 20, 3), SirenSpec(2, 10, 3)]
     result = search_and_fit(target, None, candidates, steps=20, search_steps=5, lr=1e-3)
     assert result.spec in candidates
+
+
+def _trained(optimiser_class):
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.nn.Parameter(torch.randn(50, 7, generator=generator))
+    bias = torch.nn.Parameter(torch.randn(7, generator=generator))
+    unused = torch.nn.Parameter(torch.ones(3))
+    x = torch.randn(20, 50, generator=generator)
+    optimiser = optimiser_class([{"params": [weights], "base": 1.0}, {"params": [bias, unused], "base": 0.05}], lr=0.01)
+    for i in range(100):
+        for group in optimiser.param_groups:  # as the grid fit sets its learning rates
+            group["lr"] = 0.01 * group["base"] * (1 + i % 7) / 7
+        loss = ((torch.tanh(x @ weights) + bias) ** 2).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return weights, bias, unused
+
+
+def test_adam_is_torchs_adam_bit_for_bit():
+    for ours, torchs in zip(_trained(Adam), _trained(torch.optim.Adam)):
+        assert torch.equal(ours, torchs)
+    assert torch.equal(_trained(Adam)[2], torch.ones(3))  # no gradient: left alone
+
+
+def test_a_fit_imports_neither_dynamo_nor_sympy():
+    """torch.optim imports both on first use (seconds of every new worker process)."""
+    code = ("import sys, numpy as np; from xr_inr import INRCodec\n"
+            "INRCodec(bpppb=1, steps=2).encode(np.random.default_rng(0).random((8, 16, 16)))\n"
+            "INRCodec(bpppb=1, steps=2, method='siren').encode(np.random.default_rng(0).random((8, 16, 16)))\n"
+            "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

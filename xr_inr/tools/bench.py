@@ -9,8 +9,8 @@ Decode times and memory come from one more worker per cube and rate that
 decodes every codec's stream in turn (:func:`_decode_timings`), so the
 machine's load falls on the codecs alike.
 
-The INR's worker imports torch (and what its optimiser imports on first use)
-before the clock starts: a Dask worker pays that once, not per chunk.
+The INR's worker imports torch and the fitting code before the clock starts:
+a Dask worker pays that once, not per chunk.
 
 Writes ``results.json``, ``results.md``, ``rd.png`` and ``speed.png`` (see docs/benchmarks.md).
 """
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
+import ctypes
 import datetime
 import json
 import math
@@ -81,11 +83,10 @@ class InrBenchCodec:
             self.options["effort"] = effort
 
     def warm_up(self) -> None:
-        """Import what fitting imports (torch, and what torch's optimiser imports on first use), so
-        that an encode's time is the fit's: a worker process pays this once, not per chunk."""
-        import torch
-
-        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+        """Import what fitting imports (torch, the fitting code), so that an encode's time is the
+        fit's: a worker process pays this once, not per chunk."""
+        from ..methods.grid import fitting  # noqa: F401
+        from ..methods.siren import fitting as siren_fitting  # noqa: F401
 
     def encode_at_rate(self, cube: np.ndarray, target_bpppb: float) -> baselines.EncodedResult:
         from ..core.codec import INRCodec
@@ -140,14 +141,37 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
+_LIBC = ctypes.CDLL(None)
+
+
 def _reset_peak() -> bool:
-    """Reset this process's peak RSS (VmHWM); False where Linux's clear_refs is unavailable."""
+    """Hand freed heap memory back to the system, then reset this process's peak RSS (VmHWM).
+
+    Without the first step a measured call reuses pages an earlier call freed, and reads as
+    needing nothing. False where Linux's clear_refs is unavailable."""
+    if hasattr(_LIBC, "malloc_trim"):  # glibc
+        _LIBC.malloc_trim(0)
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")
         return True
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def _small_pages():
+    """New memory of this process in 4 KiB pages, not transparent huge pages, for the block.
+
+    Kernels before Linux 6.2 add a task's page faults to its RSS in batches of 64 faults: a
+    decode that faults 50 MiB in 2 MiB pages can end before its RSS (and so its peak) moves."""
+    prctl = getattr(_LIBC, "prctl", None)
+    off = prctl is not None and prctl(41, 1, 0, 0, 0) == 0  # PR_SET_THP_DISABLE
+    try:
+        yield
+    finally:
+        if off:
+            prctl(41, 0, 0, 0, 0)
 
 
 def _peak_mb(resettable: bool) -> float:
@@ -207,10 +231,11 @@ def _decode_timings(streams: dict[str, bytes]) -> dict[str, dict]:
             best[name] = min(best[name], time.perf_counter() - start)
     out = {}
     for name, data in streams.items():
-        resettable = _reset_peak()
-        before = _status_kib("VmRSS") / 1024 if resettable else None
-        codecs[name].decode(data)
-        peak = _peak_mb(resettable)
+        with _small_pages():
+            resettable = _reset_peak()
+            before = _status_kib("VmRSS") / 1024 if resettable else None
+            codecs[name].decode(data)
+            peak = _peak_mb(resettable)
         out[name] = {"decode_s": best[name], "decode_peak_rss_mb": peak,
                      "decode_rss_growth_mb": None if before is None else peak - before}
     return out

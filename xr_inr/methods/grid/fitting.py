@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ...core.stream import AFFINE
 from ...pca import pca
-from ..fitting import pick_device
+from ..fitting import Adam, pick_device
 from . import arm as lc
 from .model import CONTEXT_SIZE, GridSpec, upsample_matrix
 from .payload import choose_spec, estimated_param_bits, model_parts, pack, quantised_parameters
@@ -284,7 +284,7 @@ class GridTraining:
         networks = list(self.model.synthesis.parameters()) + list(self.model.arm.parameters())
         groups = [(list(self.model.latents.parameters()), 1.0), (networks, 1.0), (spectral, 0.05)]
         self._lr = lr
-        self._optimiser = torch.optim.Adam([{"params": p, "base": f} for p, f in groups], lr=lr)
+        self._optimiser = Adam([{"params": p, "base": f} for p, f in groups], lr=lr)
         with torch.no_grad():  # at high rate, D falls by 2 ln 2 D per bit per value: start there
             start = self._distortion(self.model(self.model.quantised("round"))[0]).item()
         self._log_lmbda = math.log(2 * math.log(2) * max(start, 1e-12))
@@ -300,7 +300,7 @@ class GridTraining:
         pred, _ = self.model(latents)
         bits = self.model.latent_bits(latents, RATE_SAMPLE, iteration)
         loss = self._distortion(pred) + math.exp(self._log_lmbda) * bits / self._n_values
-        self._optimiser.zero_grad(set_to_none=True)
+        self._optimiser.zero_grad()
         loss.backward()
         self._optimiser.step()
         if iteration % 10 == 9:  # steer the bits of the rounded latents towards the budget
@@ -310,11 +310,11 @@ class GridTraining:
 
     def _warm_up_arm(self, steps: int) -> None:
         """Fit the ARM alone to the rounded latents (their bits only), then re-pick the step with it."""
-        optimiser = torch.optim.Adam(self.model.arm.parameters(), lr=self._lr)
+        optimiser = Adam(self.model.arm.parameters(), lr=self._lr)
         rounded = [torch.round(z).detach() for z in self.model.latents]
         for iteration in range(steps):
             loss = self.model.latent_bits(rounded, RATE_SAMPLE, iteration) / self._n_values
-            optimiser.zero_grad(set_to_none=True)
+            optimiser.zero_grad()
             loss.backward()
             optimiser.step()
         self.model.retune_step(self.latent_bits)

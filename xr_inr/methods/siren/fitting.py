@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..fitting import pick_device
+from ..fitting import Adam, pick_device
 from .model import SirenSpec, axis_coords, coordinate_mesh
 from .payload import pack
 
@@ -90,7 +90,7 @@ class Training:
             values = torch.where(self._weights > 0, values, torch.zeros_like(values))
         self._values = values
         self._model = Siren(spec, self._generator).to(dev)
-        self._optimiser = torch.optim.Adam(self._model.parameters(), lr=lr)
+        self._optimiser = Adam(self._model.parameters(), lr=lr)
         n_pixels = self._coords.shape[0]
         self._batch_size = None if batch_size is None or batch_size >= n_pixels else batch_size
         self.steps_done = 0
@@ -120,7 +120,7 @@ class Training:
             else:
                 rows = torch.randint(0, n_pixels, (self._batch_size,), generator=self._generator).to(coords.device)
                 loss = self._mse(model(coords[rows]), rows)
-            self._optimiser.zero_grad(set_to_none=True)
+            self._optimiser.zero_grad()
             loss.backward()
             self._optimiser.step()
             self.steps_done += 1
