@@ -166,7 +166,8 @@ def _small_pages():
     Kernels before Linux 6.2 add a task's page faults to its RSS in batches of 64 faults: a
     decode that faults 50 MiB in 2 MiB pages can end before its RSS (and so its peak) moves."""
     prctl = getattr(_LIBC, "prctl", None)
-    off = prctl is not None and prctl(41, 1, 0, 0, 0) == 0  # PR_SET_THP_DISABLE
+    # PR_GET_THP_DISABLE (42) is 0 while huge pages are allowed; PR_SET_THP_DISABLE is 41
+    off = prctl is not None and prctl(42, 0, 0, 0, 0) == 0 and prctl(41, 1, 0, 0, 0) == 0
     try:
         yield
     finally:
