@@ -105,16 +105,36 @@ class GridModel(torch.nn.Module):
             self.arm[-1].bias.copy_(torch.tensor([0.0, 1.0]))
         self.basis = torch.nn.Parameter(torch.from_numpy(basis.astype(np.float32)))
         self.mean = torch.nn.Parameter(torch.from_numpy(mean.astype(np.float32)))
+        self._register_coding_order(spec)
         for level in range(len(spec.channels)):
             gh, gw = spec.level_shape(level)
-            points, contexts, strides = lc.all_contexts(gh, gw)
-            self.register_buffer(f"strides{level}", torch.from_numpy(strides.astype(np.float32)))
-            self.register_buffer(f"points{level}", torch.from_numpy(points.astype(np.int64)))
-            self.register_buffer(f"contexts{level}", torch.from_numpy(contexts.astype(np.int64)))
             up_y = upsample_matrix(np.arange(spec.height), gh, 2**level)
             up_x = upsample_matrix(np.arange(spec.width), gw, 2**level)
             self.register_buffer(f"up_y{level}", torch.from_numpy(up_y.astype(np.float32)))
             self.register_buffer(f"up_x{level}", torch.from_numpy(up_x.astype(np.float32)))
+
+    def _register_coding_order(self, spec: GridSpec) -> None:
+        """Every latent's context, its own index and stride feature, into all the latents flattened
+        level by level (one zero appended): the rate of every level in one pass of the ARM. Rows
+        run level by level, channel by channel, in coding order; ``coefficient_rows`` marks those
+        of the coefficient images."""
+        sizes = [c * math.prod(spec.level_shape(level)) for level, c in enumerate(spec.level_channels())]
+        zero, offset = sum(sizes), 0
+        contexts, points, strides, coefficient = [], [], [], []
+        for level, channels in enumerate(spec.level_channels()):
+            n = math.prod(spec.level_shape(level))
+            level_points, level_contexts, level_strides = lc.all_contexts(*spec.level_shape(level))
+            for channel in range(channels):
+                first = offset + channel * n
+                contexts.append(np.where(level_contexts == n, zero, level_contexts + first))
+                points.append(level_points + first)
+                strides.append(level_strides)
+                coefficient.append(np.full(level_points.size, level == 0 and channel < spec.components))
+            offset += sizes[level]
+        self.register_buffer("contexts", torch.from_numpy(np.concatenate(contexts).astype(np.int64)))
+        self.register_buffer("points", torch.from_numpy(np.concatenate(points).astype(np.int64)))
+        self.register_buffer("strides", torch.from_numpy(np.concatenate(strides).astype(np.float32)))
+        self.register_buffer("coefficient_rows", torch.from_numpy(np.concatenate(coefficient)))
 
     @torch.no_grad()
     def retune_step(self, latent_bits: float) -> None:
@@ -127,8 +147,9 @@ class GridModel(torch.nn.Module):
         k = self.spec.components
         rounded = [torch.round(z) for z in self.latents]
         images = rounded[0][:k].cpu().numpy()
-        other_bits = self.latent_bits([r if level else r[k:] for level, r in enumerate(rounded)]).item()
-        coefficient_bits = self.latent_bits([rounded[0][:k]]).item()
+        bits = self.row_bits(rounded)
+        coefficient_bits = bits[self.coefficient_rows].sum().item()
+        other_bits = bits[~self.coefficient_rows].sum().item()
         ratio = coefficient_bits / max(estimate_bits(images), 1.0)
         coefficients = self.latents[0][:k].cpu().numpy().reshape(k, -1).T * self.step
         new_step = choose_step(coefficients, images.shape[1:], max(latent_bits - other_bits, 1.0) / ratio)
@@ -165,27 +186,22 @@ class GridModel(torch.nn.Module):
     def latent_bits(self, latents: list[torch.Tensor], every: int = 1, start: int = 0) -> torch.Tensor:
         """Estimated bits of the latents (a list by level) under the ARM's discretised Laplace.
 
-        ``every`` > 1: an unbiased estimate from every ``every``-th point (in coding order, from
-        ``start``), times ``every``.
+        ``every`` > 1: an unbiased estimate from every ``every``-th latent (in the order of
+        :meth:`_register_coding_order`, from ``start``), times ``every``.
         """
-        total = latents[0].new_zeros(())
-        rows = slice(start % every, None, every)
-        for level, z in enumerate(latents):
-            if z.shape[0] == 0:
-                continue
-            padded = F.pad(z.reshape(z.shape[0], -1), (0, 1))  # index gh * gw reads 0
-            ctx = padded[:, getattr(self, f"contexts{level}")[rows]].reshape(-1, CONTEXT_SIZE)
-            prediction = self.arm[0](ctx)
-            deviation = ctx - prediction
-            h = _signed_mitchell(deviation)
-            h = torch.cat([h, getattr(self, f"strides{level}")[rows].repeat(z.shape[0])[:, None]], dim=1)
-            for layer in self.arm[1:-1]:
-                h = F.hardtanh(layer(h), 0.0, lc.HIDDEN_CAP * 2.0**-lc.FRACTION)
-            out = self.arm[-1](h)
-            mu = prediction[:, 0] + out[:, 0]
-            scale = torch.exp2(out[:, 1].clamp(*LOG2_SCALES))
-            total = total + laplace_interval_bits(padded[:, getattr(self, f"points{level}")[rows]].reshape(-1), mu, scale).sum()
-        return total * every
+        return self.row_bits(latents, slice(start % every, None, every)).sum() * every
+
+    def row_bits(self, latents: list[torch.Tensor], rows: slice = slice(None)) -> torch.Tensor:
+        """Estimated bits of each latent of ``rows`` (one pass of the ARM over every level)."""
+        flat = torch.cat([z.reshape(-1) for z in latents] + [latents[0].new_zeros(1)])
+        context = flat[self.contexts[rows]]
+        prediction = self.arm[0](context)
+        h = torch.cat([_signed_mitchell(context - prediction), self.strides[rows, None]], dim=1)
+        for layer in self.arm[1:-1]:
+            h = F.hardtanh(layer(h), 0.0, lc.HIDDEN_CAP * 2.0**-lc.FRACTION)
+        out = self.arm[-1](h)
+        scale = torch.exp2(out[:, 1].clamp(*LOG2_SCALES))
+        return laplace_interval_bits(flat[self.points[rows]], prediction[:, 0] + out[:, 0], scale)
 
 
 def _signed_mitchell(d: torch.Tensor) -> torch.Tensor:
