@@ -131,8 +131,9 @@ class GridModel(torch.nn.Module):
                 strides.append(level_strides)
                 coefficient.append(np.full(level_points.size, level == 0 and channel < spec.components))
             offset += sizes[level]
-        self.register_buffer("contexts", torch.from_numpy(np.concatenate(contexts).astype(np.int64)))
-        self.register_buffer("points", torch.from_numpy(np.concatenate(points).astype(np.int64)))
+        # int32: a 256 x 256 block of 20 coefficient images has 16 M context entries
+        self.register_buffer("contexts", torch.from_numpy(np.concatenate(contexts).astype(np.int32)))
+        self.register_buffer("points", torch.from_numpy(np.concatenate(points).astype(np.int32)))
         self.register_buffer("strides", torch.from_numpy(np.concatenate(strides).astype(np.float32)))
         self.register_buffer("coefficient_rows", torch.from_numpy(np.concatenate(coefficient)))
 
@@ -194,14 +195,14 @@ class GridModel(torch.nn.Module):
     def row_bits(self, latents: list[torch.Tensor], rows: slice = slice(None)) -> torch.Tensor:
         """Estimated bits of each latent of ``rows`` (one pass of the ARM over every level)."""
         flat = torch.cat([z.reshape(-1) for z in latents] + [latents[0].new_zeros(1)])
-        context = flat[self.contexts[rows]]
+        context = flat.index_select(0, self.contexts[rows].reshape(-1)).reshape(-1, CONTEXT_SIZE)
         prediction = self.arm[0](context)
         h = torch.cat([_signed_mitchell(context - prediction), self.strides[rows, None]], dim=1)
         for layer in self.arm[1:-1]:
             h = F.hardtanh(layer(h), 0.0, lc.HIDDEN_CAP * 2.0**-lc.FRACTION)
         out = self.arm[-1](h)
         scale = torch.exp2(out[:, 1].clamp(*LOG2_SCALES))
-        return laplace_interval_bits(flat[self.points[rows]], prediction[:, 0] + out[:, 0], scale)
+        return laplace_interval_bits(flat.index_select(0, self.points[rows]), prediction[:, 0] + out[:, 0], scale)
 
 
 def _signed_mitchell(d: torch.Tensor) -> torch.Tensor:
