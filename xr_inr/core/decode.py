@@ -52,7 +52,7 @@ def decode_block(buf, ys: np.ndarray | None = None, xs: np.ndarray | None = None
     mask are sampled at the nearest pixel. A padded stream (an edge
     chunk) returns its fill value at positions whose nearest pixel is padding.
     The result has the stored axis order and dtype, with the spatial axes of
-    length ``len(ys)``/``len(xs)``.
+    length ``len(ys)``/``len(xs)``, in C order.
     """
     from ..methods import BY_CODE
 
@@ -89,7 +89,8 @@ def decode_block(buf, ys: np.ndarray | None = None, xs: np.ndarray | None = None
             full[np.ix_(np.arange(bands), np.flatnonzero(inside_y), np.flatnonzero(inside_x))] = values
             values = full
         decode_counter.add(values.size)
-        return restore_dtype(np.moveaxis(values, 0, header.band_axis), header.dtype)
+        # C order: Zarr format 2 reads a compressor's output in memory order
+        return np.ascontiguousarray(restore_dtype(np.moveaxis(values, 0, header.band_axis), header.dtype))
 
 
 class LayoutError(bs.StreamError):
