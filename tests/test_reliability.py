@@ -212,6 +212,124 @@ def test_mode_w_minus_refuses_an_existing_store_before_fitting(cube, written, mo
         cube.inr.to_zarr(written[0], BPPPB, chunks=CHUNKS, **FAST)
 
 
+
+class RecordingStore:
+    """A zarr MemoryStore that keeps a copy of its keys after every write or delete."""
+
+    def __new__(cls):
+        import zarr
+
+        class Recording(zarr.storage.MemoryStore):
+            snapshots = None
+
+            def _snap(self):
+                if self.snapshots is not None:
+                    self.snapshots.append(dict(self._store_dict))
+
+            async def set(self, key, value, byte_range=None):
+                await super().set(key, value)
+                self._snap()
+
+            async def delete(self, key):
+                await super().delete(key)
+                self._snap()
+
+        return Recording()
+
+
+def stores_read_at_each_step(old, new, zarr_format, group):
+    """Overwrite ``old`` with ``new`` (compressed DataArrays) in a memory store; each state the
+    store went through (the first: before), as read by plain xarray (consolidated metadata, its
+    default) and, array by array, by zarr without consolidated metadata."""
+    import zarr
+
+    def read(keys):
+        state = zarr.storage.MemoryStore(store_dict=dict(keys))
+        arrays = zarr.open_group(state, path=group or "", mode="r", use_consolidated=False).arrays()
+        return xr.open_zarr(state, group=group).load(), {name: array[...] for name, array in arrays}
+
+    store = RecordingStore()
+    old.inr.to_zarr(store, group=group, zarr_format=zarr_format)
+    states = [read(store._store_dict)]
+    store.snapshots = []
+    new.inr.to_zarr(store, group=group, zarr_format=zarr_format, mode="w")
+    return states + [read(keys) for keys in store.snapshots]
+
+
+@pytest.mark.parametrize("zarr_format, group, nx", [(3, "scene/cube", 18), (2, "g", 12)])
+def test_readers_of_a_store_written_over_see_the_old_or_the_new_never_a_mix(cube, zarr_format, group, nx):
+    """A memory store (as an object store or a group, it cannot be renamed): the new store is
+    written beside the old one and copied over it (docs/reliability.md). Format 2 keeps the
+    coordinates: their chunk keys are the same in both stores."""
+    small = cube[:6, :16, :12].assign_coords(x=np.arange(12))
+    other = (cube[6:12, :16, :nx] // 2).assign_coords(x=np.arange(nx) + (100 if nx != 12 else 0))
+    old, new = (c.inr.compress(0.5, chunks={"band": -1, "y": 8, "x": 6}, method="siren", **FAST)
+                for c in (small, other.assign_attrs(version=2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        states = stores_read_at_each_step(old, new, zarr_format, group)
+    (first, first_arrays), (last, last_arrays) = states[0], states[-1]
+    assert len(states) > 20 and not first.identical(last)
+    np.testing.assert_array_equal(last["r"].values, new.values)
+    for plain, arrays in states:
+        assert plain.identical(first) or plain.identical(last), "a plain reader saw a mix of the two stores"
+        for name, values in arrays.items():  # without consolidated metadata: each array old or new
+            assert any(np.array_equal(values, a.get(name)) for a in (first_arrays, last_arrays)), name
+
+
+def test_an_interrupted_write_over_a_memory_store_leaves_the_old_one_and_resumes(cube, written, monkeypatch):
+    import zarr
+
+    class Crash(Exception):
+        pass
+
+    class Store(zarr.storage.MemoryStore):
+        copies_left = None  # writes over the target after which the copy into place crashes
+
+        async def set(self, key, value, byte_range=None):
+            if self.copies_left is not None and not key.startswith(".writing/"):
+                if self.copies_left == 0:
+                    raise Crash
+                self.copies_left -= 1
+            await super().set(key, value)
+
+    store = Store()
+    xr_inr.open_zarr(written[0])["r"].inr.to_zarr(store)  # the old store: its streams, no fit
+    before = xr.open_zarr(store).load()
+    fits, fit = [], parallel.fit_task
+
+    def fit_twice(*args):
+        if len(fits) == 2:
+            raise Crash
+        fits.append(args)
+        return fit(*args)
+
+    def run():
+        fits.clear()
+        with dask.config.set(scheduler="threads", num_workers=1):
+            other.inr.to_zarr(store, BPPPB, mode="w", chunks=CHUNKS, **FAST)
+
+    other = cube // 2
+    monkeypatch.setattr(parallel, "fit_task", fit_twice)
+    with pytest.raises(Crash):
+        run()  # killed after two fits
+    assert xr.open_zarr(store).load().identical(before) and xr_inr.verify(store).ok
+    report = xr_inr.verify(store, group=".writing")  # the unfinished write, beside the store's root
+    assert report.unfinished and len(report.missing) == 4
+
+    monkeypatch.setattr(parallel, "fit_task", lambda *args: fits.append(args) or fit(*args))
+    store.copies_left = 3
+    with pytest.raises(Crash):
+        run()  # fits the 4 missing chunks, killed while copying the new store into place
+    assert len(fits) == 4 and xr.open_zarr(store).load().identical(before)
+    store.copies_left = None
+    run()  # the same call again: the finished copy is put in place, nothing fitted
+    assert not fits and ".writing/zarr.json" not in store._store_dict and xr_inr.verify(store).ok
+    clean = zarr.storage.MemoryStore()
+    with dask.config.set(scheduler="threads", num_workers=1):
+        other.inr.to_zarr(clean, BPPPB, chunks=CHUNKS, **FAST)
+    assert xr.open_zarr(store).load().identical(xr.open_zarr(clean).load())
+
 # -- 3. forward-compatible metadata -----------------------------------------------------
 
 ODD_SETTINGS = {"written_by_a_newer_version": {"a": 1}, "bpppb": 1e9, "steps": -3}

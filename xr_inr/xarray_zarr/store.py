@@ -85,10 +85,11 @@ def write(ds: xr.Dataset, cubes: Mapping[Hashable, ChunkSource | FitJob], store,
 
     ``cubes`` maps a variable to its compressed chunks (a :class:`ChunkSource`)
     or to its planned fits (a :class:`FitJob`, run here). Returns the fitted
-    cubes as compressed DataArrays. A local directory is written beside the
-    target (``<path>.writing``) and renamed into place once complete, so
-    readers see the old store or the new one; an interrupted write is resumed
-    by the same call (see docs/reliability.md).
+    cubes as compressed DataArrays. The store is written beside the target
+    (:func:`_staging`) and put in its place once complete (a local directory
+    renamed, others copied over it), so readers see the old store or the new
+    one; an interrupted write is resumed by the same call (see
+    docs/reliability.md).
     """
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
@@ -99,18 +100,17 @@ def write(ds: xr.Dataset, cubes: Mapping[Hashable, ChunkSource | FitJob], store,
         if variable.shape != cube.shape or variable.dtype.newbyteorder("=") != cube.dtype:
             raise ValueError(f"{name!r}: the variable does not match its compressed chunks")
     fingerprint = _fingerprint(cubes, scheduler)
-    target, staging = _local_paths(store, group)
-    if staging is not None and mode == "w-" and target.exists():
-        raise FileExistsError(f"{target} exists (mode='w-'); pass mode='w' to replace it")
-    where = store if staging is None else str(staging)
-    stored = _unfinished_streams(where, group, zarr_format, fingerprint, cubes)
+    staging = _staging(store, group)
+    if staging is not None and mode == "w-" and _exists(store, group):
+        raise FileExistsError(f"{_describe(store, group)} exists (mode='w-'); pass mode='w' to replace it")
+    where, group_at = (store, group) if staging is None else (staging.store, staging.group)
+    stored = _stored_streams(where, group_at, zarr_format, fingerprint, cubes, finished=staging is not None)
     if stored is None:  # nothing to resume: lay the store out afresh
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        _layout(ds, cubes, where, group=group, mode="w-" if staging is not None else mode,
-                zarr_format=zarr_format, fingerprint=fingerprint)
+        keys = {} if staging is None or staging.renamed else _disjoint_chunk_keys(store, group, ds, zarr_format)
+        _layout(ds, cubes, where, group=group_at, mode=mode if staging is None else "w", zarr_format=zarr_format,
+                fingerprint=fingerprint, chunk_keys=keys)
         stored = {name: {} for name in cubes}
-    zgroup = zarr.open_group(where, path=group or "", mode="r+", zarr_format=zarr_format)
+    zgroup = zarr.open_group(where, path=group_at or "", mode="r+", zarr_format=zarr_format)
     arrays = {name: zgroup[str(name)] for name in cubes}
     written = {name: dict(streams) for name, streams in stored.items()}
     quality = {name: {i: q for i, q in read_quality(arrays[name].attrs.get(QUALITY_ATTR)).items() if i in written[name]}
@@ -139,13 +139,18 @@ def write(ds: xr.Dataset, cubes: Mapping[Hashable, ChunkSource | FitJob], store,
         array.attrs[MANIFEST_ATTR] = {manifest_key(i): [len(b), chunk_digest(b)]
                                      for i, b in sorted(written[name].items())}
     zgroup.attrs[STATE_ATTR] = {"state": "complete", "fingerprint": fingerprint}
-    if consolidated or (consolidated is None and getattr(zgroup.store, "supports_consolidated_metadata", True)):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-            zarr.consolidate_metadata(where, path=group or "", zarr_format=zarr_format)
+    consolidate = consolidated or (consolidated is None and zgroup.store.supports_consolidated_metadata)
+    if consolidate:
+        _consolidate(where, group_at, zarr_format)
     if staging is not None:
-        _swap_in(staging, target)
+        _put_in_place(staging, store, group, zarr_format, consolidate_root=consolidate and bool(group))
     return fitted
+
+
+def _consolidate(store, group, zarr_format) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(store, path=group or "", zarr_format=zarr_format)
 
 
 def _quality_attr(quality: Mapping) -> dict:
@@ -184,22 +189,56 @@ def _digest(data) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _local_paths(store, group):
-    """(target, staging) directories of a store given as a local path and written whole, else (None, None)."""
-    if group is not None or not isinstance(store, (str, os.PathLike)) or "://" in str(store):
-        return None, None
-    target = Path(store).absolute()
-    return target, target.with_name(target.name + ".writing")
+@dataclass(frozen=True)
+class _Staging:
+    """Where a write is made before it is put in place of its target."""
+
+    store: object
+    group: str | None
+    renamed: bool
+    """A local directory beside the target, exchanged with it; else copied over it (:func:`_publish`)."""
 
 
-def _unfinished_streams(where, group, zarr_format, fingerprint, cubes):
-    """The valid streams of an unfinished write of the same cubes at ``where``, else None."""
+def _staging(store, group) -> _Staging | None:
+    """Beside the target: ``<path>.writing`` (a local directory or a URL), or the group ``<group>.writing``
+    (``.writing`` for a store's root); None (written in place) in a store without consolidated metadata,
+    whose readers could not switch from one store to the other at once (e.g. Icechunk)."""
+    if group is None and isinstance(store, (str, os.PathLike)):
+        if "://" in str(store):
+            return _Staging(str(store).rstrip("/") + ".writing", None, renamed=False)
+        target = Path(store).absolute()
+        return _Staging(str(target.with_name(target.name + ".writing")), None, renamed=True)
+    if not isinstance(store, (str, os.PathLike)) and not (
+            store.supports_consolidated_metadata and store.supports_deletes and store.supports_listing):
+        return None
+    return _Staging(store, f"{group.strip('/')}.writing" if group else ".writing", renamed=False)
+
+
+def _exists(store, group) -> bool:
+    """Something at a local path; else a Zarr group."""
+    if group is None and isinstance(store, (str, os.PathLike)) and "://" not in str(store):
+        return Path(store).exists()
+    try:
+        zarr.open_group(store, path=group or "", mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return False
+    return True
+
+
+def _describe(store, group) -> str:
+    return f"{store}" + (f", group {group!r}" if group else "")
+
+
+def _stored_streams(where, group, zarr_format, fingerprint, cubes, finished: bool):
+    """The valid streams of an unfinished write of the same cubes at ``where`` (or a ``finished`` one:
+    a staged store not yet put in place), else None."""
     try:
         zgroup = zarr.open_group(where, path=group or "", mode="r", zarr_format=zarr_format)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
         return None
     state = zgroup.attrs.get(STATE_ATTR)
-    if not isinstance(state, dict) or state.get("state") != "writing" or state.get("fingerprint") != fingerprint:
+    if (not isinstance(state, dict) or state.get("fingerprint") != fingerprint
+            or state.get("state") != "writing" and not finished):
         return None
     stored = {}
     for name, cube in cubes.items():
@@ -216,11 +255,42 @@ def _unfinished_streams(where, group, zarr_format, fingerprint, cubes):
     return stored
 
 
-def _layout(ds, cubes, where, *, group, mode, zarr_format, fingerprint) -> None:
-    """Metadata, coordinates and the other variables; the cubes' arrays without their chunks."""
+_CHUNK_KEYS = {3: ({"name": "default", "separator": "/"}, {"name": "v2", "separator": "."}),
+               2: ({"name": "v2", "separator": "."}, {"name": "v2", "separator": "/"})}
+"""Two chunk key encodings per Zarr format whose keys differ (``c/0/1`` or ``0.1``; ``0.1`` or ``0/1``)."""
+
+
+def _disjoint_chunk_keys(store, group, ds: xr.Dataset, zarr_format: int) -> dict:
+    """For each variable with an array at the target, a chunk key encoding whose keys differ from that
+    array's, so that copying the new chunks in (:func:`_publish`) overwrites none that old readers use.
+    (Zarr format 2 keys of 0- and 1-dimensional arrays are the same in both encodings.)"""
+    from zarr.core.chunk_key_encodings import parse_chunk_key_encoding
+
+    try:
+        old = zarr.open_group(store, path=group or "", mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return {}
+    chosen = {}
+    for name, variable in ds.variables.items():
+        array = old.get(str(name))
+        if not isinstance(array, zarr.Array):
+            continue
+        first = (0,) * array.ndim
+        chosen[name] = next((encoding for encoding in _CHUNK_KEYS[zarr_format]
+                             if parse_chunk_key_encoding(encoding).encode_chunk_key(first)
+                             != array.metadata.encode_chunk_key(first)), _CHUNK_KEYS[zarr_format][0])
+    return chosen
+
+
+def _layout(ds, cubes, where, *, group, mode, zarr_format, fingerprint, chunk_keys: Mapping) -> None:
+    """Metadata, coordinates and the other variables; the cubes' arrays without their chunks
+    (their chunk keys as ``chunk_keys`` says, where it names a variable)."""
     import dask.array as dsa
 
     names = list(cubes)
+    ds = ds.copy(deep=False)
+    for name, encoding in chunk_keys.items():
+        ds.variables[name].encoding = {**ds.variables[name].encoding, "chunk_key_encoding": encoding}
     cube_vars = ds[names]
     for name in names:
         cube = cubes[name]
@@ -229,6 +299,8 @@ def _layout(ds, cubes, where, *, group, mode, zarr_format, fingerprint) -> None:
         variable = xr.Variable(ds.variables[name].dims, dsa.empty(cube.shape, dtype=cube.dtype,
                                                                    chunks=cube.chunk_shape), attrs)
         variable.encoding = _cube_encoding(ds.variables[name], cube, zarr_format)
+        if name in chunk_keys:
+            variable.encoding["chunk_key_encoding"] = chunk_keys[name]
         cube_vars[name] = variable
     attrs = {k: v for k, v in ds.attrs.items() if k != STATE_ATTR}
     with warnings.catch_warnings():
@@ -250,6 +322,80 @@ def _put_stream(array, index, stream: bytes) -> None:
 
     path = array.store_path / array.metadata.encode_chunk_key(tuple(int(i) for i in index))
     sync(path.set(default_buffer_prototype().buffer.from_bytes(stream)))
+
+
+def _put_in_place(staging: _Staging, store, group, zarr_format: int, consolidate_root: bool) -> None:
+    """The finished store at ``staging`` in place of (store, group); for a group, the store's
+    root metadata consolidated again, as xarray writes it (xarray reads a group through it)."""
+    if staging.renamed:
+        _swap_in(Path(staging.store), Path(store).absolute())
+        return
+    from zarr.core.sync import sync
+    from zarr.storage._common import make_store_path
+
+    source = sync(make_store_path(staging.store, path=staging.group or "", mode="a"))
+    target = sync(make_store_path(store, path=group or "", mode="a"))
+    old = sync(_publish(source, target))
+    if consolidate_root:
+        _consolidate(target.store, None, zarr_format)
+    sync(_delete(target, old))
+
+
+_DOCUMENTS = ("zarr.json", ".zarray", ".zattrs", ".zgroup")
+
+
+def _publish_rank(key: str, old_keys: set) -> int:
+    """Copy order: new chunks, the arrays' metadata, chunks at keys the old store uses too (Zarr
+    format 2 keys of 0- and 1-dimensional arrays), the group's metadata, its consolidated metadata."""
+    if key in ("zarr.json", ".zmetadata"):
+        return 4
+    if key in (".zgroup", ".zattrs"):
+        return 3
+    if key.rsplit("/", 1)[-1] in _DOCUMENTS:
+        return 1
+    return 2 if key in old_keys else 0
+
+
+def _prefix(path: str) -> str:
+    return f"{path}/" if path else ""
+
+
+async def _publish(source, target) -> list[str]:
+    """Copy the finished store at ``source`` over the one at ``target`` (zarr StorePaths) and delete
+    ``source``; return the keys only the old store had (for :func:`_delete`).
+
+    The new chunks have keys the old arrays do not use (:func:`_disjoint_chunk_keys`) and are copied
+    first, the group's consolidated metadata last (:func:`_publish_rank`): a reader going through
+    the consolidated metadata (xarray's default) sees the old store until that one write, then the
+    new one. Run again after a crash, it completes the same copy."""
+    import asyncio
+
+    from zarr.core.buffer import default_buffer_prototype
+
+    async def keys(store_path, skip=None):
+        start = _prefix(store_path.path)
+        return [key[len(start):] async for key in store_path.store.list_prefix(start)
+                if skip is None or not key.startswith(skip)]
+
+    inside = source.store is target.store and source.path.startswith(_prefix(target.path))
+    new = await keys(source)
+    old = await keys(target, skip=_prefix(source.path) if inside else None)
+
+    async def copy(key):
+        value = await source.store.get(_prefix(source.path) + key, prototype=default_buffer_prototype())
+        await target.store.set(_prefix(target.path) + key, value)
+
+    old_keys = set(old)
+    for rank in range(5):
+        await asyncio.gather(*(copy(key) for key in new if _publish_rank(key, old_keys) == rank))
+    await source.store.delete_dir(source.path)
+    return sorted(set(old) - set(new))
+
+
+async def _delete(target, keys) -> None:
+    import asyncio
+
+    await asyncio.gather(*(target.store.delete(_prefix(target.path) + key) for key in keys))
 
 
 def _swap_in(staging: Path, target: Path) -> None:
@@ -366,13 +512,13 @@ def verify(store, *, group: str | None = None, decode: bool = False) -> StoreRep
 
     Each chunk: present, the bytes the writer stored (size and digest in the
     manifest), a valid stream (its checksum) of the array's chunk shape and
-    dtype; ``decode=True`` also decodes each one. A local store whose write is
-    unfinished (``<path>.writing`` beside a missing target) is checked there.
-    Returns a :class:`StoreReport` (``.ok``, ``.raise_for_problems()``).
+    dtype; ``decode=True`` also decodes each one. A store whose first write is
+    unfinished (``<path>.writing`` or ``<group>.writing`` beside a missing target)
+    is checked there. Returns a :class:`StoreReport` (``.ok``, ``.raise_for_problems()``).
     """
-    target, staging = _local_paths(store, group)
-    if staging is not None and not target.exists() and staging.exists():
-        store = str(staging)
+    staging = _staging(store, group)
+    if staging is not None and not _exists(store, group) and _exists(staging.store, staging.group):
+        store, group = staging.store, staging.group
     zgroup = zarr.open_group(store, path=group or "", mode="r")
     state = zgroup.attrs.get(STATE_ATTR)
     report = StoreReport(str(store), unfinished=isinstance(state, dict) and state.get("state") != "complete")
