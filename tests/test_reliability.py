@@ -20,7 +20,7 @@ import pytest
 import xarray as xr
 
 import xr_inr
-from xr_inr import ChunkError, INRCodec, INRZarrCodec, QualityWarning
+from xr_inr import ChunkError, INRCodec, INRZarrCodec, QualityWarning, cli
 from xr_inr.xarray_zarr import parallel
 from xr_inr.xarray_zarr.sources import source_of
 
@@ -226,6 +226,18 @@ def test_upgrade_is_idempotent_and_leaves_format_3_and_up_to_date_stores_alone(w
     assert xr_inr.verify(old_v2).without_layout == ["r"]  # what plain readers see
     assert list(xr_inr.upgrade(old_v2)) == ["r"]
     assert json.loads((old_v2 / ".zmetadata").read_text()) == json.loads(upgraded[old_v2 / ".zmetadata"])
+
+
+def test_the_upgrade_command_names_the_arrays_it_changed(written, tmp_path, capsys):
+    store = tmp_path / "grouped.zarr"
+    xr_inr.open_zarr(written[0])["r"].inr.to_zarr(store, group="g", zarr_format=2)
+    strip_layout(store)
+    assert cli.main(["upgrade", str(store), "--group", "g"]) == 0
+    out = capsys.readouterr().out
+    assert "recorded the chunk layout of 1 array" in out and "  r: chunk_shape (20, 20, 12), dtype uint16" in out
+    assert cli.main(["upgrade", str(store), "--group", "g"]) == 0
+    assert "nothing to upgrade" in capsys.readouterr().out
+    assert not xr_inr.verify(store, group="g").without_layout
 
 
 def test_an_unfinished_write_is_reported_not_read_as_fill(store):
