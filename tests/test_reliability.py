@@ -228,6 +228,20 @@ def test_upgrade_is_idempotent_and_leaves_format_3_and_up_to_date_stores_alone(w
     assert json.loads((old_v2 / ".zmetadata").read_text()) == json.loads(upgraded[old_v2 / ".zmetadata"])
 
 
+def test_upgrade_leaves_the_store_alone_when_an_array_has_filters(tmp_path):
+    import zarr
+
+    path = tmp_path / "filters.zarr"
+    group = zarr.open_group(path, mode="w", zarr_format=2)
+    group.create_array("a", shape=(2, 4, 4), dtype="f8", filters=[numcodecs.AsType("f4", "f8")],
+                       compressors=INRCodec())  # the compressor gets float32 blocks, not the array's float64
+    group.create_array("b", shape=(2, 4, 4), dtype="u2", compressors=INRCodec())
+    before = files(path)
+    with pytest.raises(ValueError, match="'a': filters come before the xr_inr compressor.*left as it was"):
+        xr_inr.upgrade(path)
+    assert files(path) == before
+
+
 def test_the_upgrade_command_names_the_arrays_it_changed(written, tmp_path, capsys):
     store = tmp_path / "grouped.zarr"
     xr_inr.open_zarr(written[0])["r"].inr.to_zarr(store, group="g", zarr_format=2)
