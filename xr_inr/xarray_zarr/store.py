@@ -8,7 +8,9 @@ format 2: the ``xr_inr`` numcodecs compressor), so any process with xr-inr
 installed reads the store with plain ``xarray.open_zarr``.
 
 Reading (:func:`open_zarr`) is ``xarray.open_zarr`` with georeferencing-
-friendly defaults, plus any-resolution decoding (``scale=``).
+friendly defaults, plus any-resolution decoding (``scale=``). :func:`verify`
+checks every chunk; :func:`upgrade` records the chunk layout in the metadata
+of format 2 stores written before it was stored there.
 """
 
 from __future__ import annotations
