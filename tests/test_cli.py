@@ -29,7 +29,7 @@ def _cube(path):
 
 
 def test_every_command_has_help_and_the_module_runs(capsys):
-    for command in ("compress", "decode", "info", "preview", "stac"):
+    for command in ("compress", "decode", "info", "preview", "stac", "upgrade"):
         with pytest.raises(SystemExit) as exit_:
             cli.main([command, "--help"])
         assert exit_.value.code == 0 and f"usage: xr-inr {command}" in capsys.readouterr().out

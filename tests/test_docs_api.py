@@ -49,6 +49,7 @@ def test_api_page_signatures_match_the_code():
         "xr_inr.decode_block": xr_inr.decode_block,
         "xr_inr.open_zarr": xr_inr.open_zarr,
         "xr_inr.verify": xr_inr.verify,
+        "xr_inr.upgrade": xr_inr.upgrade,
         "xr_inr.stac.item_for": xr_inr.stac.item_for,
         "xr_inr.stac.validate": xr_inr.stac.validate,
     }

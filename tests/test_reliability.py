@@ -1,5 +1,5 @@
-"""Archives that never lie: read checks, verify(), resumable writes, lenient stored configs,
-reproducible encodes and the encode input checks (docs/reliability.md).
+"""Archives that never lie: read checks, verify(), upgrading old format 2 stores, resumable writes, lenient
+stored configs, reproducible encodes and the encode input checks (docs/reliability.md).
 
 Fits are tiny (30 Adam steps); damaged chunks are made of constant streams (no fit).
 """
@@ -20,7 +20,7 @@ import pytest
 import xarray as xr
 
 import xr_inr
-from xr_inr import ChunkError, INRCodec, INRZarrCodec, QualityWarning
+from xr_inr import ChunkError, INRCodec, INRZarrCodec, QualityWarning, cli
 from xr_inr.xarray_zarr import parallel
 from xr_inr.xarray_zarr.sources import source_of
 
@@ -139,6 +139,119 @@ def test_a_format_2_plain_reader_refuses_a_stream_of_the_same_size_but_another_l
     (path / "r" / "0.0.0").write_bytes(constant_stream(shape, dtype, 7))  # Zarr would reshape or view it silently
     with pytest.raises(Exception, match=r"the chunk is \(20, 20, 12\) uint16"):
         xr.open_zarr(path)["r"].values
+
+
+def strip_layout(store: Path, names=(".zarray", ".zmetadata")) -> None:
+    """Drop ``chunk_shape`` and ``dtype`` from the xr_inr compressor configs (in the files ``names``),
+    as in a format 2 store written before 2026-11-26."""
+    def strip(zarray):
+        if (zarray.get("compressor") or {}).get("id") == "xr_inr":
+            del zarray["compressor"]["chunk_shape"], zarray["compressor"]["dtype"]
+
+    for path in (p for name in names for p in store.rglob(name)):
+        doc = json.loads(path.read_text())
+        for key, entry in (doc["metadata"].items() if path.name == ".zmetadata" else [(".zarray", doc)]):
+            if key.endswith(".zarray"):
+                strip(entry)
+        path.write_text(json.dumps(doc))
+
+
+@pytest.fixture
+def old_v2(written, tmp_path):
+    """A format 2 store as written before 2026-11-26: no chunk layout in the compressor config."""
+    path = tmp_path / "old.zarr"
+    xr_inr.open_zarr(written[0])["r"].inr.to_zarr(path, zarr_format=2)  # the stored streams, no refit
+    strip_layout(path)
+    return path
+
+
+PLAIN_READER = """
+import json, sys
+import numpy as np, xarray as xr
+errors = {}
+for path in sys.argv[1:]:  # xr_inr is not imported: the codec comes through its entry point
+    try:
+        np.save(path + ".npy", xr.open_zarr(path)["r"].values)
+    except Exception as err:
+        errors[path] = f"{type(err).__name__}: {err}"
+print(json.dumps(errors))
+"""
+
+
+def files(store: Path) -> dict:
+    return {path: path.read_bytes() for path in store.rglob("*") if path.is_file()}
+
+
+def test_upgrade_records_the_chunk_layout_so_that_a_format_2_plain_reader_refuses_another_dtype(written, old_v2,
+                                                                                               tmp_path):
+    damaged, kept = tmp_path / "damaged.zarr", tmp_path / "kept.zarr"
+    shutil.copytree(old_v2, damaged)
+    (damaged / "r" / "0.0.0").write_bytes(constant_stream((20, 20, 12), np.int16, -7))  # same byte size
+    shutil.copytree(damaged, kept)  # not upgraded
+    report = xr_inr.verify(old_v2)
+    assert report.ok and report.without_layout == ["r"]  # mentioned, not a problem: verify checks layouts itself
+    compressor = json.loads((old_v2 / "r" / ".zarray").read_text())["compressor"]
+    chunks = {path: data for path, data in files(damaged).items() if path.parent.name == "r" and path.name[0] != "."}
+
+    layout = {"chunk_shape": [20, 20, 12], "dtype": "uint16"}
+    assert xr_inr.upgrade(old_v2) == xr_inr.upgrade(damaged) == {"r": layout}
+    upgraded = json.loads((old_v2 / "r" / ".zarray").read_text())["compressor"]
+    assert upgraded == {**compressor, **layout}  # the rest of the config as it was
+    assert json.loads((old_v2 / ".zmetadata").read_text())["metadata"]["r/.zarray"]["compressor"] == upgraded
+    assert all(path.read_bytes() == data for path, data in chunks.items())  # chunks neither read nor rewritten
+    assert not xr_inr.verify(old_v2).without_layout
+
+    result = subprocess.run([sys.executable, "-c", PLAIN_READER, str(kept), str(damaged), str(old_v2)],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    errors = json.loads(result.stdout)
+    before = np.load(f"{kept}.npy")  # before the upgrade: the int16 stream read as uint16, silently
+    assert str(kept) not in errors and (before[:, :20, :12] == np.uint16(65536 - 7)).all()
+    np.testing.assert_array_equal(before[:, :, 12:], written[1][:, :, 12:])
+    assert r"the chunk is (20, 20, 12) uint16" in errors[str(damaged)]  # after: refused before decoding
+    assert str(old_v2) not in errors
+    np.testing.assert_array_equal(np.load(f"{old_v2}.npy"), written[1])
+
+
+def test_upgrade_is_idempotent_and_leaves_format_3_and_up_to_date_stores_alone(written, old_v2, tmp_path):
+    fresh = tmp_path / "fresh.zarr"
+    xr_inr.open_zarr(written[0])["r"].inr.to_zarr(fresh, zarr_format=2)
+    assert xr_inr.upgrade(old_v2)
+    for path in (old_v2, fresh, written[0]):  # upgraded, written with the layout, format 3
+        before = files(path)
+        assert xr_inr.upgrade(path) == {} and files(path) == before
+        assert not xr_inr.verify(path).without_layout
+    upgraded = files(old_v2)
+    strip_layout(old_v2, names=[".zmetadata"])  # a consolidated copy alone lacking the layout
+    assert xr_inr.verify(old_v2).without_layout == ["r"]  # what plain readers see
+    assert list(xr_inr.upgrade(old_v2)) == ["r"]
+    assert json.loads((old_v2 / ".zmetadata").read_text()) == json.loads(upgraded[old_v2 / ".zmetadata"])
+
+
+def test_upgrade_leaves_the_store_alone_when_an_array_has_filters(tmp_path):
+    import zarr
+
+    path = tmp_path / "filters.zarr"
+    group = zarr.open_group(path, mode="w", zarr_format=2)
+    group.create_array("a", shape=(2, 4, 4), dtype="f8", filters=[numcodecs.AsType("f4", "f8")],
+                       compressors=INRCodec())  # the compressor gets float32 blocks, not the array's float64
+    group.create_array("b", shape=(2, 4, 4), dtype="u2", compressors=INRCodec())
+    before = files(path)
+    with pytest.raises(ValueError, match="'a': filters come before the xr_inr compressor.*left as it was"):
+        xr_inr.upgrade(path)
+    assert files(path) == before
+
+
+def test_the_upgrade_command_names_the_arrays_it_changed(written, tmp_path, capsys):
+    store = tmp_path / "grouped.zarr"
+    xr_inr.open_zarr(written[0])["r"].inr.to_zarr(store, group="g", zarr_format=2)
+    strip_layout(store)
+    assert cli.main(["upgrade", str(store), "--group", "g"]) == 0
+    out = capsys.readouterr().out
+    assert "recorded the chunk layout of 1 array" in out and "  r: chunk_shape (20, 20, 12), dtype uint16" in out
+    assert cli.main(["upgrade", str(store), "--group", "g"]) == 0
+    assert "nothing to upgrade" in capsys.readouterr().out
+    assert not xr_inr.verify(store, group="g").without_layout
 
 
 def test_an_unfinished_write_is_reported_not_read_as_fill(store):

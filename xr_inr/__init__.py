@@ -32,6 +32,7 @@ _LAZY = {  # name: the module that holds it (imports xarray, dask or zarr)
     "find_band_dim": "xarray_zarr.accessor",
     "open_zarr": "xarray_zarr.store",
     "verify": "xarray_zarr.store",
+    "upgrade": "xarray_zarr.store",
     "StoreReport": "xarray_zarr.store",
     "ChunkError": "xarray_zarr.sources",
     "INRZarrCodec": "xarray_zarr.zarr_codec",

@@ -1,4 +1,4 @@
-"""The ``xr-inr`` command line: compress, decode, info, preview, stac (``xr_inr.commands``), and the
+"""The ``xr-inr`` command line: compress, decode, info, preview, stac, upgrade (``xr_inr.commands``), and the
 tools' demo, bench, bench-read, bench-scale and figures.
 
 This module only parses arguments and prints; what each command does is a function of
@@ -46,8 +46,8 @@ def _datetime(text: str) -> dt.datetime:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xr-inr", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True,
-                                     metavar="{compress,decode,info,preview,stac,demo,bench,bench-read,bench-scale,"
-                                             "figures}")
+                                     metavar="{compress,decode,info,preview,stac,upgrade,demo,bench,bench-read,"
+                                             "bench-scale,figures}")
 
     p = commands.add_parser("compress", help="compress a cube file into a Zarr store",
                             description="Compress a hyperspectral cube (GeoTIFF, ENVI .hdr, NetCDF, Zarr, a published "
@@ -110,6 +110,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--datetime", type=_datetime, help="acquisition time, ISO 8601 (default: now)")
     p.add_argument("--variable", help="the cube to describe, when the store holds several")
     p.add_argument("--no-validate", action="store_true", help="skip schema validation (needs jsonschema)")
+
+    p = commands.add_parser("upgrade", help="record the chunk layout in an old Zarr format 2 store's metadata",
+                            description="For Zarr format 2 stores written before 2026-11-26: record each xr-inr "
+                                        "array's chunk shape and dtype (from its .zarray) in its xr_inr compressor "
+                                        "config and in the consolidated metadata, in place, so that plain readers "
+                                        "(xr.open_zarr) refuse a chunk of another layout. Metadata only: chunks are "
+                                        "neither read nor rewritten (xr_inr.verify checks them). Running it again, "
+                                        "or on a format 3 store, changes nothing.")
+    p.add_argument("store", help="the Zarr store to upgrade")
+    p.add_argument("--group", help="the group holding the cubes (default: the store's root)")
 
     commands.add_parser("demo", add_help=False, help="compress one cube in memory and report rate and quality")
     commands.add_parser("bench", add_help=False, help="rate-distortion benchmark: codecs x rates x datasets")
@@ -174,6 +184,14 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "preview":
         rgb = commands.preview(args.store, args.png, bands=args.bands, scale=args.scale, variable=args.variable)
         print(f"wrote {args.png} ({rgb.shape[1]} x {rgb.shape[0]} pixels)")
+    elif args.command == "upgrade":
+        changed = commands.upgrade(args.store, group=args.group)
+        if not changed:
+            print(f"{args.store}: nothing to upgrade (no Zarr format 2 xr-inr array lacks its chunk layout)")
+        else:
+            print(f"{args.store}: recorded the chunk layout of {len(changed)} array(s)")
+        for name, layout in changed.items():
+            print(f"  {name}: chunk_shape {tuple(layout['chunk_shape'])}, dtype {layout['dtype']}")
     elif args.command == "stac":
         item = commands.stac_item(args.store, href=args.href, item_id=args.item_id, datetime=args.datetime,
                                   variable=args.variable)

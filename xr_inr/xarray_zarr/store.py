@@ -8,7 +8,9 @@ format 2: the ``xr_inr`` numcodecs compressor), so any process with xr-inr
 installed reads the store with plain ``xarray.open_zarr``.
 
 Reading (:func:`open_zarr`) is ``xarray.open_zarr`` with georeferencing-
-friendly defaults, plus any-resolution decoding (``scale=``).
+friendly defaults, plus any-resolution decoding (``scale=``). :func:`verify`
+checks every chunk; :func:`upgrade` records the chunk layout in the metadata
+of format 2 stores written before it was stored there.
 """
 
 from __future__ import annotations
@@ -490,6 +492,10 @@ class StoreReport:
     """Chunks checked."""
     unchecked: list = field(default_factory=list)
     """xr-inr arrays without a manifest (not written by ``to_zarr``): missing chunks found, swaps not."""
+    without_layout: list = field(default_factory=list)
+    """Zarr format 2 xr-inr arrays whose compressor config lacks ``chunk_shape`` and ``dtype`` (written
+    before 2026-11-26): a plain reader does not check their chunks' layout; :func:`upgrade` records it.
+    Not a problem (``ok`` stays true): this reader checks every chunk's layout itself."""
 
     @property
     def ok(self) -> bool:
@@ -514,7 +520,8 @@ def verify(store, *, group: str | None = None, decode: bool = False) -> StoreRep
     manifest), a valid stream (its checksum) of the array's chunk shape and
     dtype; ``decode=True`` also decodes each one. A store whose first write is
     unfinished (``<path>.writing`` or ``<group>.writing`` beside a missing target)
-    is checked there. Returns a :class:`StoreReport` (``.ok``, ``.raise_for_problems()``).
+    is checked there. Returns a :class:`StoreReport` (``.ok``, ``.raise_for_problems()``,
+    and ``.without_layout``: format 2 arrays to :func:`upgrade`).
     """
     staging = _staging(store, group)
     if staging is not None and not _exists(store, group) and _exists(staging.store, staging.group):
@@ -523,8 +530,11 @@ def verify(store, *, group: str | None = None, decode: bool = False) -> StoreRep
     state = zgroup.attrs.get(STATE_ATTR)
     report = StoreReport(str(store), unfinished=isinstance(state, dict) and state.get("state") != "complete")
     for name, array in zgroup.arrays():
-        if inr_codec_of(array) is None:
+        codec = inr_codec_of(array)
+        if codec is None:
             continue
+        if array.metadata.zarr_format == 2 and codec.chunk_shape is None:
+            report.without_layout.append(name)
         source = StoredCube(array)
         if source.manifest is None:
             report.unchecked.append(name)
@@ -537,3 +547,85 @@ def verify(store, *, group: str | None = None, decode: bool = False) -> StoreRep
             except ChunkError as err:
                 getattr(report, err.kind).append((name, index, str(err)))
     return report
+
+
+LAYOUT_KEYS = ("chunk_shape", "dtype")
+"""The chunk layout in a format 2 array's xr_inr compressor config (``_cube_encoding``)."""
+
+
+def upgrade(store, *, group: str | None = None) -> dict[str, dict]:
+    """Record the chunk layout in the xr_inr compressor config of a Zarr format 2 store's arrays, in place.
+
+    Format 2 stores written before 2026-11-26 (or by Zarr itself) lack the
+    config's ``chunk_shape`` and ``dtype``, with which a plain reader refuses
+    a stream of another layout (docs/reliability.md). For each xr-inr array of
+    the group lacking them (in ``.zarray`` or in a consolidated ``.zmetadata``
+    copy), they are set from the array's ``.zarray`` (``chunks``, ``dtype``);
+    nothing else in the metadata changes. Chunks are neither read nor
+    rewritten: :func:`verify` checks them against the same layout. Returns
+    ``{array: {"chunk_shape": [...], "dtype": ...}}`` of the arrays changed;
+    empty for an up-to-date or format 3 store.
+    """
+    zgroup = zarr.open_group(store, path=group or "", mode="r+", use_consolidated=False)
+    if zgroup.metadata.zarr_format != 2:
+        return {}
+    root = zgroup.store_path.store
+    parts = [p for p in zgroup.store_path.path.split("/") if p]
+    documents = {}  # key: the JSON document to write back if changed
+    consolidated = []  # (.zmetadata key, the group's path relative to it): the group's and its parents'
+    for depth in range(len(parts) + 1):
+        key = "/".join([*parts[:depth], ".zmetadata"])
+        doc = _read_json(root, key)
+        if doc is not None:
+            documents[key] = doc
+            consolidated.append((key, "/".join(parts[depth:])))
+    changed, dirty = {}, set()
+    for name, array in zgroup.arrays():
+        if inr_codec_of(array) is None:
+            continue
+        zarray_key = f"{array.store_path.path}/.zarray"
+        documents[zarray_key] = zarray = _read_json(root, zarray_key)
+        copies = {zarray_key: zarray}
+        for key, prefix in consolidated:
+            entry = documents[key].get("metadata", {}).get("/".join(p for p in (prefix, name, ".zarray") if p))
+            if entry is not None:
+                copies[key] = entry
+        stale = {key: copy["compressor"] for key, copy in copies.items()
+                 if not all(k in copy["compressor"] for k in LAYOUT_KEYS)}
+        if stale:
+            changed[name] = layout = _chunk_layout(name, zarray)
+            for key, compressor in stale.items():
+                compressor.update(layout)
+                dirty.add(key)
+    for key in sorted(dirty, key=lambda k: k.endswith(".zmetadata")):  # every array checked: .zarray first
+        _write_json(root, key, documents[key], indent=None if key.endswith(".zmetadata") else 2)
+    return changed
+
+
+def _chunk_layout(name: str, zarray: dict) -> dict:
+    """The ``chunk_shape`` and ``dtype`` of a format 2 xr-inr array, from its ``.zarray``."""
+    if zarray.get("filters"):
+        raise ValueError(f"{name!r}: filters come before the xr_inr compressor, so .zarray does not give "
+                         "the layout it gets; the store is left as it was")
+    layout = {"chunk_shape": [int(n) for n in zarray["chunks"]], "dtype": str(np.dtype(zarray["dtype"]))}
+    try:
+        INRCodec(**layout)  # a layout the codec takes: 3 sizes and a dtype streams hold
+    except ValueError as err:
+        raise ValueError(f"{name!r}: {err}; the store is left as it was") from None
+    return layout
+
+
+def _read_json(store, key: str):
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    buf = sync(store.get(key, prototype=default_buffer_prototype()))
+    return None if buf is None else json.loads(buf.to_bytes())
+
+
+def _write_json(store, key: str, doc, indent: int | None) -> None:
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    data = json.dumps(doc, indent=indent).encode()
+    sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
