@@ -236,7 +236,7 @@ LATENT_WORK = 1024
 log-compressed), counted as this many multiply-adds: 250-400 ns against 0.15-0.3 ns per
 multiply-add of the ARM and synthesis MLP (reference machine, docs/format.md "Decoder limits")."""
 CHANNEL_WORK = 64
-"""A latent channel's interpolation at one pixel, counted likewise (3-12 ns measured)."""
+"""A latent channel's interpolation at one pixel, counted likewise (3-23 ns measured)."""
 
 
 def latent_count(spec: GridSpec) -> int:
