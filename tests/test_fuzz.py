@@ -7,11 +7,14 @@ re-sealed with a fresh CRC so that they reach the payload parsers; the property 
 limit is lowered to FUZZ_LIMIT values so that each input decodes in milliseconds.
 """
 
+import itertools
+import math
 import os
 import struct
 import subprocess
 import sys
 from datetime import timedelta
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,10 @@ import xr_inr
 from xr_inr import StreamError, decode_block
 from xr_inr.core import stream
 from xr_inr.core.decode import LayoutError, check_layout
+from xr_inr.methods.grid import payload as grid_payload
+from xr_inr.methods.grid.payload import GridStreamError
+from xr_inr.methods.siren import payload as siren_payload
+from xr_inr.methods.siren.model import SirenSpec
 
 sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
 from fuzz_decode import FUZZ_LIMIT, GOLDEN, check, resealed  # noqa: E402
@@ -101,6 +108,53 @@ def test_declared_sizes_are_checked_before_anything_is_allocated(name, fields, m
 def test_a_grid_model_with_more_latents_than_the_limit_is_refused(fuzz_limit):
     with pytest.raises(StreamError, match="latents, more than"):  # 4 x 128 x 128 values, 71,680 latents
         decode_block(header_with(STREAMS["grid_uint16"], shape=(4, 128, 128)))
+
+
+def test_a_grid_model_one_multiply_add_over_the_work_limit_is_refused_before_decoding(monkeypatch):
+    data = STREAMS["grid_uint16"]
+    reader = stream.Reader(data)
+    work = grid_payload.decode_work(grid_payload.describe(reader.payload(), reader.header.block_shape)["spec"])
+    values = math.prod(reader.header.block_shape)
+    monkeypatch.setattr(stream, "MAX_WORK_PER_VALUE", Fraction(work - 1, values))  # a limit of work - 1
+    monkeypatch.setattr(grid_payload.entropy, "new_decoder", lambda *_: pytest.fail("decoding began"))
+    with pytest.raises(GridStreamError, match=f"declares {work} multiply-adds .* limit of {work - 1} "):
+        decode_block(data)
+    monkeypatch.undo()
+    monkeypatch.setattr(stream, "MAX_WORK_PER_VALUE", Fraction(work, values))
+    decode_block(data)
+
+
+def test_a_siren_one_unit_wider_than_the_work_limit_is_refused():
+    """The golden SIREN (depth 2, 20 bands) declared as wide as the limit allows, then one unit wider."""
+    widest = next(w for w in itertools.count(1) if siren_payload.over_work_limit(SirenSpec(2, w, 20))) - 1
+    for width, message in ((widest, "ends before its payload"), (widest + 1, "multiply-adds of decoding, more than")):
+        body = bytearray(STREAMS["siren_uint16"][: -stream.CRC_BYTES])
+        struct.pack_into("<H", body, stream.HEADER_BYTES + 1, width)
+        with pytest.raises(StreamError, match=message):
+            decode_block(stream.seal(bytes(body)))
+
+
+def test_every_architecture_the_grid_encoder_chooses_needs_under_a_quarter_of_the_work_limit():
+    """Few bands need the most per value (components <= bands); tiny blocks get small models."""
+    most = 0.0
+    for bands in (1, 2, 3, 5, 8, 20, 198, 255):
+        for h, w in ((1, 1), (2, 3), (7, 300), (1, 4096), (24, 20), (100, 100), (512, 512)):
+            for bpppb in (0.001, 0.02, 0.1, 0.5, 2, 8, 64):
+                for components in (None, 1, 4, 20, 255):
+                    spec = grid_payload.choose_spec(bands, h, w, bpppb * bands * h * w, components)
+                    most = max(most, grid_payload.decode_work(spec) / (bands * h * w))
+    assert most <= stream.MAX_WORK_PER_VALUE / 4, most  # measured 4,679.5: one band, 1 x 4096, 16 bpppb and up
+
+
+def test_the_siren_encoder_refuses_a_block_its_decoder_would_refuse():
+    cube = np.random.default_rng(0).random((3, 8, 8))
+    with pytest.raises(ValueError, match="multiply-adds per value to decode.*smaller chunks"):
+        xr_inr.INRCodec(bpppb=1, method="siren", depth=2, width=400).encode(cube)
+    big = np.random.default_rng(0).random((1, 512, 512)).astype(np.float32)
+    with pytest.raises(ValueError, match="smaller chunks"):  # sized by its budget
+        xr_inr.INRCodec(bpppb=1, method="siren").encode(big)
+    codec = xr_inr.INRCodec(bpppb=1.5, method="siren")  # 198 bands: up to 1.7 bpppb on 512 x 512 pixels
+    assert not any(map(siren_payload.over_work_limit, siren_payload.candidates(codec, 198, 3 * 99 * 512**2, 0)))
 
 
 def test_a_mask_that_inflates_beyond_its_block_is_refused():

@@ -231,12 +231,32 @@ def _read_head(reader: ByteCursor, bands: int, height: int, width: int) -> tuple
 MAX_PIXELS = 2**24
 """The most pixels (height x width, 4096 x 4096) of a grid block: decoding holds 96 bytes of
 context indices per latent grid point (:func:`~xr_inr.methods.grid.arm.phases`)."""
+LATENT_WORK = 1024
+"""A latent's decoding besides the ARM's products (range decoding, its context gathered and
+log-compressed), counted as this many multiply-adds: 250-400 ns against 0.15-0.3 ns per
+multiply-add of the ARM and synthesis MLP (reference machine, docs/format.md "Decoder limits")."""
+CHANNEL_WORK = 64
+"""A latent channel's interpolation at one pixel, counted likewise (3-23 ns measured)."""
+
+
+def latent_count(spec: GridSpec) -> int:
+    """Latents of every level and grid, the coefficient images included."""
+    return sum(c * math.prod(spec.level_shape(level)) for level, c in enumerate(spec.level_channels()))
+
+
+def decode_work(spec: GridSpec) -> int:
+    """Multiply-adds of decoding a block: each latent's ARM (plus LATENT_WORK), then at each pixel
+    the synthesis MLP, the basis product and the channels' interpolation (CHANNEL_WORK each)."""
+    per_latent = sum(o * i for o, i in spec.arm_shapes()) + LATENT_WORK
+    per_pixel = (sum(o * i for o, i in spec.synthesis_shapes()) + spec.components * spec.bands
+                 + CHANNEL_WORK * (spec.components + sum(spec.channels)))
+    return latent_count(spec) * per_latent + spec.height * spec.width * per_pixel
 
 
 def _check_sizes(spec: GridSpec) -> None:
     """Refuse a model larger than its block allows, before anything is decoded: at most ``bands``
-    basis vectors, MAX_PIXELS pixels, and at most ``MAX_BLOCK_VALUES`` parameters, latents and
-    synthesis features."""
+    basis vectors, MAX_PIXELS pixels, at most ``MAX_BLOCK_VALUES`` parameters, latents and
+    synthesis features, and at most ``MAX_WORK_PER_VALUE`` multiply-adds per value."""
     if spec.components > spec.bands:
         raise GridStreamError(f"{spec.components} basis vectors for {spec.bands} bands")
     if spec.height * spec.width > MAX_PIXELS:
@@ -244,13 +264,17 @@ def _check_sizes(spec: GridSpec) -> None:
                               f"limit of {MAX_PIXELS}")
     counts = {
         "parameters": sum(math.prod(shape) for _, shape in param_arrays(spec)),
-        "latents": sum(c * math.prod(spec.level_shape(level)) for level, c in enumerate(spec.level_channels())),
+        "latents": latent_count(spec),
         "synthesis features": spec.height * spec.width * (spec.components + sum(spec.channels)),
     }
     for what, count in counts.items():
         if count > stream.MAX_BLOCK_VALUES:
             raise GridStreamError(f"the grid model declares {count} {what}, more than the decoder's limit "
                                   f"of {stream.MAX_BLOCK_VALUES}")
+    work, limit = decode_work(spec), stream.MAX_WORK_PER_VALUE * spec.bands * spec.height * spec.width
+    if work > limit:
+        raise GridStreamError(f"the grid model declares {work} multiply-adds of decoding, more than the "
+                              f"decoder's limit of {limit} ({stream.MAX_WORK_PER_VALUE} per value)")
 
 
 def unpack(payload: bytes, bands: int, height: int, width: int):

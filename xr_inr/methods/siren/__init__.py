@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...core import stream
 from ...core.stream import Method
 from . import payload
 
@@ -20,6 +21,13 @@ def encode(cube: np.ndarray, budget_bits: int, fixed_bits: int, codec) -> bytes 
     candidates = payload.candidates(codec, cube.shape[0], budget_bits, fixed_bits)
     if not candidates:
         return None
+    largest = max(candidates, key=payload.work_per_pixel)
+    if payload.over_work_limit(largest):
+        bands, h, w = cube.shape
+        raise ValueError(f"a SIREN of depth {largest.depth} and width {largest.width} for {bands} bands x {h} x {w} "
+                         f"pixels takes {payload.work_per_pixel(largest) / bands:.0f} multiply-adds "
+                         f"per value to decode, more than decoders accept ({stream.MAX_WORK_PER_VALUE}): use "
+                         "smaller chunks, a lower bpppb or a smaller fixed width")
     from .fitting import encode  # torch: encoding only
 
     return encode(cube, candidates, codec)
