@@ -443,6 +443,33 @@ def test_an_interrupted_write_over_a_memory_store_leaves_the_old_one_and_resumes
         other.inr.to_zarr(clean, BPPPB, chunks=CHUNKS, **FAST)
     assert xr.open_zarr(store).load().identical(xr.open_zarr(clean).load())
 
+
+def test_an_interrupted_first_write_to_a_store_object_resumes_with_the_default_mode(written, monkeypatch):
+    import zarr
+
+    from xr_inr.xarray_zarr import store as store_module
+
+    compressed = xr_inr.open_zarr(written[0])["r"]
+    put = store_module._put_stream
+    puts = []
+
+    def put_twice(*args):
+        if len(puts) == 2:
+            raise RuntimeError("killed")
+        puts.append(args)
+        put(*args)
+
+    store = zarr.storage.MemoryStore()
+    monkeypatch.setattr(store_module, "_put_stream", put_twice)
+    with pytest.raises(RuntimeError, match="killed"):
+        compressed.inr.to_zarr(store)
+    assert xr_inr.verify(store).unfinished  # checked where the unfinished write is
+    monkeypatch.setattr(store_module, "_put_stream", put)
+    compressed.inr.to_zarr(store)  # mode="w-": the store's root holds only the unfinished write
+    assert xr_inr.verify(store).ok and not any(key.startswith(".writing") for key in store._store_dict)
+    with pytest.raises(FileExistsError):
+        compressed.inr.to_zarr(store)
+
 # -- 3. forward-compatible metadata -----------------------------------------------------
 
 ODD_SETTINGS = {"written_by_a_newer_version": {"a": 1}, "bpppb": 1e9, "steps": -3}

@@ -217,14 +217,14 @@ def _staging(store, group) -> _Staging | None:
 
 
 def _exists(store, group) -> bool:
-    """Something at a local path; else a Zarr group."""
+    """Something at a local path; else a Zarr group (a store's root: with members besides the staging)."""
     if group is None and isinstance(store, (str, os.PathLike)) and "://" not in str(store):
         return Path(store).exists()
     try:
-        zarr.open_group(store, path=group or "", mode="r")
+        zgroup = zarr.open_group(store, path=group or "", mode="r", use_consolidated=False)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return False
-    return True
+    return group is not None or any(name != ".writing" for name in zgroup.keys())
 
 
 def _describe(store, group) -> str:
@@ -273,7 +273,7 @@ def _disjoint_chunk_keys(store, group, ds: xr.Dataset, zarr_format: int) -> dict
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return {}
     chosen = {}
-    for name, variable in ds.variables.items():
+    for name in ds.variables:
         array = old.get(str(name))
         if not isinstance(array, zarr.Array):
             continue
@@ -387,11 +387,11 @@ async def _publish(source, target) -> list[str]:
         value = await source.store.get(_prefix(source.path) + key, prototype=default_buffer_prototype())
         await target.store.set(_prefix(target.path) + key, value)
 
-    old_keys = set(old)
+    old = set(old)
     for rank in range(5):
-        await asyncio.gather(*(copy(key) for key in new if _publish_rank(key, old_keys) == rank))
+        await asyncio.gather(*(copy(key) for key in new if _publish_rank(key, old) == rank))
     await source.store.delete_dir(source.path)
-    return sorted(set(old) - set(new))
+    return sorted(old - set(new))
 
 
 async def _delete(target, keys) -> None:
