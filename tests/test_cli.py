@@ -29,7 +29,7 @@ def _cube(path):
 
 
 def test_every_command_has_help_and_the_module_runs(capsys):
-    for command in ("compress", "decode", "info", "preview", "stac", "upgrade"):
+    for command in ("compress", "decode", "info", "preview", "stac", "verify", "upgrade"):
         with pytest.raises(SystemExit) as exit_:
             cli.main([command, "--help"])
         assert exit_.value.code == 0 and f"usage: xr-inr {command}" in capsys.readouterr().out
@@ -135,7 +135,7 @@ import sys
 from xr_inr import cli
 store, folder = sys.argv[1:]
 for argv in (["info", store], ["preview", store, folder + "/p.png"], ["decode", store, folder + "/d.tif"],
-             ["stac", store, "--out", folder + "/i.json"]):
+             ["stac", store, "--out", folder + "/i.json"], ["verify", store, "--decode"]):
     assert cli.main(argv) == 0, argv
 print("torch imported:", "torch" in sys.modules)
 """

@@ -254,6 +254,14 @@ def test_the_upgrade_command_names_the_arrays_it_changed(written, tmp_path, caps
     assert not xr_inr.verify(store, group="g").without_layout
 
 
+def test_the_verify_command_names_the_damaged_chunk_and_exits_with_1(store, capsys):
+    assert cli.main(["verify", str(store)]) == 0
+    assert "ok, 6 chunks checked" in capsys.readouterr().out
+    chunk_file(store, (0, 1, 2)).unlink()
+    assert cli.main(["verify", str(store)]) == 1
+    out = capsys.readouterr().out
+    assert "problems found" in out and "1 missing" in out and "(0, 1, 2)" in out
+
 def test_an_unfinished_write_is_reported_not_read_as_fill(store):
     import zarr
 

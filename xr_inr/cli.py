@@ -1,4 +1,4 @@
-"""The ``xr-inr`` command line: compress, decode, info, preview, stac, upgrade (``xr_inr.commands``), and the
+"""The ``xr-inr`` command line: compress, decode, info, preview, stac, verify, upgrade (``xr_inr.commands``), and the
 tools' demo, bench, bench-read, bench-scale and figures.
 
 This module only parses arguments and prints; what each command does is a function of
@@ -46,8 +46,8 @@ def _datetime(text: str) -> dt.datetime:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xr-inr", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True,
-                                     metavar="{compress,decode,info,preview,stac,upgrade,demo,bench,bench-read,"
-                                             "bench-scale,figures}")
+                                     metavar="{compress,decode,info,preview,stac,verify,upgrade,demo,bench,"
+                                             "bench-read,bench-scale,figures}")
 
     p = commands.add_parser("compress", help="compress a cube file into a Zarr store",
                             description="Compress a hyperspectral cube (GeoTIFF, ENVI .hdr, NetCDF, Zarr, a published "
@@ -111,6 +111,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--variable", help="the cube to describe, when the store holds several")
     p.add_argument("--no-validate", action="store_true", help="skip schema validation (needs jsonschema)")
 
+    p = commands.add_parser("verify", help="check every chunk of a compressed store against what was written",
+                            description="Check every chunk of every xr-inr array of a store: present, the bytes "
+                                        "the writer recorded (size and digest), a valid stream of the array's "
+                                        "chunk shape and dtype (xr_inr.verify). Exit status 1 when a chunk is "
+                                        "missing, mismatched or unreadable, or the write did not finish.")
+    p.add_argument("store", help="the Zarr store to check")
+    p.add_argument("--group", help="the group holding the cubes (default: the store's root)")
+    p.add_argument("--decode", action="store_true", help="also decode every chunk")
+
     p = commands.add_parser("upgrade", help="record the chunk layout in an old Zarr format 2 store's metadata",
                             description="For Zarr format 2 stores written before 2026-11-26: record each xr-inr "
                                         "array's chunk shape and dtype (from its .zarray) in its xr_inr compressor "
@@ -157,7 +166,25 @@ def _print_info(report: dict) -> None:
             print(f"    {n} x {arch}")
 
 
-def run(args: argparse.Namespace) -> None:
+def _print_verify(report) -> int:
+    """The report of ``xr_inr.verify``, a line per problem (20 of each kind at most); the exit status."""
+    print(f"{report.store}: {'ok' if report.ok else 'problems found'}, {report.checked} chunks checked"
+          + ("; the write did not finish (the same to_zarr call completes it)" if report.unfinished else ""))
+    for kind in ("missing", "mismatched", "unreadable"):
+        problems = getattr(report, kind)
+        if problems:
+            print(f"  {len(problems)} {kind}:")
+            print("\n".join(f"    {why}" for _, _, why in problems[:20]))
+    if report.unchecked:
+        print(f"  no manifest (swapped chunks cannot be found): {', '.join(map(str, report.unchecked))}")
+    if report.without_layout:
+        print(f"  Zarr format 2 arrays without their chunk layout (xr-inr upgrade records it): "
+              f"{', '.join(map(str, report.without_layout))}")
+    return 0 if report.ok else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a command; its exit status."""
     from . import commands
 
     if args.command == "compress":
@@ -184,6 +211,8 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "preview":
         rgb = commands.preview(args.store, args.png, bands=args.bands, scale=args.scale, variable=args.variable)
         print(f"wrote {args.png} ({rgb.shape[1]} x {rgb.shape[0]} pixels)")
+    elif args.command == "verify":
+        return _print_verify(commands.verify(args.store, group=args.group, decode=args.decode))
     elif args.command == "upgrade":
         changed = commands.upgrade(args.store, group=args.group)
         if not changed:
@@ -219,11 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        run(args)
+        return run(args) or 0
     except (OSError, ValueError, KeyError, TypeError, ImportError) as error:
         print(f"xr-inr {args.command}: error: {error}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """What the ``xr-inr`` commands do, as functions: open a cube file, compress it to Zarr, decode a
 store to GeoTIFF / NetCDF / Zarr, describe a store, preview it as a PNG, catalogue it with STAC,
-upgrade an old format 2 store's metadata (``upgrade`` is :func:`xr_inr.upgrade`).
+check a store's chunks and upgrade an old format 2 store's metadata (``verify`` and ``upgrade``
+are :func:`xr_inr.verify` and :func:`xr_inr.upgrade`).
 
 Each builds on the accessor (``.inr``) and :func:`xr_inr.open_zarr`; ``xr_inr.cli`` only parses
 arguments and calls these.
@@ -21,7 +22,7 @@ import xarray as xr
 
 from .core.decode import architecture
 from .xarray_zarr.accessor import find_band_dim
-from .xarray_zarr.store import _KEEP_ENCODING, open_zarr, upgrade  # noqa: F401  (xr-inr upgrade)
+from .xarray_zarr.store import _KEEP_ENCODING, open_zarr, upgrade, verify  # noqa: F401  (xr-inr upgrade, verify)
 
 DECODE_SUFFIXES = (".tif", ".tiff", ".nc", ".zarr")
 NETCDF_ENGINE = "h5netcdf"
