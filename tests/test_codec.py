@@ -229,6 +229,8 @@ def test_decode_honours_out_and_accepts_buffers(small_stream):
     np.testing.assert_array_equal(out, expected)
     assert result is out or np.shares_memory(result, out)
     np.testing.assert_array_equal(codec.decode(np.frombuffer(small_stream, np.uint8)), expected)
+    with pytest.raises(StreamError, match="output buffer has"):  # refused before decoding
+        codec.decode(small_stream, out=np.empty(expected.size - 1, expected.dtype))
 
 
 def test_decode_on_any_grid(small_stream):

@@ -15,9 +15,9 @@ import math
 
 import numpy as np
 from numcodecs.abc import Codec
-from numcodecs.compat import ndarray_copy
+from numcodecs.compat import ensure_ndarray_like, ndarray_copy
 
-from .decode import check_layout, decode_block
+from .decode import check_layout, check_nbytes, decode_block
 from .encode import encode_block, valid_extent, validated_block
 from .quality import check_target, encode_to_psnr
 from .stream import DTYPE_CODES
@@ -246,6 +246,8 @@ class INRCodec(Codec):
     def decode(self, buf, out=None):
         if self.chunk_shape is not None:
             check_layout(buf, self.chunk_shape, self.dtype)
+        if out is not None:  # its size bounds what the stream may declare, checked before decoding
+            check_nbytes(buf, ensure_ndarray_like(out).nbytes)
         block = decode_block(buf)
         if out is not None:
             return ndarray_copy(block, out)

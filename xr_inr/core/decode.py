@@ -110,6 +110,16 @@ def check_layout(buf, shape, dtype) -> None:
                           f"the chunk is {shape} {dtype}")
 
 
+def check_nbytes(buf, nbytes: int) -> None:
+    """Raise :class:`LayoutError` unless the stream decodes to ``nbytes`` bytes (a caller's output
+    buffer), from its header alone."""
+    header = bs.Reader(ensure_bytes(buf)).header
+    size = math.prod(header.out_shape) * header.dtype.itemsize
+    if size != nbytes:
+        raise LayoutError(f"the stream holds a {header.out_shape} {header.dtype} block ({size} bytes), "
+                          f"the output buffer has {nbytes} bytes")
+
+
 def _block_layout(shape: tuple[int, int, int], band_axis: int) -> tuple[int, int, int]:
     rest = [n for axis, n in enumerate(shape) if axis != band_axis]
     return (shape[band_axis], rest[0], rest[1])
