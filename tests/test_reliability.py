@@ -478,6 +478,25 @@ def test_an_interrupted_first_write_to_a_store_object_resumes_with_the_default_m
     with pytest.raises(FileExistsError):
         compressed.inr.to_zarr(store)
 
+
+def test_a_write_resumed_with_other_attributes_or_coordinates_starts_afresh(written, monkeypatch):
+    """The resumed layout would keep the interrupted run's: the fingerprint covers the whole dataset."""
+    import zarr
+
+    from xr_inr.xarray_zarr import store as store_module
+
+    compressed = xr_inr.open_zarr(written[0])["r"]
+    put = store_module._put_stream
+    monkeypatch.setattr(store_module, "_put_stream", lambda *args: (_ for _ in ()).throw(RuntimeError("killed")))
+    store = zarr.storage.MemoryStore()
+    with pytest.raises(RuntimeError, match="killed"):
+        compressed.inr.to_zarr(store)
+    monkeypatch.setattr(store_module, "_put_stream", put)
+    changed = compressed.assign_attrs(units="reflectance").assign_coords(x=np.arange(compressed.sizes["x"]) * 30.0)
+    changed.inr.to_zarr(store)
+    read = xr.open_zarr(store)
+    assert read["r"].attrs["units"] == "reflectance" and read["x"].values[1] == 30.0
+
 # -- 3. forward-compatible metadata -----------------------------------------------------
 
 ODD_SETTINGS = {"written_by_a_newer_version": {"a": 1}, "bpppb": 1e9, "steps": -3}

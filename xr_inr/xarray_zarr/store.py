@@ -101,7 +101,7 @@ def write(ds: xr.Dataset, cubes: Mapping[Hashable, ChunkSource | FitJob], store,
         variable = ds.variables[name]
         if variable.shape != cube.shape or variable.dtype.newbyteorder("=") != cube.dtype:
             raise ValueError(f"{name!r}: the variable does not match its compressed chunks")
-    fingerprint = _fingerprint(cubes, scheduler)
+    fingerprint = _fingerprint(ds, cubes, scheduler)
     staging = _staging(store, group)
     if staging is not None and mode == "w-" and _exists(store, group):
         raise FileExistsError(f"{_describe(store, group)} exists (mode='w-'); pass mode='w' to replace it")
@@ -159,18 +159,32 @@ def _quality_attr(quality: Mapping) -> dict:
     return {manifest_key(i): q for i, q in sorted(quality.items())}
 
 
-def _fingerprint(cubes: Mapping[Hashable, ChunkSource | FitJob], scheduler=None) -> str:
-    """What a write stores, as a digest: layout, settings and the input data (or the streams).
+def _fingerprint(ds: xr.Dataset, cubes: Mapping[Hashable, ChunkSource | FitJob], scheduler=None) -> str:
+    """What a write stores, as a digest: the other variables, coordinates and attributes, and the
+    cubes' layout, settings and input data (or streams).
 
-    The input data is hashed chunk by chunk by tasks on the scheduler the fits
-    will use (a cluster's workers read their chunks): only the 32-byte digests
-    come back, never the cube.
+    The rest of the dataset enters as dask's deterministic token (values of numpy data, the graph
+    of dask data); where dask has none, the digest is random: such a write is never resumed. The
+    input data is hashed chunk by chunk by tasks on the scheduler the fits will use (a cluster's
+    workers read their chunks): only the 32-byte digests come back, never the cube.
     """
+    import uuid
+
     import dask
+    from dask.tokenize import TokenizationError, tokenize
 
     from .parallel import compute
 
     digest = hashlib.sha256()
+    rest = ds.drop_vars(list(cubes))
+    rest.attrs = {k: v for k, v in ds.attrs.items() if k != STATE_ATTR}
+    cube_attrs = {str(name): (ds.variables[name].dims, {k: v for k, v in ds.variables[name].attrs.items()
+                                                         if k not in (MANIFEST_ATTR, QUALITY_ATTR)})
+                  for name in cubes}
+    try:
+        digest.update(tokenize(rest, cube_attrs, ensure_deterministic=True).encode())
+    except TokenizationError:
+        digest.update(uuid.uuid4().bytes)
     for name, cube in sorted(cubes.items(), key=lambda item: str(item[0])):
         layout = [str(name), cube.shape, cube.chunk_shape, str(cube.dtype), cube.band_axis,
                   repr(cube.fill_value), getattr(cube, "nodata", None), cube.config]
