@@ -479,6 +479,21 @@ def test_an_interrupted_first_write_to_a_store_object_resumes_with_the_default_m
         compressed.inr.to_zarr(store)
 
 
+def test_a_url_store_is_written_beside_its_target_and_copied_over_it(written):
+    import fsspec
+
+    compressed = xr_inr.open_zarr(written[0])["r"]
+    url = "memory://xr-inr-test/scene.zarr"
+    compressed.inr.to_zarr(url)
+    halved = (compressed.astype("float32") / 2).astype("uint16").inr.compress(BPPPB, chunks=CHUNKS, method="siren",
+                                                                              **FAST)
+    halved.inr.to_zarr(url, mode="w")
+    memory = fsspec.filesystem("memory")
+    assert not memory.exists("/xr-inr-test/scene.zarr.writing")  # the staged copy, deleted
+    np.testing.assert_array_equal(xr.open_zarr(url)["r"].values, halved.values)
+    assert xr_inr.verify(url).ok
+    memory.rm("/xr-inr-test", recursive=True)
+
 def test_a_write_resumed_with_other_attributes_or_coordinates_starts_afresh(written, monkeypatch):
     """The resumed layout would keep the interrupted run's: the fingerprint covers the whole dataset."""
     import zarr
