@@ -334,28 +334,27 @@ def test_mode_w_minus_refuses_an_existing_store_before_fitting(cube, written, mo
 
 
 
-class RecordingStore:
-    """A zarr MemoryStore that keeps a copy of its keys after every write or delete."""
+def recording_store():
+    """A zarr MemoryStore that keeps a copy of its keys after every write or delete (``snapshots``,
+    once set to a list)."""
+    import zarr
 
-    def __new__(cls):
-        import zarr
+    class Recording(zarr.storage.MemoryStore):
+        snapshots = None
 
-        class Recording(zarr.storage.MemoryStore):
-            snapshots = None
+        def _snap(self):
+            if self.snapshots is not None:
+                self.snapshots.append(dict(self._store_dict))
 
-            def _snap(self):
-                if self.snapshots is not None:
-                    self.snapshots.append(dict(self._store_dict))
+        async def set(self, key, value, byte_range=None):
+            await super().set(key, value)
+            self._snap()
 
-            async def set(self, key, value, byte_range=None):
-                await super().set(key, value)
-                self._snap()
+        async def delete(self, key):
+            await super().delete(key)
+            self._snap()
 
-            async def delete(self, key):
-                await super().delete(key)
-                self._snap()
-
-        return Recording()
+    return Recording()
 
 
 def stores_read_at_each_step(old, new, zarr_format, group):
@@ -369,7 +368,7 @@ def stores_read_at_each_step(old, new, zarr_format, group):
         arrays = zarr.open_group(state, path=group or "", mode="r", use_consolidated=False).arrays()
         return xr.open_zarr(state, group=group).load(), {name: array[...] for name, array in arrays}
 
-    store = RecordingStore()
+    store = recording_store()
     old.inr.to_zarr(store, group=group, zarr_format=zarr_format)
     states = [read(store._store_dict)]
     store.snapshots = []
