@@ -127,14 +127,13 @@ def _block_layout(shape: tuple[int, int, int], band_axis: int) -> tuple[int, int
 
 def restore_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Float values as ``dtype``: integers rounded to nearest and clipped to the type's range
-    (in place: ``values`` is overwritten)."""
+    (in place: ``values`` is overwritten, and returned when already of ``dtype``)."""
     dtype = np.dtype(dtype)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         np.rint(values, out=values)
-        np.maximum(values, info.min, out=values)
-        np.minimum(values, info.max, out=values)
-    return values.astype(dtype)
+        np.clip(values, info.min, info.max, out=values)
+    return values.astype(dtype, copy=False)
 
 
 def inspect(buf) -> dict:

@@ -157,8 +157,7 @@ def arm_integers(arm, e: int, context: np.ndarray, stride):
             h = h @ w
             h += b
         np.floor(h, out=h)
-        np.maximum(h, 0.0, out=h)
-        np.minimum(h, HIDDEN_CAP, out=h)
+        np.clip(h, 0.0, HIDDEN_CAP, out=h)
     out = h @ w3
     out += b3
     mu = prediction * 2.0**FRACTION + out[:, 0]

@@ -82,8 +82,19 @@ class GridSpec:
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
-    """GELU, tanh approximation (torch's ``approximate="tanh"``)."""
-    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+    """GELU, tanh approximation (torch's ``approximate="tanh"``):
+    0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))), the same operations
+    in the same order, in place (``x`` is overwritten)."""
+    t = 0.044715 * x
+    t *= x
+    t *= x
+    t += x
+    t *= 0.7978845608028654
+    np.tanh(t, out=t)
+    t += 1.0
+    x *= 0.5
+    x *= t
+    return x
 
 
 def mlp(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
