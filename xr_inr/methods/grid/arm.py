@@ -222,9 +222,9 @@ def _with_zero(flat: np.ndarray) -> np.ndarray:
     return np.concatenate([flat, np.zeros((flat.shape[0], 1), flat.dtype)], axis=1)
 
 
-def encode_latents(spec, arm, e: int, latents: list[np.ndarray], encoder) -> None:
-    """Code every latent grid (level by level, phase by phase) with the integer ARM
-    (:func:`prepare_arm` of the stored integers, exponent ``e``)."""
+def _coded_residuals(spec, arm, e: int, latents: list[np.ndarray]):
+    """(residuals, scale indices j, offset indices a) of every phase of every latent grid, in
+    coding order (:func:`encode_latents` codes them, :func:`latent_bits` counts their bits)."""
     zero = _zero_contexts(arm, e)
     for (h, w), flat in _level_grids(spec, latents):
         if np.abs(flat).max() >= MAX_LATENT:
@@ -232,7 +232,14 @@ def encode_latents(spec, arm, e: int, latents: list[np.ndarray], encoder) -> Non
         padded = _with_zero(flat.astype(np.int16))
         for points, context, stride in phases(h, w):
             centre, a, j = _phase_parameters(arm, e, padded, context, stride, zero)
-            entropy.encode_residuals(encoder, padded[:, points].reshape(-1).astype(np.int64) - centre, j, a)
+            yield padded[:, points].reshape(-1).astype(np.int64) - centre, j, a
+
+
+def encode_latents(spec, arm, e: int, latents: list[np.ndarray], encoder) -> None:
+    """Code every latent grid (level by level, phase by phase) with the integer ARM
+    (:func:`prepare_arm` of the stored integers, exponent ``e``)."""
+    for residuals, j, a in _coded_residuals(spec, arm, e, latents):
+        entropy.encode_residuals(encoder, residuals, j, a)
 
 
 def decode_latents(spec, arm, e: int, decoder) -> list[np.ndarray]:
@@ -254,12 +261,5 @@ def decode_latents(spec, arm, e: int, decoder) -> list[np.ndarray]:
 
 
 def latent_bits(spec, arm, e: int, latents: list[np.ndarray]) -> float:
-    """Bits :func:`encode_latents` takes for ``latents`` (every context read at once)."""
-    total = 0.0
-    for (h, w), flat in _level_grids(spec, latents):
-        points, context, stride = all_contexts(h, w)
-        padded = _with_zero(flat.astype(np.float64))
-        context = padded[:, context].reshape(-1, 12)
-        centre, a, j = coding_indices(*arm_integers(arm, e, context, np.tile(stride, padded.shape[0])), e)
-        total += entropy.residual_bits(padded[:, points].reshape(-1).astype(np.int64) - centre, j, a)
-    return total
+    """Bits :func:`encode_latents` takes for ``latents`` (the tables' ideal bits)."""
+    return sum(entropy.residual_bits(residuals, j, a) for residuals, j, a in _coded_residuals(spec, arm, e, latents))
