@@ -197,3 +197,23 @@ def test_budget_warning_when_even_the_smallest_model_is_too_large():
     cube = np.random.default_rng(0).normal(size=(30, 4, 4)).astype(np.float32)
     with pytest.warns(BudgetWarning):
         INRCodec(bpppb=0.05, steps=5).encode(cube)
+
+
+def test_pca_directions_match_the_svd_and_products_match_numpy():
+    """pca (scatter matrix summed in single-threaded blocks, then eigh) gives the SVD's directions
+    up to sign; rows past min(pixels, bands) are zero; the blocked products equal numpy's."""
+    from xr_inr.core.products import gram, matmul
+    from xr_inr.pca import pca
+
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((3000, 40)) @ rng.standard_normal((40, 40)) + 5.0
+    mean, basis = pca(values, 6)
+    _, _, vt = np.linalg.svd(values - values.mean(0), full_matrices=False)
+    np.testing.assert_allclose(np.abs((basis * vt[:6]).sum(1)), 1.0, atol=1e-9)
+    np.testing.assert_allclose(mean, values.mean(0))
+    _, few = pca(values[:3], 6)
+    assert np.all(few[3:] == 0) and np.all(np.abs(few[:3]).sum(1) > 0)
+    np.testing.assert_allclose(gram(values), values.T @ values, rtol=1e-12)
+    a, b = rng.standard_normal((300, 900)), rng.standard_normal((900, 70))
+    np.testing.assert_allclose(matmul(a, b), a @ b, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(matmul(b.T, a.T), (a @ b).T, rtol=1e-12, atol=1e-9)
