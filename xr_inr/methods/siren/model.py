@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...core.products import matmul
+
 W0 = 30.0
 """Frequency factor of the sine activations (Sitzmann et al. 2020; the paper's w0)."""
 
@@ -117,7 +119,7 @@ def evaluate(
     for start in range(0, coords.shape[0], rows_per_pass):
         h = coords[start : start + rows_per_pass].astype(np.float32)
         for weight, bias in layers32[:-1]:
-            h = np.sin(spec.w0 * (h @ weight.T + bias))
+            h = np.sin(spec.w0 * (matmul(h, weight.T) + bias))
         weight, bias = layers32[-1]
-        out[start : start + rows_per_pass] = h @ weight.T + bias
+        out[start : start + rows_per_pass] = matmul(h, weight.T) + bias
     return out
