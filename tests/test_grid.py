@@ -10,7 +10,7 @@ from xr_inr.core.stream import AFFINE
 from xr_inr.methods.grid import arm as lc
 from xr_inr.methods.grid.fitting import GridModel
 from xr_inr.methods.grid.model import GridSpec, synthesise, upsample_matrix
-from xr_inr.methods.grid.payload import choose_spec, decode, pack, unpack
+from xr_inr.methods.grid.payload import SCALAR_LOSS, choose_spec, decode, pack, unpack, water_filling_components
 from xr_inr.metrics import psnr, sam_deg
 
 SPEC = GridSpec(bands=7, height=9, width=11, components=3, channels=(1, 2, 1), hidden=6, arm_hidden=5)
@@ -142,6 +142,19 @@ def test_architecture_grows_with_the_budget():
     assert small.components < large.components
     assert choose_spec(10, 5, 5, 100.0).components == 3  # the smallest, however tight
     assert choose_spec(4, 30, 30, 1e6).components == 4  # never more components than bands
+
+
+def test_water_filling_gives_bits_to_the_images_whose_variance_is_above_the_water_level():
+    innovation, variance = np.array([4.0, 1.0, 0.01]), np.array([40.0, 10.0, 0.5])
+    # 1 bit per pixel: 0.5 log2(4 / theta) + 0.5 log2(1 / theta) = 1 at theta = 1; the third image's
+    # innovation is far under it but its variance is not
+    innovation = innovation / SCALAR_LOSS
+    assert water_filling_components(variance, innovation, 1.0) == 2
+    assert water_filling_components(variance, innovation, 0.2) == 2  # theta = 4 / 2**0.4 ~ 3: still under 10
+    assert water_filling_components(variance, innovation, 8.0) == 3  # theta ~ 0.0085, under 0.5
+    spectrum = (variance, innovation)
+    assert choose_spec(198, 100, 100, 0.2 * 198e4, spectrum=spectrum).components == 3  # k capped
+    assert choose_spec(198, 100, 100, 0.2 * 198e4).components == 20
 
 
 def test_grid_codec_beats_the_paper_siren_on_a_jasper_crop(jasper_cube):

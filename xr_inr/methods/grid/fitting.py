@@ -23,7 +23,7 @@ from ...pca import pca
 from ..fitting import Adam, pick_device
 from . import arm as lc
 from .model import CONTEXT_SIZE, GridSpec, upsample_matrix
-from .payload import choose_spec, estimated_param_bits, model_parts, pack, quantised_parameters
+from .payload import ARCHITECTURES, choose_spec, coefficient_spectrum, estimated_param_bits, model_parts, pack, quantised_parameters
 
 LOG2_SCALES = (-4.0, 13.0)  # the entropy coder's range of log2 Laplace scales
 RATE_SAMPLE = 8
@@ -434,7 +434,14 @@ def fit_and_pack(target: np.ndarray, valid: np.ndarray | None, budget_bits: floa
     ``fixed_bits``: what the rest of the stream (header, mask, affine, checksum) takes.
     """
     bands, h, w = target.shape
-    spec = choose_spec(bands, h, w, budget_bits, components)
+    spectrum = None
+    if components is None:
+        values = target.reshape(bands, -1).T
+        if valid is not None:  # masked elements take their band's mean, as for the fit's PCA
+            weights = valid.reshape(bands, -1).T
+            values = np.where(weights, values, (values * weights).sum(0) / np.maximum(weights.sum(0), 1))
+        spectrum = coefficient_spectrum(values, (h, w), min(bands, max(a[0] for a in ARCHITECTURES)))
+    spec = choose_spec(bands, h, w, budget_bits, components, spectrum)
     latent_bits = 0.97 * (budget_bits - fixed_bits - estimated_param_bits(spec))
     training = GridTraining(target, valid, spec, max(latent_bits, 0.02 * budget_bits), lr=lr, seed=seed,
                             device=device).train(steps)

@@ -44,11 +44,8 @@ ARCHITECTURES = (  # (components, channels per level, synthesis width, ARM width
     (20, (0, 2, 1, 1), 24, 16),
 )
 FIXED_SHARE = 0.2
-"""The largest architecture whose estimated parameter bits stay under this share of the budget is used..."""
-COEFFICIENT_BITS = 1.25
-"""...and whose coefficient images get at least this many bits of the budget per pixel each: spread
-thinner, an extra basis vector costs more than it adds (on every sweep of the basis size measured,
-shared cubes and hand-made ones with fewer bands, the best size had 1.3-3.4 bits; docs/method.md)."""
+"""The largest architecture whose estimated parameter bits stay under this share of the budget is used,
+with no more basis vectors than :func:`water_filling_components` gives the latents' share of the budget."""
 
 
 class GridStreamError(StreamError):
@@ -73,17 +70,74 @@ def estimated_param_bits(spec: GridSpec) -> float:
     return 6 * n_net + 4 * (spec.components + 1) * spec.bands + 8 * heads
 
 
-def choose_spec(bands: int, height: int, width: int, budget_bits: float, components: int | None = None) -> GridSpec:
-    """The architecture for a block and budget (see :data:`ARCHITECTURES`, :data:`FIXED_SHARE`,
-    :data:`COEFFICIENT_BITS`; ``components`` fixes k, the rest still chosen by the share)."""
+def coefficient_spectrum(values: np.ndarray, shape: tuple[int, int], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Variance and spatial innovation variance of the first ``count`` PCA coefficient images of
+    ``values`` (pixels, bands) laid out as ``shape``: the innovation is the residual of the least-squares
+    prediction of each coefficient from its W, N, NW and NE neighbours (what a causal coder pays for)."""
+    from ...pca import pca  # here: the decoder needs none of it
+
+    mean, basis = pca(values, count)
+    images = ((values - mean) @ basis.T).T.reshape(count, *shape)
+    variance = images.reshape(count, -1).var(axis=1)
+    if shape[0] < 2 or shape[1] < 3:
+        return variance, variance
+    innovation = np.empty(count)
+    for r, image in enumerate(images):
+        near = np.stack([image[1:, :-2], image[:-1, 1:-1], image[:-1, :-2], image[:-1, 2:]], -1).reshape(-1, 4)
+        centre = image[1:, 1:-1].reshape(-1)
+        weights = np.linalg.lstsq(near, centre, rcond=None)[0]
+        innovation[r] = np.mean((centre - near @ weights) ** 2)
+    return variance, np.minimum(innovation, variance)
+
+
+SCALAR_LOSS = math.pi * math.e / 6
+"""Squared error of entropy-coded uniform scalar quantisation over the rate-distortion bound at the
+same rate (high-rate theory: 1.53 dB, 0.25 bit per sample); the latents are so quantised."""
+
+
+def water_filling_components(variance: np.ndarray, innovation: np.ndarray, bits_per_pixel: float) -> int:
+    """How many coefficient images deserve bits, by reverse water-filling.
+
+    Coded predictively by a scalar quantiser, image r costs 0.5 log2(SCALAR_LOSS innovation_r / theta)
+    bits per pixel to reach a squared error theta, when that is positive; the water level theta is
+    where these rates add up to ``bits_per_pixel``, the latents' budget per pixel. An image whose
+    variance is under theta is reconstructed better by zero than the others are coded: it gets no
+    bits. So k is the number of variances above theta (an image may have its innovation under theta
+    and its variance above: its low spatial frequencies are still worth coding).
+    """
+    live = SCALAR_LOSS * innovation[innovation > 0]
+    if live.size == 0 or bits_per_pixel <= 0:
+        return 1
+    lo, hi = float(np.log2(live.min())) - 2 * bits_per_pixel / live.size - 1, float(np.log2(live.max()))
+    for _ in range(60):  # bisect log2(theta)
+        middle = (lo + hi) / 2
+        if 0.5 * np.maximum(np.log2(live) - middle, 0).sum() > bits_per_pixel:
+            lo = middle
+        else:
+            hi = middle
+    return max(1, int(np.count_nonzero(variance > 2.0**hi)))
+
+
+def choose_spec(bands: int, height: int, width: int, budget_bits: float, components: int | None = None,
+                spectrum: tuple[np.ndarray, np.ndarray] | None = None) -> GridSpec:
+    """The architecture for a block and budget: the largest of :data:`ARCHITECTURES` whose estimated
+    parameter bits stay under :data:`FIXED_SHARE` of the budget. ``components`` fixes k (the sizes
+    still chosen by the share); else ``spectrum``, the (variance, innovation) of the block's
+    coefficient images (:func:`coefficient_spectrum`), caps it at :func:`water_filling_components`
+    over the rest of the budget: rows with more components are not tried, and the last row that
+    is tried is tried again with that k."""
+    if components is not None:
+        candidates = [(components, *row[1:]) for row in ARCHITECTURES]
+    else:
+        limit = None if spectrum is None else water_filling_components(
+            *spectrum, (1 - FIXED_SHARE) * budget_bits / (height * width))
+        candidates = [row for row in ARCHITECTURES if limit is None or row[0] <= limit] or list(ARCHITECTURES[:1])
+        if limit is not None:
+            candidates = [(min(k, limit), *sizes) for k, *sizes in candidates] + [(limit, *candidates[-1][1:])]
     chosen = None
-    for k, channels, hidden, arm_hidden in ARCHITECTURES:
-        if components is not None:
-            k = components
+    for k, channels, hidden, arm_hidden in candidates:
         spec = GridSpec(bands, height, width, min(k, bands), channels, hidden, arm_hidden)
-        fits = estimated_param_bits(spec) <= FIXED_SHARE * budget_bits
-        thin = components is None and spec.components * height * width * COEFFICIENT_BITS > budget_bits
-        if chosen is None or (fits and not thin):
+        if chosen is None or estimated_param_bits(spec) <= FIXED_SHARE * budget_bits:
             chosen = spec
     return chosen
 
