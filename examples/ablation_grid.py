@@ -19,9 +19,9 @@ import numpy as np
 
 from xr_inr.core.decode import restore_dtype
 from xr_inr.core.stream import AFFINE
-from xr_inr.methods.grid.fitting import GridTraining, fit_and_pack, pack_within_budget
+from xr_inr.methods.grid.fitting import GridTraining, block_spec, fit_and_pack, pack_within_budget
 from xr_inr.methods.grid.model import GridSpec
-from xr_inr.methods.grid.payload import choose_spec, decode, estimated_param_bits
+from xr_inr.methods.grid.payload import decode, estimated_param_bits
 from xr_inr.metrics import psnr, sam_deg
 
 STREAM_BYTES = 21 + 16 + 4  # header, affine normalisation, checksum (xr_inr.core.stream)
@@ -59,7 +59,7 @@ def main(argv=None):
     target = (cube - lo) / scale
     bands, h, w = target.shape
     budget_bits = 8 * int(args.bpppb * cube.size / 8)
-    spec = choose_spec(bands, h, w, budget_bits)
+    spec = block_spec(target, None, budget_bits)
     no_mlp = GridSpec(bands, h, w, spec.components, (0,), 0, spec.arm_hidden)
     variants = {
         "default": lambda: fit_and_pack(target, None, budget_bits, 8 * STREAM_BYTES, steps=args.steps),

@@ -146,8 +146,9 @@ def test_architecture_grows_with_the_budget():
 
 def test_water_filling_gives_bits_to_the_images_whose_variance_is_above_the_water_level():
     innovation, variance = np.array([4.0, 1.0, 0.01]), np.array([40.0, 10.0, 0.5])
-    # 1 bit per pixel: 0.5 log2(4 / theta) + 0.5 log2(1 / theta) = 1 at theta = 1; the third image's
-    # innovation is far under it but its variance is not
+    # 1 bit per pixel: 0.5 log2(4 / theta) + 0.5 log2(1 / theta) = 1 at theta = 1, above the third
+    # image's variance; at 8 bits theta is under it, and the third image is coded though its
+    # innovation takes no bits (its variance, not its innovation, decides)
     innovation = innovation / SCALAR_LOSS
     assert water_filling_components(variance, innovation, 1.0) == 2
     assert water_filling_components(variance, innovation, 0.2) == 2  # theta = 4 / 2**0.4 ~ 3: still under 10

@@ -397,7 +397,7 @@ def plot_rd(results: list[dict], measured: list[dict], path: Path) -> dict:
         axis.grid(True, alpha=0.3)
     for axis in list(axes.flat)[len(datasets):]:
         axis.set_visible(False)
-    handles, labels = {}, []
+    handles = {}
     for axis in axes.flat:
         for handle, label in zip(*axis.get_legend_handles_labels()):
             handles.setdefault(label, handle)

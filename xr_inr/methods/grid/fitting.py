@@ -23,7 +23,8 @@ from ...pca import pca
 from ..fitting import Adam, pick_device
 from . import arm as lc
 from .model import CONTEXT_SIZE, GridSpec, upsample_matrix
-from .payload import ARCHITECTURES, choose_spec, coefficient_spectrum, estimated_param_bits, model_parts, pack, quantised_parameters
+from .payload import (ARCHITECTURES, choose_spec, coefficient_spectrum, estimated_param_bits, model_parts, pack,
+                      quantised_parameters)
 
 LOG2_SCALES = (-4.0, 13.0)  # the entropy coder's range of log2 Laplace scales
 RATE_SAMPLE = 8
@@ -293,11 +294,7 @@ class GridTraining:
         dev = pick_device(device)
         self._noise = torch.Generator(device=dev).manual_seed(seed)  # per fit: fits in threads stay reproducible
         bands, h, w = target.shape
-        values = np.ascontiguousarray(target.reshape(bands, -1).T, dtype=np.float64)
-        weights = None if valid is None else valid.reshape(bands, -1).T.astype(np.float64)
-        if weights is not None:  # masked elements take their band's mean for the PCA
-            band_mean = (values * weights).sum(0) / np.maximum(weights.sum(0), 1)
-            values = np.where(weights > 0, values, band_mean)
+        values, weights = pixel_values(target, valid)
         mean, basis = pca(values, spec.components)
         coefficients = matmul(values - mean, basis.T)
         step = choose_step(coefficients, (h, w), step_margin * max(latent_bits, 1.0))
@@ -426,6 +423,30 @@ def encode(cube: np.ndarray, budget_bits: float, fixed_bits: float, codec) -> by
     return AFFINE.pack(lo, scale) + model
 
 
+def pixel_values(target: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A block's (pixels, bands) values, masked elements replaced by their band's mean (for the PCA),
+    and the mask as weights (None when nothing is masked)."""
+    bands = target.shape[0]
+    values = np.ascontiguousarray(target.reshape(bands, -1).T, dtype=np.float64)
+    weights = None if valid is None else valid.reshape(bands, -1).T.astype(np.float64)
+    if weights is not None:
+        band_mean = (values * weights).sum(0) / np.maximum(weights.sum(0), 1)
+        values = np.where(weights > 0, values, band_mean)
+    return values, weights
+
+
+def block_spec(target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
+               components: int | None = None) -> GridSpec:
+    """The architecture for a block (bands, h, w, normalised): :func:`choose_spec` with ``components``,
+    or with the spectrum of the block's coefficient images (the water-filling cap)."""
+    bands, h, w = target.shape
+    spectrum = None
+    if components is None:
+        count = min(bands, max(row[0] for row in ARCHITECTURES))
+        spectrum = coefficient_spectrum(pixel_values(target, valid)[0], (h, w), count)
+    return choose_spec(bands, h, w, budget_bits, components, spectrum)
+
+
 def fit_and_pack(target: np.ndarray, valid: np.ndarray | None, budget_bits: float, fixed_bits: float,
                  components: int | None = None, steps: int = 1000, lr: float = 1e-2, seed: int = 0,
                  device: str | None = None) -> bytes:
@@ -433,15 +454,7 @@ def fit_and_pack(target: np.ndarray, valid: np.ndarray | None, budget_bits: floa
 
     ``fixed_bits``: what the rest of the stream (header, mask, affine, checksum) takes.
     """
-    bands, h, w = target.shape
-    spectrum = None
-    if components is None:
-        values = target.reshape(bands, -1).T
-        if valid is not None:  # masked elements take their band's mean, as for the fit's PCA
-            weights = valid.reshape(bands, -1).T
-            values = np.where(weights, values, (values * weights).sum(0) / np.maximum(weights.sum(0), 1))
-        spectrum = coefficient_spectrum(values, (h, w), min(bands, max(a[0] for a in ARCHITECTURES)))
-    spec = choose_spec(bands, h, w, budget_bits, components, spectrum)
+    spec = block_spec(target, valid, budget_bits, components)
     latent_bits = 0.97 * (budget_bits - fixed_bits - estimated_param_bits(spec))
     training = GridTraining(target, valid, spec, max(latent_bits, 0.02 * budget_bits), lr=lr, seed=seed,
                             device=device).train(steps)

@@ -74,10 +74,11 @@ def coefficient_spectrum(values: np.ndarray, shape: tuple[int, int], count: int)
     """Variance and spatial innovation variance of the first ``count`` PCA coefficient images of
     ``values`` (pixels, bands) laid out as ``shape``: the innovation is the residual of the least-squares
     prediction of each coefficient from its W, N, NW and NE neighbours (what a causal coder pays for)."""
+    from ...core.products import matmul
     from ...pca import pca  # here: the decoder needs none of it
 
     mean, basis = pca(values, count)
-    images = ((values - mean) @ basis.T).T.reshape(count, *shape)
+    images = matmul(basis, (values - mean).T).reshape(count, *shape)
     variance = images.reshape(count, -1).var(axis=1)
     if shape[0] < 2 or shape[1] < 3:
         return variance, variance
