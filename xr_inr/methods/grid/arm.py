@@ -175,16 +175,18 @@ def _nonzero_rows(rows: np.ndarray) -> np.ndarray:
     return np.flatnonzero(functools.reduce(np.bitwise_or, words.T))
 
 
-def _phase_parameters(arm, e: int, padded: np.ndarray, context: np.ndarray, stride: int, zero):
+def _phase_parameters(arm, e: int, padded: np.ndarray, context: np.ndarray, stride, zero):
     """:func:`coding_indices` of every channel's points of a phase (channel-major), from the
-    latents (int16, one zero appended per channel) and :func:`_zero_contexts` ``zero``.
+    latents (int16, one zero appended per channel), their stride feature (a number, or one per
+    point: several phases at once) and :func:`_zero_contexts` ``zero``.
 
     Contexts are gathered GATHER_ROWS at a time (memory: a few MB). An all-zero context (about
     half of them in a trained stream) takes ``zero``'s output; the ARM runs on the others,
     at most CHUNK_ROWS at a time."""
     n = context.shape[0]
-    mu = np.full(padded.shape[0] * n, zero[0][stride])
-    log_scale = np.full(padded.shape[0] * n, zero[1][stride])
+    strides = np.broadcast_to(stride, (n,))
+    mu = np.tile(zero[0][strides], padded.shape[0])
+    log_scale = np.tile(zero[1][strides], padded.shape[0])
     widest = max(w.shape[0] * w.shape[1] for w, _ in arm[1:])
     chunk = max(1, min(CHUNK_ROWS, SINGLE_THREAD_SIZE // widest))
     group = max(1, GATHER_ROWS // n)
@@ -199,7 +201,8 @@ def _phase_parameters(arm, e: int, padded: np.ndarray, context: np.ndarray, stri
         nonzero += first * n
         for start in range(0, nonzero.size, chunk):
             where = nonzero[start : start + chunk]
-            mu[where], log_scale[where] = arm_integers(arm, e, rows[start : start + chunk], stride)
+            rows_stride = stride if np.ndim(stride) == 0 else strides[where % n]  # one number: one bias row
+            mu[where], log_scale[where] = arm_integers(arm, e, rows[start : start + chunk], rows_stride)
     return coding_indices(mu, log_scale, e)
 
 
@@ -218,8 +221,12 @@ def _level_grids(spec, latents):
             yield spec.level_shape(level), grid.reshape(grid.shape[0], -1)
 
 
-def _with_zero(flat: np.ndarray) -> np.ndarray:
-    return np.concatenate([flat, np.zeros((flat.shape[0], 1), flat.dtype)], axis=1)
+def _padded(flat: np.ndarray) -> np.ndarray:
+    """Integer latents (channels, points) as int16 with one zero appended per channel (what
+    contexts outside the grid read)."""
+    if np.abs(flat).max() >= MAX_LATENT:
+        raise ValueError("a latent is too large for the stream format")
+    return np.concatenate([flat.astype(np.int16), np.zeros((flat.shape[0], 1), np.int16)], axis=1)
 
 
 def _coded_residuals(spec, arm, e: int, latents: list[np.ndarray]):
@@ -227,9 +234,7 @@ def _coded_residuals(spec, arm, e: int, latents: list[np.ndarray]):
     coding order (:func:`encode_latents` codes them, :func:`latent_bits` counts their bits)."""
     zero = _zero_contexts(arm, e)
     for (h, w), flat in _level_grids(spec, latents):
-        if np.abs(flat).max() >= MAX_LATENT:
-            raise ValueError("a latent is too large for the stream format")
-        padded = _with_zero(flat.astype(np.int16))
+        padded = _padded(flat)
         for points, context, stride in phases(h, w):
             centre, a, j = _phase_parameters(arm, e, padded, context, stride, zero)
             yield padded[:, points].reshape(-1).astype(np.int64) - centre, j, a
@@ -261,5 +266,14 @@ def decode_latents(spec, arm, e: int, decoder) -> list[np.ndarray]:
 
 
 def latent_bits(spec, arm, e: int, latents: list[np.ndarray]) -> float:
-    """Bits :func:`encode_latents` takes for ``latents`` (the tables' ideal bits)."""
-    return sum(entropy.residual_bits(residuals, j, a) for residuals, j, a in _coded_residuals(spec, arm, e, latents))
+    """Bits :func:`encode_latents` takes for ``latents`` (the tables' ideal bits). Every phase of a
+    level is evaluated at once: a context reads only earlier phases, so each point's parameters
+    are those it is coded with."""
+    zero = _zero_contexts(arm, e)
+    total = 0.0
+    for (h, w), flat in _level_grids(spec, latents):
+        points, context, stride = all_contexts(h, w)
+        padded = _padded(flat)
+        centre, a, j = _phase_parameters(arm, e, padded, context, stride, zero)
+        total += entropy.residual_bits(padded[:, points].reshape(-1).astype(np.int64) - centre, j, a)
+    return total
