@@ -52,7 +52,7 @@ class INRCodec(Codec):
         trained and entropy coded (docs/method.md); "siren": the paper's
         method (fp16 SIREN weights).
     components : "grid" only: basis vectors; None chooses the architecture
-        for the budget (:data:`xr_inr.methods.grid.payload.ARCHITECTURES`).
+        for the budget and the block (:func:`xr_inr.methods.grid.fitting.block_spec`).
     depth, width : "siren" only: fix the architecture instead of searching it (either or both).
     steps : Adam steps of the (final) fit; None: the effort's (:data:`STEPS`).
     search_steps : "siren" only: steps of the architecture search's first round
