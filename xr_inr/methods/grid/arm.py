@@ -229,22 +229,15 @@ def _padded(flat: np.ndarray) -> np.ndarray:
     return np.concatenate([flat.astype(np.int16), np.zeros((flat.shape[0], 1), np.int16)], axis=1)
 
 
-def _coded_residuals(spec, arm, e: int, latents: list[np.ndarray]):
-    """(residuals, scale indices j, offset indices a) of every phase of every latent grid, in
-    coding order (:func:`encode_latents` codes them, :func:`latent_bits` counts their bits)."""
+def encode_latents(spec, arm, e: int, latents: list[np.ndarray], encoder) -> None:
+    """Code every latent grid (level by level, phase by phase) with the integer ARM
+    (:func:`prepare_arm` of the stored integers, exponent ``e``)."""
     zero = _zero_contexts(arm, e)
     for (h, w), flat in _level_grids(spec, latents):
         padded = _padded(flat)
         for points, context, stride in phases(h, w):
             centre, a, j = _phase_parameters(arm, e, padded, context, stride, zero)
-            yield padded[:, points].reshape(-1).astype(np.int64) - centre, j, a
-
-
-def encode_latents(spec, arm, e: int, latents: list[np.ndarray], encoder) -> None:
-    """Code every latent grid (level by level, phase by phase) with the integer ARM
-    (:func:`prepare_arm` of the stored integers, exponent ``e``)."""
-    for residuals, j, a in _coded_residuals(spec, arm, e, latents):
-        entropy.encode_residuals(encoder, residuals, j, a)
+            entropy.encode_residuals(encoder, padded[:, points].reshape(-1).astype(np.int64) - centre, j, a)
 
 
 def decode_latents(spec, arm, e: int, decoder) -> list[np.ndarray]:
