@@ -23,8 +23,7 @@ from ...pca import pca
 from ..fitting import Adam, pick_device
 from . import arm as lc
 from .model import CONTEXT_SIZE, GridSpec, upsample_matrix
-from .payload import (ARCHITECTURES, choose_spec, coefficient_spectrum, estimated_param_bits, model_parts, pack,
-                      quantised_parameters)
+from .payload import ARCHITECTURES, choose_spec, estimated_param_bits, model_parts, pack, quantised_parameters
 
 LOG2_SCALES = (-4.0, 13.0)  # the entropy coder's range of log2 Laplace scales
 RATE_SAMPLE = 8
@@ -429,6 +428,24 @@ def pixel_values(target: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarr
         band_mean = (values * weights).sum(0) / np.maximum(weights.sum(0), 1)
         values = np.where(weights > 0, values, band_mean)
     return values, weights
+
+
+def coefficient_spectrum(values: np.ndarray, shape: tuple[int, int], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Variance and spatial innovation variance of the first ``count`` PCA coefficient images of
+    ``values`` (pixels, bands) laid out as ``shape``: the innovation is the residual of the least-squares
+    prediction of each coefficient from its W, N, NW and NE neighbours (what a causal coder pays for)."""
+    mean, basis = pca(values, count)
+    images = matmul(basis, (values - mean).T).reshape(count, *shape)
+    variance = images.reshape(count, -1).var(axis=1)
+    if shape[0] < 2 or shape[1] < 3:
+        return variance, variance
+    innovation = np.empty(count)
+    for r, image in enumerate(images):
+        near = np.stack([image[1:, :-2], image[:-1, 1:-1], image[:-1, :-2], image[:-1, 2:]], -1).reshape(-1, 4)
+        centre = image[1:, 1:-1].reshape(-1)
+        weights = np.linalg.lstsq(near, centre, rcond=None)[0]
+        innovation[r] = np.mean((centre - near @ weights) ** 2)
+    return variance, np.minimum(innovation, variance)
 
 
 def block_spec(target: np.ndarray, valid: np.ndarray | None, budget_bits: float,

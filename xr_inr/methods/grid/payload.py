@@ -70,27 +70,6 @@ def estimated_param_bits(spec: GridSpec) -> float:
     return 6 * n_net + 4 * (spec.components + 1) * spec.bands + 8 * heads
 
 
-def coefficient_spectrum(values: np.ndarray, shape: tuple[int, int], count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Variance and spatial innovation variance of the first ``count`` PCA coefficient images of
-    ``values`` (pixels, bands) laid out as ``shape``: the innovation is the residual of the least-squares
-    prediction of each coefficient from its W, N, NW and NE neighbours (what a causal coder pays for)."""
-    from ...core.products import matmul
-    from ...pca import pca  # here: the decoder needs none of it
-
-    mean, basis = pca(values, count)
-    images = matmul(basis, (values - mean).T).reshape(count, *shape)
-    variance = images.reshape(count, -1).var(axis=1)
-    if shape[0] < 2 or shape[1] < 3:
-        return variance, variance
-    innovation = np.empty(count)
-    for r, image in enumerate(images):
-        near = np.stack([image[1:, :-2], image[:-1, 1:-1], image[:-1, :-2], image[:-1, 2:]], -1).reshape(-1, 4)
-        centre = image[1:, 1:-1].reshape(-1)
-        weights = np.linalg.lstsq(near, centre, rcond=None)[0]
-        innovation[r] = np.mean((centre - near @ weights) ** 2)
-    return variance, np.minimum(innovation, variance)
-
-
 SCALAR_LOSS = math.pi * math.e / 6
 """Squared error of entropy-coded uniform scalar quantisation over the rate-distortion bound at the
 same rate (high-rate theory: 1.53 dB, 0.25 bit per sample); the latents are so quantised."""
@@ -124,9 +103,9 @@ def choose_spec(bands: int, height: int, width: int, budget_bits: float, compone
     """The architecture for a block and budget: the largest of :data:`ARCHITECTURES` whose estimated
     parameter bits stay under :data:`FIXED_SHARE` of the budget. ``components`` fixes k (the sizes
     still chosen by the share); else ``spectrum``, the (variance, innovation) of the block's
-    coefficient images (:func:`coefficient_spectrum`), caps it at :func:`water_filling_components`
-    over the rest of the budget: rows with more components are not tried, and the last row that
-    is tried is tried again with that k."""
+    coefficient images (:func:`xr_inr.methods.grid.fitting.coefficient_spectrum`), caps it at
+    :func:`water_filling_components` over the rest of the budget: rows with more components are
+    not tried, and the last row that is tried is tried again with that k."""
     if components is not None:
         candidates = [(components, *row[1:]) for row in ARCHITECTURES]
     else:
