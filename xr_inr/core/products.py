@@ -8,9 +8,9 @@ OpenBLAS's default threads against 1.4 s with ``OPENBLAS_NUM_THREADS=1``.
 :func:`matmul` splits a larger product into blocks under that size, so a decode is
 single-threaded without the user setting anything. The blocks depend on the
 shapes only, so the result does not depend on thread settings; its last bits
-can depend on the blocking (OpenBLAS's edge kernels: measured, a 156 x 20 by
-20 x 9025 product in row blocks and in column blocks differs in the last
-bit), so the blocking is part of the decoder and stays as it is.
+can depend on the blocking (measured: a 198 x 20 by 20 x 10,000 product in
+row blocks and in column blocks differs in the last bit), so the blocking is
+part of the decoder and stays as it is.
 """
 
 from __future__ import annotations
