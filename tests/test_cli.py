@@ -55,9 +55,9 @@ def test_compress_uses_the_workers_asked_for_and_shows_progress(crop_geotiff, tm
     seen = []
     original = parallel.run
 
-    def spy(tasks, **kwargs):
+    def spy(*args, **kwargs):
         seen.append(dask.config.get("num_workers", None))
-        return original(tasks, **kwargs)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(parallel, "run", spy)
     out = tmp_path / "one.zarr"

@@ -22,7 +22,7 @@ def random_model(spec, seed=0):
     torch.manual_seed(seed)
     mean, basis = rng.normal(size=spec.bands), rng.normal(size=(spec.components, spec.bands))
     coefficients = rng.normal(size=(spec.height * spec.width, spec.components))
-    model = GridModel(spec, 0.05, mean, basis, coefficients, torch.Generator().manual_seed(seed))
+    model = GridModel(spec, [0.05], mean[None], basis[None], coefficients[None], torch.Generator().manual_seed(seed))
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.round(torch.randn_like(p) * 8) / 8)
@@ -32,11 +32,11 @@ def random_model(spec, seed=0):
             z.copy_(torch.round(torch.randn_like(z) * 3))
 
     def layers(module):
-        return [(l.weight.detach().double().numpy(), l.bias.detach().double().numpy()) for l in module]
+        return [(l.weight[0].detach().double().numpy(), l.bias[0].detach().double().numpy()) for l in module]
 
-    latents = [z.detach().numpy().astype(np.int64) for z in model.latents]
-    return model, latents, layers(model.synthesis), layers(model.arm), model.basis.detach().double().numpy(), \
-        model.mean.detach().double().numpy()
+    latents = [z[0].detach().numpy().astype(np.int64) for z in model.latents]
+    return model, latents, layers(model.synthesis), layers(model.arm), model.basis[0].detach().double().numpy(), \
+        model.mean[0].detach().double().numpy()
 
 
 def test_upsampling_is_exact_on_the_pixels_and_linear_between():
@@ -87,17 +87,17 @@ def test_arm_integers_are_exact():
 def test_numpy_decoder_matches_the_torch_model():
     model, latents, synthesis, arm, basis, mean = random_model(SPEC)
     with torch.no_grad():
-        values, _ = model([torch.from_numpy(z.astype(np.float32)) for z in latents])
-        bits = model.latent_bits([torch.from_numpy(z.astype(np.float32)) for z in latents]).item()
+        values, _ = model([torch.from_numpy(z[None].astype(np.float32)) for z in latents])
+        bits = model.latent_bits([torch.from_numpy(z[None].astype(np.float32)) for z in latents]).item()
     ys, xs = np.arange(SPEC.height, dtype=float), np.arange(SPEC.width, dtype=float)
     decoded = synthesise(SPEC, latents, 0.05, synthesis, basis, mean, ys, xs)
-    assert np.allclose(decoded, values.numpy().T.reshape(decoded.shape), atol=1e-4)
+    assert np.allclose(decoded, values[0].numpy().T.reshape(decoded.shape), atol=1e-4)
     # the integer ARM and the fixed tables are within a few percent of the float model
     exact = lc.latent_bits(SPEC, lc.prepare_arm(integer_arm(arm), 3), 3, latents)
     assert abs(exact - bits) <= 0.05 * bits + 16
     # training's sampled estimates (every 8th point, a different eighth each step) add up to the full count
     with torch.no_grad():
-        sampled = [model.latent_bits([torch.from_numpy(z.astype(np.float32)) for z in latents], 8, start).item()
+        sampled = [model.latent_bits([torch.from_numpy(z[None].astype(np.float32)) for z in latents], 8, start).item()
                    for start in range(8)]
     assert np.mean(sampled) == pytest.approx(bits, rel=1e-4)
 
@@ -231,3 +231,45 @@ def test_pca_directions_match_the_svd_and_products_match_numpy():
     a, b = rng.standard_normal((300, 900)), rng.standard_normal((900, 70))
     np.testing.assert_allclose(matmul(a, b), a @ b, rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(matmul(b.T, a.T), (a @ b).T, rtol=1e-12, atol=1e-9)
+
+
+def test_blocks_of_one_architecture_are_fitted_together_each_within_its_own_budget(jasper_crop, monkeypatch):
+    """The batched fit (what a GPU runs, here on the CPU): blocks with the same spec share one
+    GridTraining, each keeps its own loss, step and budget, and comes out as good as alone."""
+    from xr_inr.core.encode import encode_blocks
+    from xr_inr.methods.grid import fitting
+
+    cube = jasper_crop.astype(np.float32)
+    cube[:, 30:33, 30:34] = np.nan  # a masked block among unmasked ones
+    blocks = [cube[:, :20, :20], cube[:, 20:, :20], cube[:, 20:, 20:], cube[:, :20, 20:32]]
+    codec = INRCodec(bpppb=1.0, steps=60)
+    batches = []
+    training = fitting.GridTraining
+
+    def spy(targets, *args, **kwargs):
+        batches.append([t.shape for t in targets])
+        return training(targets, *args, **kwargs)
+
+    monkeypatch.setattr(fitting, "GridTraining", spy)
+    together = encode_blocks(codec, blocks)
+    assert sorted(len(b) for b in batches) == [1, 3] and all(len(set(b)) == 1 for b in batches)
+    alone = [codec.encode(block) for block in blocks]
+    for block, (stream, caught), single in zip(blocks, together, alone, strict=True):
+        assert not caught and 8 * len(stream) <= 1.0 * block.size
+        decoded = decode_block(stream)
+        assert decoded.shape == block.shape and np.array_equal(np.isnan(decoded), np.isnan(block))
+        valid = ~np.isnan(block)
+        assert psnr(block[valid], decoded[valid]) > psnr(block[valid], decode_block(single)[valid]) - 1.0
+
+
+def test_a_blocks_loss_reaches_only_its_own_parameters():
+    model = GridModel(SPEC, [0.05, 0.1], np.zeros((2, SPEC.bands)), np.ones((2, SPEC.components, SPEC.bands)),
+                      np.ones((2, SPEC.height * SPEC.width, SPEC.components)), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+    latents = model.quantised("noise", [torch.Generator().manual_seed(s) for s in (1, 2)])
+    values, _ = model(latents)
+    (values[0].square().sum() + model.latent_bits(latents)[0]).backward()
+    for name, p in model.named_parameters():
+        assert p.grad[0].any() and not p.grad[1].any(), name

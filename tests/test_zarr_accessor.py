@@ -139,6 +139,28 @@ def test_one_fit_task_per_chunk_one_torch_thread_each(crop, monkeypatch):
     assert torch.get_num_threads() == before  # the user's setting comes back
 
 
+def test_fit_batch_fits_chunks_together_as_on_a_gpu(crop, compressed, monkeypatch):
+    import xr_inr.xarray_zarr.parallel as parallel
+
+    assert parallel.batch_size({"method": "grid", "device": "cuda:0"}, None) == parallel.GPU_BATCH
+    assert parallel.batch_size({"method": "grid", "device": "cuda", "psnr": 40.0}, None) == 1  # searched alone
+    assert parallel.batch_size({"method": "grid", "device": "cpu"}, None) == 1
+    with pytest.raises(ValueError, match="fit_batch"):
+        crop.inr.compress(BPPPB, chunks=CHUNKS, fit_batch=0, **FAST)
+    sizes = []
+    original = parallel.fit_task
+
+    def spy(blocks, *args):
+        sizes.append(len(blocks))
+        return original(blocks, *args)
+
+    monkeypatch.setattr(parallel, "fit_task", spy)
+    batched = crop.inr.compress(BPPPB, chunks=CHUNKS, fit_batch=3, **FAST)
+    assert sorted(sizes) == [1, 3]  # 4 chunks: one task of 3, one of 1
+    assert 8 * batched.inr.nbytes <= BPPPB * crop.size
+    assert psnr(crop.values, batched.values) > psnr(crop.values, compressed.values) - 1.0  # as good as one by one
+
+
 def test_progress_bar_per_chunk_and_quiet_switch(crop, capfd):
     small = crop.isel(y=slice(0, 24))
     small.inr.compress(BPPPB, chunks=CHUNKS, **{**FAST, "progress": True})

@@ -66,9 +66,9 @@ def collected_warnings():
         _COLLECTED.reset(token)
 
 
-def warn_over_budget(nbytes: int, n_values: int, bpppb: float, why: str) -> None:
-    """The one warning of a stream over its budget: its rate, the budget, and why."""
-    emit_warning(f"{8 * nbytes / n_values:.3g} bpppb, over the {bpppb} bpppb budget: {why}", BudgetWarning, stacklevel=4)
+def over_budget_message(nbytes: int, n_values: int, bpppb: float, why: str) -> str:
+    """The one warning of a stream over its budget (a :class:`BudgetWarning`): its rate, the budget, and why."""
+    return f"{8 * nbytes / n_values:.3g} bpppb, over the {bpppb} bpppb budget: {why}"
 
 
 def validated_block(buf) -> np.ndarray:
@@ -147,51 +147,88 @@ def encode_block(codec, block, *, padded_shape=None, fill_value: float | None = 
     """Encode ``block`` (the valid region of a chunk) at ``codec.bpppb`` with ``codec``'s settings (see
     :meth:`xr_inr.INRCodec.encode_block`; a PSNR target is searched by :mod:`xr_inr.core.quality`, which
     calls this at several rates with ``warn=False``: no warning about the budget, which it chooses itself)."""
+    options = dict(padded_shape=padded_shape, fill_value=fill_value, mask_fill=mask_fill)
+    [(stream, caught)] = encode_blocks(codec, [block], [options], warn=warn)
+    for category, message in caught:
+        emit_warning(message, category, stacklevel=3)
+    return stream
+
+
+def encode_blocks(codec, blocks, options: list[dict] | None = None, warn: bool = True) -> list[tuple[bytes, list]]:
+    """Encode several blocks as :func:`encode_block` does, the method fitting them together where it can
+    ("grid": blocks of one architecture as one batch, which a GPU fits in one pass). ``options``: each
+    block's keyword arguments of :func:`encode_block` (``padded_shape``, ``fill_value``, ``mask_fill``).
+    Returns each block's stream and its warnings as (category, message) pairs, not issued."""
     from ..methods import BY_NAME
 
-    block = validated_block(block)
-    padded, fill_value = _checked_fill(block, padded_shape, fill_value)
-    has_fill = fill_value is not None
-    cube = np.moveaxis(block, codec.band_axis, 0).astype(np.float64)
-    nan = np.isnan(cube)
-    if mask_fill and has_fill and not math.isnan(fill_value):
-        nan |= cube == fill_value
-    finite = cube[~nan]
-    has_nan = bool(nan.any()) and finite.size > 0
-    mask = bs.pack_mask(nan) if has_nan else b""
-    header = bs.Header(bs.Method.CONSTANT, block.dtype, codec.band_axis, block.shape, has_nan,
-                       padded if has_fill else None, fill_value)
+    pending = [_Block(codec, block, warn=warn, **option)
+               for block, option in zip(blocks, options or [{}] * len(blocks), strict=True)]
+    fitted = [block for block in pending if block.stream is None]
+    if fitted:
+        check_device(codec.device)
+        method = BY_NAME[codec.method]
+        payloads = method.encode([block.cube for block in fitted], [8 * block.budget_bytes for block in fitted],
+                                 [8 * block.fixed_bytes for block in fitted], codec)
+        for block, payload in zip(fitted, payloads, strict=True):
+            block.finish(method, payload)
+    return [(block.stream, block.warnings) for block in pending]
 
-    def stream(method: bs.Method, payload: bytes) -> bytes:
-        header.method = method
-        return bs.seal(bs.pack_header(header) + mask + payload)
 
-    if finite.size == 0:
-        return stream(bs.Method.CONSTANT, bs.pack_constant(fill_value if has_fill else math.nan))
-    lo, hi = float(finite.min()), float(finite.max())
-    if lo == hi:
-        return stream(bs.Method.CONSTANT, bs.pack_constant(lo))
+class _Block:
+    """One block on its way to a stream: checked, with its header, NaN mask and budget. ``stream`` is
+    set at once when no network is needed (a constant block), else by :meth:`finish`."""
 
-    budget_bytes = math.floor(codec.bpppb * block.size / 8)
-    fixed_bytes = bs.HEADER_BYTES + (bs.FILL_BYTES if has_fill else 0) + len(mask) + bs.CRC_BYTES
-    if warn and len(mask) > MASK_SHARE_WARNED * budget_bytes:
-        emit_warning(f"{nan.mean():.1%} of the block's elements are NaN/nodata and their mask takes {len(mask)} "
-                     f"of the {budget_bytes} budget bytes: little is left for the network, expect a low "
-                     "quality (raise bpppb, or fill the gaps first)", QualityWarning, stacklevel=3)
-    check_device(codec.device)
-    method = BY_NAME[codec.method]
-    payload = method.encode(np.where(nan, math.nan, cube), 8 * budget_bytes, 8 * fixed_bytes, codec)
-    if payload is not None:
-        encoded = stream(method.CODE, payload)
-        if warn and len(encoded) > budget_bytes:
-            warn_over_budget(len(encoded), block.size, codec.bpppb, method.over_budget_reason(codec, block.shape))
-        return encoded
+    def __init__(self, codec, block, *, padded_shape=None, fill_value: float | None = None, mask_fill: bool = False,
+                 warn: bool = True):
+        block = validated_block(block)
+        padded, fill_value = _checked_fill(block, padded_shape, fill_value)
+        has_fill = fill_value is not None
+        cube = np.moveaxis(block, codec.band_axis, 0).astype(np.float64)
+        nan = np.isnan(cube)
+        if mask_fill and has_fill and not math.isnan(fill_value):
+            nan |= cube == fill_value
+        finite = cube[~nan]
+        has_nan = bool(nan.any()) and finite.size > 0
+        self._codec, self._shape, self._size, self._warn = codec, block.shape, block.size, warn
+        self.warnings: list[tuple[type[Warning], str]] = []
+        self._mask = bs.pack_mask(nan) if has_nan else b""
+        self._header = bs.Header(bs.Method.CONSTANT, block.dtype, codec.band_axis, block.shape, has_nan,
+                                 padded if has_fill else None, fill_value)
+        self.stream: bytes | None = None
+        if finite.size == 0:
+            self.stream = self._seal(bs.Method.CONSTANT, bs.pack_constant(fill_value if has_fill else math.nan))
+            return
+        lo, hi = float(finite.min()), float(finite.max())
+        if lo == hi:
+            self.stream = self._seal(bs.Method.CONSTANT, bs.pack_constant(lo))
+            return
+        self.budget_bytes = math.floor(codec.bpppb * block.size / 8)
+        self.fixed_bytes = bs.HEADER_BYTES + (bs.FILL_BYTES if has_fill else 0) + len(self._mask) + bs.CRC_BYTES
+        if warn and len(self._mask) > MASK_SHARE_WARNED * self.budget_bytes:
+            self.warnings.append((QualityWarning, f"{nan.mean():.1%} of the block's elements are NaN/nodata and "
+                                  f"their mask takes {len(self._mask)} of the {self.budget_bytes} budget bytes: little "
+                                  "is left for the network, expect a low quality (raise bpppb, or fill the gaps "
+                                  "first)"))
+        self.cube = np.where(nan, math.nan, cube)
+        self._range = lo, hi
 
-    offset, scale = lo / 2 + hi / 2, hi / 2 - lo / 2  # halves: no overflow near float64's max
-    normalised = np.where(nan, 0.0, (cube - offset) / scale).astype(np.float32)
-    raw = stream(bs.Method.RAW, bs.pack_raw(offset, scale, normalised))
-    if warn and len(raw) > budget_bytes:
-        warn_over_budget(len(raw), block.size, codec.bpppb,
-                         f"a {block.shape} block cannot hold a network within {budget_bytes} bytes; "
-                         "stored as float16 values")
-    return raw
+    def _seal(self, method: bs.Method, payload: bytes) -> bytes:
+        self._header.method = method
+        return bs.seal(bs.pack_header(self._header) + self._mask + payload)
+
+    def finish(self, method, payload: bytes | None) -> None:
+        """The stream of the method's ``payload``, or of float16 values when it is None."""
+        budget_bytes = self.budget_bytes
+        if payload is not None:
+            self.stream = self._seal(method.CODE, payload)
+            why = method.over_budget_reason(self._codec, self._shape)
+        else:
+            lo, hi = self._range
+            offset, scale = lo / 2 + hi / 2, hi / 2 - lo / 2  # halves: no overflow near float64's max
+            nan = np.isnan(self.cube)
+            normalised = np.where(nan, 0.0, (self.cube - offset) / scale).astype(np.float32)
+            self.stream = self._seal(bs.Method.RAW, bs.pack_raw(offset, scale, normalised))
+            why = f"a {self._shape} block cannot hold a network within {budget_bytes} bytes; stored as float16 values"
+        if self._warn and len(self.stream) > budget_bytes:
+            self.warnings.append((BudgetWarning, over_budget_message(len(self.stream), self._size,
+                                                                     self._codec.bpppb, why)))

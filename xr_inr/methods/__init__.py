@@ -10,9 +10,11 @@ Each package's ``__init__`` gives the codec core (:mod:`xr_inr.core`) the same
 small interface:
 
 * ``CODE``: the method's :class:`~xr_inr.core.stream.Method` code in the header;
-* ``encode(cube, budget_bits, fixed_bits, codec) -> bytes | None``: the payload
-  for a (bands, h, w) float64 block, NaN where an element is left out
-  (None: no network fits the budget; the core stores float16 values);
+* ``encode(cubes, budget_bits, fixed_bits, codec) -> list[bytes | None]``: the
+  payloads of (bands, h, w) float64 blocks, NaN where an element is left out
+  (None: no network fits the budget; the core stores float16 values); a method
+  may fit the blocks together ("grid" fits those of one architecture as one
+  batch, on a GPU in one pass);
 * ``decode(payload, block_shape, ys, xs) -> ndarray``: (bands, len(ys), len(xs))
   float64 values at (fractional) pixel positions;
 * ``describe(payload, block_shape) -> dict``: the architecture, for ``inspect``;

@@ -154,7 +154,9 @@ class FitJob:
     fill_value: float
     nodata: bool
     config: dict
-    tasks: dict
+    torch_threads: int | None
+    fit_batch: int
+    """Chunks fitted together in one task (:func:`parallel.batch_size`)."""
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -168,11 +170,18 @@ class FitJob:
     def grid_shape(self) -> tuple[int, ...]:
         return tuple(self.data.numblocks)
 
+    def fit_tasks(self, groups: list[list[tuple[int, ...]]]) -> list:
+        """One delayed fit per group of chunk indices (:func:`parallel.fit_task`)."""
+        from . import parallel
+
+        return parallel.fit_delayed(self.data, self.chunk_shape, self.fill_value, self.nodata, self.config,
+                                    self.torch_threads, groups)
+
 
 def plan_fits(arrays: Mapping[Hashable, xr.DataArray], bpppb: float | None, *, psnr: float | None = None,
-              band_dim=None, chunks=None, nodata=None, torch_threads: int | None = 1,
+              band_dim=None, chunks=None, nodata=None, torch_threads: int | None = 1, fit_batch: int | None = None,
               **codec_options) -> list[FitJob]:
-    """Check every array and plan one fit task per chunk (nothing is computed); ``bpppb`` or ``psnr``."""
+    """Check every array and plan its fits (nothing is computed); ``bpppb`` or ``psnr``."""
     import dask.array as dsa
 
     from . import parallel
@@ -192,8 +201,8 @@ def plan_fits(arrays: Mapping[Hashable, xr.DataArray], bpppb: float | None, *, p
                 data = data.rechunk(chunk_shape)
         else:
             data = dsa.from_array(np.asarray(data), chunks=chunk_shape)
-        tasks = parallel.fit_delayed(data, chunk_shape, fill, mask_nodata, config, torch_threads)
-        jobs.append(FitJob(name, obj, data, chunk_shape, band_axis, fill, mask_nodata, config, tasks))
+        jobs.append(FitJob(name, obj, data, chunk_shape, band_axis, fill, mask_nodata, config, torch_threads,
+                           parallel.batch_size(config, fit_batch)))
     return jobs
 
 
@@ -212,23 +221,28 @@ def run_fits(jobs: list[FitJob], *, scheduler=None, progress: bool = True, store
     streams = {job.name: dict((stored or {}).get(job.name, {})) for job in jobs}
     quality = {job.name: {i: q for i, q in (stored_quality or {}).get(job.name, {}).items()
                           if i in streams[job.name]} for job in jobs}
-    todo = [(job.name, index, task) for job in jobs for index, task in job.tasks.items()
-            if index not in streams[job.name]]
+    todo, tasks = [], []  # (name, chunk indices) and the task fitting them, per task
+    for job in jobs:
+        pending = [index for index in np.ndindex(*job.grid_shape) if index not in streams[job.name]]
+        groups = [pending[i:i + job.fit_batch] for i in range(0, len(pending), job.fit_batch)]
+        todo += [(job.name, group) for group in groups]
+        tasks += job.fit_tasks(groups)
 
-    def finished(position, result):
-        name, index, _ = todo[position]
-        stream, achieved, caught = result
-        for category, message in caught:  # issued here: a worker's own warnings never reach the user
-            where = f"chunk {index}" if name is None else f"{name!s} chunk {index}"
-            warnings.warn(f"{where}: {message}", category, stacklevel=2)
-        streams[name][index] = stream
-        if achieved is not None:
-            quality[name][index] = achieved
-        if on_stream is not None:
-            on_stream(name, index, stream, achieved)
+    def finished(position, results):
+        name, group = todo[position]
+        for index, (stream, achieved, caught) in zip(group, results, strict=True):
+            for category, message in caught:  # issued here: a worker's own warnings never reach the user
+                where = f"chunk {index}" if name is None else f"{name!s} chunk {index}"
+                warnings.warn(f"{where}: {message}", category, stacklevel=2)
+            streams[name][index] = stream
+            if achieved is not None:
+                quality[name][index] = achieved
+            if on_stream is not None:
+                on_stream(name, index, stream, achieved)
 
-    parallel.run([task for *_, task in todo], scheduler=scheduler, progress=progress,
-                 desc=f"xr-inr fit ({len(todo)} chunks)", on_result=finished)
+    chunks = sum(len(group) for _, group in todo)
+    parallel.run(tasks, chunks, scheduler=scheduler, progress=progress, desc=f"xr-inr fit ({chunks} chunks)",
+                 on_result=finished)
     result = {}
     for job in jobs:
         cube = CompressedCube(streams[job.name], job.shape, job.chunk_shape, job.dtype, job.band_axis,
@@ -241,14 +255,14 @@ def run_fits(jobs: list[FitJob], *, scheduler=None, progress: bool = True, store
 
 def compress_dataarrays(arrays: Mapping[Hashable, xr.DataArray], bpppb: float | None = None, *,
                         psnr: float | None = None, band_dim=None, chunks=None, nodata=None, progress: bool = True,
-                        scheduler=None, torch_threads: int | None = 1,
+                        scheduler=None, torch_threads: int | None = 1, fit_batch: int | None = None,
                         **codec_options) -> dict[Hashable, xr.DataArray]:
     """Fit every chunk of every array in one parallel computation; the compressed arrays by name.
     ``bpppb`` or ``psnr`` (neither: :data:`DEFAULT_BPPPB`)."""
     if bpppb is None and psnr is None:
         bpppb = DEFAULT_BPPPB
     jobs = plan_fits(arrays, bpppb, psnr=psnr, band_dim=band_dim, chunks=chunks, nodata=nodata,
-                     torch_threads=torch_threads, **codec_options)
+                     torch_threads=torch_threads, fit_batch=fit_batch, **codec_options)
     return run_fits(jobs, scheduler=scheduler, progress=progress)
 
 
@@ -283,7 +297,7 @@ class INRDataArrayAccessor:
 
     def compress(self, bpppb: float | None = None, *, psnr: float | None = None, band_dim: Hashable | None = None,
                  chunks=None, nodata=None, progress: bool = True, scheduler=None, torch_threads: int | None = 1,
-                 **codec_options) -> xr.DataArray:
+                 fit_batch: int | None = None, **codec_options) -> xr.DataArray:
         """Fit one network per chunk, in parallel with Dask; the result decodes lazily.
 
         bpppb : bit budget per pixel per band of every chunk (stored bytes over
@@ -305,6 +319,10 @@ class INRDataArrayAccessor:
         scheduler : a Dask scheduler name or a ``distributed.Client``; default:
             the client the user has open, else the threaded scheduler.
         torch_threads : torch threads in each fit task (None: leave as is).
+        fit_batch : chunks fitted together in one task, as one batch (method
+            "grid" at a fixed rate; chunks of the same architecture share a
+            batch); default: 16 when the fits run on CUDA (``device`` None with
+            a GPU present, or "cuda"), else 1.
         codec_options : :class:`xr_inr.INRCodec` options (steps, depth, lr, ...).
 
         Returns a DataArray with the same dims, coords and attrs; ``.inr.nbytes``
@@ -313,7 +331,7 @@ class INRDataArrayAccessor:
         name = self._obj.name
         return compress_dataarrays({name: self._obj}, bpppb, psnr=psnr, band_dim=band_dim, chunks=chunks,
                                    nodata=nodata, progress=progress, scheduler=scheduler, torch_threads=torch_threads,
-                                   **codec_options)[name]
+                                   fit_batch=fit_batch, **codec_options)[name]
 
     @property
     def is_compressed(self) -> bool:
@@ -348,7 +366,7 @@ class INRDataArrayAccessor:
                 mode: str = "w-",
                 zarr_format: int = 3, consolidated: bool | None = None, band_dim: Hashable | None = None,
                 chunks=None, nodata=None, progress: bool = True, scheduler=None, torch_threads: int | None = 1,
-                **codec_options) -> xr.DataArray:
+                fit_batch: int | None = None, **codec_options) -> xr.DataArray:
         """Write the cube to a Zarr store with the xr_inr codec; returns the compressed DataArray.
 
         A compressed array (from :meth:`compress`) is written as it is, without
@@ -369,7 +387,7 @@ class INRDataArrayAccessor:
         if bpppb is None and psnr is None:
             raise ValueError("pass bpppb= or psnr= (or compress the array first with .inr.compress)")
         jobs = plan_fits({name: obj}, bpppb, psnr=psnr, band_dim=band_dim, chunks=chunks, nodata=nodata,
-                         torch_threads=torch_threads, **codec_options)
+                         torch_threads=torch_threads, fit_batch=fit_batch, **codec_options)
         return write(obj.to_dataset(name=name), {name: jobs[0]}, store, **options)[name]
 
     def to_stac_item(self, href: str, *, item_id: str | None = None, datetime=None, zarr_format: int = 3):
@@ -504,4 +522,4 @@ class INRDatasetAccessor:
         return resample_dataset(self._obj, scale)
 
 
-_RUN_OPTIONS = ("chunks", "nodata", "progress", "scheduler", "torch_threads")
+_RUN_OPTIONS = ("chunks", "nodata", "progress", "scheduler", "torch_threads", "fit_batch")

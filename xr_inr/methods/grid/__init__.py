@@ -17,14 +17,24 @@ from . import payload
 CODE = Method.GRID
 
 
-def encode(cube: np.ndarray, budget_bits: int, fixed_bits: int, codec) -> bytes | None:
-    smallest = payload.estimated_param_bits(payload.choose_spec(*cube.shape, 0.0, codec.components))
-    fixed_bits += 8 * AFFINE.size
-    if smallest + fixed_bits >= 16 * np.count_nonzero(~np.isnan(cube)):
-        return None  # float16 values take less
-    from .fitting import encode  # torch: encoding only
+def encode(cubes: list[np.ndarray], budget_bits: list[int], fixed_bits: list[int], codec) -> list[bytes | None]:
+    fixed_bits = [bits + 8 * AFFINE.size for bits in fixed_bits]
+    fitted = [i for i, cube in enumerate(cubes) if _network_fits(cube, budget_bits[i], fixed_bits[i], codec)]
+    payloads: list[bytes | None] = [None] * len(cubes)  # None: float16 values take less
+    if fitted:
+        from .fitting import encode  # torch: encoding only
 
-    return encode(cube, budget_bits, fixed_bits, codec)
+        chosen = encode([cubes[i] for i in fitted], [budget_bits[i] for i in fitted],
+                        [fixed_bits[i] for i in fitted], codec)
+        for i, payload in zip(fitted, chosen, strict=True):
+            payloads[i] = payload
+    return payloads
+
+
+def _network_fits(cube: np.ndarray, budget_bits: int, fixed_bits: int, codec) -> bool:
+    """Whether the smallest model takes fewer bits than the block's valid values as float16."""
+    smallest = payload.estimated_param_bits(payload.choose_spec(*cube.shape, 0.0, codec.components))
+    return smallest + fixed_bits < 16 * np.count_nonzero(~np.isnan(cube))
 
 
 def decode(data: bytes, block_shape: tuple[int, int, int], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:

@@ -59,14 +59,24 @@ class GridFit:
     """Estimated bits of the rounded latents under the (float) ARM."""
 
 
-def _linears(shapes, generator) -> torch.nn.ModuleList:
-    layers = torch.nn.ModuleList(torch.nn.Linear(i, o) for o, i in shapes)
-    with torch.no_grad():
-        for layer in layers:
-            bound = 1 / math.sqrt(layer.in_features)
-            layer.weight.uniform_(-bound, bound, generator=generator)
-            layer.bias.zero_()
-    return layers
+class BlockLinear(torch.nn.Module):
+    """One linear layer per block of a batch: weight (blocks, out, in), bias (blocks, out), applied to
+    (blocks, rows, in). Every block starts from the same weights, uniform in +-1/sqrt(in) from
+    ``generator``, and a zero bias."""
+
+    def __init__(self, blocks: int, out_features: int, in_features: int, generator: torch.Generator):
+        super().__init__()
+        bound = 1 / math.sqrt(in_features)
+        weight = torch.empty(out_features, in_features).uniform_(-bound, bound, generator=generator)
+        self.weight = torch.nn.Parameter(weight.expand(blocks, -1, -1).clone())
+        self.bias = torch.nn.Parameter(torch.zeros(blocks, out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+
+def _linears(shapes, blocks: int, generator) -> torch.nn.ModuleList:
+    return torch.nn.ModuleList(BlockLinear(blocks, o, i, generator) for o, i in shapes)
 
 
 def _mlp(layers: torch.nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
@@ -76,36 +86,43 @@ def _mlp(layers: torch.nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
 
 
 class GridModel(torch.nn.Module):
-    """Torch twin of :mod:`xr_inr.methods.grid.model`.
+    """Torch twin of :mod:`xr_inr.methods.grid.model`, for a batch of blocks with the same spec: every
+    parameter has a leading dimension over the blocks, and each block's loss reaches its own
+    parameters only (a GPU fits them in one pass; on the CPU a batch of one is the usual fit).
 
-    Starts as quantised PCA: the coefficient images are the PCA coefficients
-    divided by ``step``, the synthesis MLP's output layer is zero, and the
-    ARM predicts each latent as the mean of its 4 nearest context points.
-    The ARM is the float twin of :func:`xr_inr.methods.grid.arm.arm_integers`
+    Each block starts as quantised PCA: its coefficient images are its PCA
+    coefficients divided by its ``step``, the synthesis MLP's output layer is
+    zero, and the ARM predicts each latent as the mean of its 4 nearest context
+    points. The ARM is the float twin of :func:`xr_inr.methods.grid.arm.arm_integers`
     (ReLU, clipped; Mitchell's log2).
+
+    ``steps`` (blocks,), ``means`` (blocks, bands), ``bases`` (blocks, components, bands),
+    ``coefficients`` (blocks, pixels, components).
     """
 
-    def __init__(self, spec: GridSpec, step: float, mean: np.ndarray, basis: np.ndarray,
-                 coefficients: np.ndarray, generator: torch.Generator):
+    def __init__(self, spec: GridSpec, steps, means: np.ndarray, bases: np.ndarray, coefficients: np.ndarray,
+                 generator: torch.Generator):
         super().__init__()
+        blocks = len(steps)
         self.spec = spec
-        self.step = step
-        grids = [torch.zeros(c, *spec.level_shape(level)) for level, c in enumerate(spec.level_channels())]
-        grids[0][: spec.components] = torch.from_numpy(
-            (coefficients.T / step).reshape(spec.components, spec.height, spec.width).astype(np.float32))
+        self.steps = [float(step) for step in steps]
+        grids = [torch.zeros(blocks, c, *spec.level_shape(level)) for level, c in enumerate(spec.level_channels())]
+        for b, step in enumerate(self.steps):
+            grids[0][b, : spec.components] = torch.from_numpy(
+                (coefficients[b].T / step).reshape(spec.components, spec.height, spec.width).astype(np.float32))
         self.latents = torch.nn.ParameterList(torch.nn.Parameter(g) for g in grids)
-        self.synthesis = _linears(spec.synthesis_shapes(), generator)
-        self.arm = _linears(spec.arm_shapes(), generator)
+        self.synthesis = _linears(spec.synthesis_shapes(), blocks, generator)
+        self.arm = _linears(spec.arm_shapes(), blocks, generator)
         with torch.no_grad():
             if spec.hidden:
                 self.synthesis[-1].weight.zero_()
             predictor = self.arm[0].weight
             predictor.zero_()
-            predictor[0, :4] = 0.25
+            predictor[:, 0, :4] = 0.25
             self.arm[-1].weight.zero_()
             self.arm[-1].bias.copy_(torch.tensor([0.0, 1.0]))
-        self.basis = torch.nn.Parameter(torch.from_numpy(basis.astype(np.float32)))
-        self.mean = torch.nn.Parameter(torch.from_numpy(mean.astype(np.float32)))
+        self.basis = torch.nn.Parameter(torch.from_numpy(np.asarray(bases, dtype=np.float32)))
+        self.mean = torch.nn.Parameter(torch.from_numpy(np.asarray(means, dtype=np.float32)))
         self._register_coding_order(spec)
         for level in range(len(spec.channels)):
             gh, gw = spec.level_shape(level)
@@ -114,8 +131,12 @@ class GridModel(torch.nn.Module):
             self.register_buffer(f"up_y{level}", torch.from_numpy(up_y.astype(np.float32)))
             self.register_buffer(f"up_x{level}", torch.from_numpy(up_x.astype(np.float32)))
 
+    @property
+    def blocks(self) -> int:
+        return len(self.steps)
+
     def _register_coding_order(self, spec: GridSpec) -> None:
-        """Every latent's context, its own index and stride feature, into all the latents flattened
+        """Every latent's context, its own index and stride feature, into a block's latents flattened
         level by level (one zero appended): the rate of every level in one pass of the ARM. Rows
         run level by level, channel by channel, in coding order; ``coefficient_rows`` marks those
         of the coefficient images."""
@@ -139,8 +160,8 @@ class GridModel(torch.nn.Module):
         self.register_buffer("coefficient_rows", torch.from_numpy(np.concatenate(coefficient)))
 
     @torch.no_grad()
-    def retune_step(self, latent_bits: float) -> None:
-        """Re-pick the coefficient step so that the ARM's bits meet ``latent_bits``.
+    def retune_steps(self, latent_bits) -> None:
+        """Re-pick each block's coefficient step so that the ARM's bits meet its ``latent_bits``.
 
         The ratio of the ARM's bits to the static estimate of the current
         latents is assumed to hold at the new step; the coefficient images are
@@ -148,62 +169,74 @@ class GridModel(torch.nn.Module):
         """
         k = self.spec.components
         rounded = [torch.round(z) for z in self.latents]
-        images = rounded[0][:k].cpu().numpy()
         bits = self.row_bits(rounded)
-        coefficient_bits = bits[self.coefficient_rows].sum().item()
-        other_bits = bits[~self.coefficient_rows].sum().item()
-        ratio = coefficient_bits / max(estimate_bits(images), 1.0)
-        coefficients = self.latents[0][:k].cpu().numpy().reshape(k, -1).T * self.step
-        new_step = choose_step(coefficients, images.shape[1:], max(latent_bits - other_bits, 1.0) / ratio)
-        self.latents[0][:k] *= self.step / new_step
-        self.arm[-1].bias[1] += math.log2(self.step / new_step)  # the ARM's scales follow the latents
-        self.step = new_step
+        for b, step in enumerate(self.steps):
+            images = rounded[0][b, :k].cpu().numpy()
+            coefficient_bits = bits[b, self.coefficient_rows].sum().item()
+            other_bits = bits[b, ~self.coefficient_rows].sum().item()
+            ratio = coefficient_bits / max(estimate_bits(images), 1.0)
+            coefficients = self.latents[0][b, :k].cpu().numpy().reshape(k, -1).T * step
+            new_step = choose_step(coefficients, images.shape[1:], max(latent_bits[b] - other_bits, 1.0) / ratio)
+            self.latents[0][b, :k] *= step / new_step
+            self.arm[-1].bias[b, 1] += math.log2(step / new_step)  # the ARM's scales follow the latents
+            self.steps[b] = new_step
 
-    def quantised(self, mode: str, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """Latents with uniform noise ("noise", drawn from ``generator``), rounded with
-        straight-through gradients ("round")."""
+    def quantised(self, mode: str, generators: list[torch.Generator] | None = None) -> list[torch.Tensor]:
+        """Latents with uniform noise ("noise", each block's drawn from its own generator), rounded
+        with straight-through gradients ("round")."""
         out = []
         for z in self.latents:
             if mode == "noise":
-                out.append(z + torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype) - 0.5)
+                noise = torch.stack([torch.rand(z.shape[1:], generator=g, device=z.device, dtype=z.dtype)
+                                     for g in generators])
+                out.append(z + noise - 0.5)
             else:
                 out.append(z + (torch.round(z) - z).detach())
         return out
 
     def forward(self, latents: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pixels, bands) normalised values and coefficients (pixels, components)."""
-        k = self.spec.components
-        features = [latents[0][:k].reshape(k, -1).T * self.step]
+        """(blocks, pixels, bands) normalised values and coefficients (blocks, pixels, components)."""
+        k, blocks, pixels = self.spec.components, self.blocks, self.spec.height * self.spec.width
+        step = torch.tensor(self.steps, dtype=latents[0].dtype, device=latents[0].device)[:, None, None]
+        features = [latents[0][:, :k].reshape(blocks, k, -1).transpose(1, 2) * step]
         for level, z in enumerate(latents):
-            z = z[k:] if level == 0 else z
-            if z.shape[0] == 0:
+            z = z[:, k:] if level == 0 else z
+            if z.shape[1] == 0:
                 continue
-            up = torch.einsum("yi,cij,xj->yxc", getattr(self, f"up_y{level}"), z, getattr(self, f"up_x{level}"))
-            features.append(up.reshape(self.spec.height * self.spec.width, -1))
+            up = torch.einsum("yi,bcij,xj->byxc", getattr(self, f"up_y{level}"), z, getattr(self, f"up_x{level}"))
+            features.append(up.reshape(blocks, pixels, -1))
         coefficients = features[0]
         if self.spec.hidden:
-            coefficients = coefficients + _mlp(self.synthesis, torch.cat(features, dim=1))
-        return coefficients @ self.basis + self.mean, coefficients
+            coefficients = coefficients + _mlp(self.synthesis, torch.cat(features, dim=2))
+        return torch.bmm(coefficients, self.basis) + self.mean[:, None], coefficients
 
     def latent_bits(self, latents: list[torch.Tensor], every: int = 1, start: int = 0) -> torch.Tensor:
-        """Estimated bits of the latents (a list by level) under the ARM's discretised Laplace.
+        """Estimated bits of each block's latents (a list by level) under the ARM's discretised Laplace.
 
         ``every`` > 1: an unbiased estimate from every ``every``-th latent (in the order of
         :meth:`_register_coding_order`, from ``start``), times ``every``.
         """
-        return self.row_bits(latents, slice(start % every, None, every)).sum() * every
+        return self.row_bits(latents, slice(start % every, None, every)).sum(dim=1) * every
 
     def row_bits(self, latents: list[torch.Tensor], rows: slice = slice(None)) -> torch.Tensor:
-        """Estimated bits of each latent of ``rows`` (one pass of the ARM over every level)."""
-        flat = torch.cat([z.reshape(-1) for z in latents] + [latents[0].new_zeros(1)])
-        context = flat.index_select(0, self.contexts[rows].reshape(-1)).reshape(-1, CONTEXT_SIZE)
+        """Estimated bits of each latent of ``rows`` (blocks, rows): one pass of the ARM over every level."""
+        blocks = self.blocks
+        flat = torch.cat([z.reshape(blocks, -1) for z in latents] + [latents[0].new_zeros(blocks, 1)], dim=1)
+        first = torch.arange(0, flat.numel(), flat.shape[1], dtype=self.contexts.dtype, device=flat.device)[:, None]
+        flat = flat.reshape(-1)  # indexed in one dimension: index_add_ (the gradient) is 30x slower along dim 1
+
+        def gather(indices):
+            return flat.index_select(0, (indices.reshape(1, -1) + first).reshape(-1)).reshape(blocks, *indices.shape)
+
+        context = gather(self.contexts[rows])
         prediction = self.arm[0](context)
-        h = torch.cat([_signed_mitchell(context - prediction), self.strides[rows, None]], dim=1)
+        strides = self.strides[rows, None].expand(blocks, -1, 1)
+        h = torch.cat([_signed_mitchell(context - prediction), strides], dim=2)
         for layer in self.arm[1:-1]:
             h = F.hardtanh(layer(h), 0.0, lc.HIDDEN_CAP * 2.0**-lc.FRACTION)
         out = self.arm[-1](h)
-        scale = torch.exp2(out[:, 1].clamp(*LOG2_SCALES))
-        return laplace_interval_bits(flat.index_select(0, self.points[rows]), prediction[:, 0] + out[:, 0], scale)
+        scale = torch.exp2(out[..., 1].clamp(*LOG2_SCALES))
+        return laplace_interval_bits(gather(self.points[rows]), prediction[..., 0] + out[..., 0], scale)
 
 
 def _signed_mitchell(d: torch.Tensor) -> torch.Tensor:
@@ -274,43 +307,56 @@ def choose_step(coefficients: np.ndarray, shape: tuple[int, int], latent_bits: f
 
 
 class GridTraining:
-    """One latent-grid model being fitted to one block; ``coarsen`` and ``fine_tune`` trade quality
-    for bits after ``train``.
+    """Latent-grid models being fitted to a batch of blocks of the same spec (one block: the usual
+    fit); ``coarsen`` and ``fine_tune`` trade quality for bits after ``train``.
 
-    ``target`` is (bands, h, w) in [0, 1]; ``valid`` masks the elements that
-    count in the distortion (NaN left out); ``latent_bits`` is the bits the
-    latents may take. The coefficient step starts from the static estimate
-    times ``step_margin`` (the ARM codes better), is re-picked after each
-    warm-up of the ARM (:data:`ARM_WARM_UP`) and three times while training.
+    ``targets`` are (bands, h, w) in [0, 1]; ``valids`` mask the elements that
+    count in the distortion (None: all; NaN left out); ``latent_bits`` is the
+    bits each block's latents may take. Each block's coefficient step starts
+    from the static estimate times ``step_margin`` (the ARM codes better), is
+    re-picked after each warm-up of the ARM (:data:`ARM_WARM_UP`) and three
+    times while training. Each block has its own loss, lambda, step and
+    noise generator.
     """
 
-    def __init__(self, target: np.ndarray, valid: np.ndarray | None, spec: GridSpec, latent_bits: float,
-                 lr: float = 1e-2, step_margin: float = 1.15, seed: int = 0, device: str | None = None):
+    def __init__(self, targets: list[np.ndarray], valids: list[np.ndarray | None], spec: GridSpec,
+                 latent_bits: list[float], lr: float = 1e-2, step_margin: float = 1.15, seed: int = 0,
+                 device: str | None = None):
         dev = pick_device(device)
-        self._noise = torch.Generator(device=dev).manual_seed(seed)  # per fit: fits in threads stay reproducible
-        bands, h, w = target.shape
-        values, weights = pixel_values(target, valid)
-        mean, basis = pca(values, spec.components)
-        coefficients = matmul(values - mean, basis.T)
-        step = choose_step(coefficients, (h, w), step_margin * max(latent_bits, 1.0))
+        # a generator per block: fits in threads stay reproducible, and a block's fit does not depend on its batch
+        self._noise = [torch.Generator(device=dev).manual_seed(seed) for _ in targets]
         self.spec = spec
-        self.latent_bits = max(latent_bits, 1.0)
-        self.model = GridModel(spec, step, mean, basis, coefficients, torch.Generator().manual_seed(seed)).to(dev)
-        self._x = torch.from_numpy(values.astype(np.float32)).to(dev)
-        self._weights = None if weights is None else torch.from_numpy(weights.astype(np.float32)).to(dev)
-        self._n_values = float(values.size if weights is None else weights.sum())
+        self.latent_bits = [max(bits, 1.0) for bits in latent_bits]
+        pixels = [pixel_values(target, valid) for target, valid in zip(targets, valids, strict=True)]
+        steps, means, bases, coefficients = [], [], [], []
+        for (values, _), bits in zip(pixels, self.latent_bits, strict=True):
+            mean, basis = pca(values, spec.components)
+            coefficients.append(matmul(values - mean, basis.T))
+            steps.append(choose_step(coefficients[-1], (spec.height, spec.width), step_margin * bits))
+            means.append(mean)
+            bases.append(basis)
+        self.model = GridModel(spec, steps, np.stack(means), np.stack(bases), np.stack(coefficients),
+                               torch.Generator().manual_seed(seed)).to(dev)
+        self._x = torch.from_numpy(np.stack([values for values, _ in pixels]).astype(np.float32)).to(dev)
+        self._weights = None
+        if any(weights is not None for _, weights in pixels):
+            self._weights = torch.from_numpy(np.stack([np.ones_like(values) if weights is None else weights
+                                                       for values, weights in pixels]).astype(np.float32)).to(dev)
+        self._n_values = torch.tensor([float(values.size if weights is None else weights.sum())
+                                       for values, weights in pixels], device=dev)
         spectral = [self.model.basis, self.model.mean]  # small values: a gentler learning rate
         networks = list(self.model.synthesis.parameters()) + list(self.model.arm.parameters())
         groups = [(list(self.model.latents.parameters()), 1.0), (networks, 1.0), (spectral, 0.05)]
         self._lr = lr
         self._optimiser = Adam([{"params": p, "base": f} for p, f in groups], lr=lr)
         with torch.no_grad():  # at high rate, D falls by 2 ln 2 D per bit per value: start there
-            start = self._distortion(self.model(self.model.quantised("round"))[0]).item()
-        self._log_lmbda = math.log(2 * math.log(2) * max(start, 1e-12))
+            start = self._distortion(self.model(self.model.quantised("round"))[0]).tolist()
+        self._log_lmbda = [math.log(2 * math.log(2) * max(d, 1e-12)) for d in start]
 
     def _distortion(self, pred: torch.Tensor) -> torch.Tensor:
+        """Each block's mean squared error (blocks,)."""
         err = (pred - self._x) ** 2
-        return err.mean() if self._weights is None else (err * self._weights).sum() / self._n_values
+        return err.mean(dim=(1, 2)) if self._weights is None else (err * self._weights).sum(dim=(1, 2)) / self._n_values
 
     def _step(self, mode: str, lr_scale: float, iteration: int) -> None:
         for group in self._optimiser.param_groups:
@@ -318,25 +364,27 @@ class GridTraining:
         latents = self.model.quantised(mode, self._noise)
         pred, _ = self.model(latents)
         bits = self.model.latent_bits(latents, RATE_SAMPLE, iteration)
-        loss = self._distortion(pred) + math.exp(self._log_lmbda) * bits / self._n_values
+        lmbda = torch.tensor([math.exp(v) for v in self._log_lmbda], device=bits.device)
+        loss = (self._distortion(pred) + lmbda * bits / self._n_values).sum()  # a block's loss reaches only its own parameters
         self._optimiser.zero_grad()
         loss.backward()
         self._optimiser.step()
         if iteration % 10 == 9:  # steer the bits of the rounded latents towards the budget
             with torch.no_grad():
-                rounded = self.model.latent_bits([torch.round(z) for z in self.model.latents]).item()
-            self._log_lmbda += float(np.clip(0.5 * math.log(max(rounded, 1.0) / self.latent_bits), -0.2, 0.2))
+                rounded = self.model.latent_bits([torch.round(z) for z in self.model.latents]).tolist()
+            for b, (bits_b, aim) in enumerate(zip(rounded, self.latent_bits, strict=True)):
+                self._log_lmbda[b] += float(np.clip(0.5 * math.log(max(bits_b, 1.0) / aim), -0.2, 0.2))
 
     def _warm_up_arm(self, steps: int) -> None:
-        """Fit the ARM alone to the rounded latents (their bits only), then re-pick the step with it."""
+        """Fit the ARM alone to the rounded latents (their bits only), then re-pick the steps with it."""
         optimiser = Adam(self.model.arm.parameters(), lr=self._lr)
         rounded = [torch.round(z).detach() for z in self.model.latents]
         for iteration in range(steps):
-            loss = self.model.latent_bits(rounded, RATE_SAMPLE, iteration) / self._n_values
+            loss = (self.model.latent_bits(rounded, RATE_SAMPLE, iteration) / self._n_values).sum()
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-        self.model.retune_step(self.latent_bits)
+        self.model.retune_steps(self.latent_bits)
 
     def train(self, steps: int) -> GridTraining:
         """The schedule: the ARM's warm-up (:data:`ARM_WARM_UP`), then 80 % of the steps with
@@ -347,7 +395,7 @@ class GridTraining:
         retune_at = {int(0.1 * steps), int(0.25 * steps), int(0.4 * steps)}
         for iteration in range(steps):
             if iteration in retune_at:  # the ARM codes better than the static estimate: re-pick the step
-                self.model.retune_step(self.latent_bits)
+                self.model.retune_steps(self.latent_bits)
             if iteration < noise_steps:
                 mode, progress, top = "noise", iteration / noise_steps, 1.0
             else:
@@ -355,48 +403,51 @@ class GridTraining:
             self._step(mode, top * 0.5 * (1 + math.cos(math.pi * progress)) + 1e-3, iteration)
         return self
 
-    def fine_tune(self, steps: int, latent_bits: float) -> GridTraining:
-        """``steps`` more steps with rounded latents at a tenth of the learning rate, lambda
+    def fine_tune(self, steps: int, latent_bits: list[float]) -> GridTraining:
+        """``steps`` more steps with rounded latents at a tenth of the learning rate, each lambda
         steered towards a new ``latent_bits`` (after the step was changed to fit the budget)."""
-        self.latent_bits = max(latent_bits, 1.0)
+        self.latent_bits = [max(bits, 1.0) for bits in latent_bits]
         for iteration in range(steps):
             self._step("round", 0.1 * 0.5 * (1 + math.cos(math.pi * iteration / steps)) + 1e-3, iteration)
         return self
 
     @torch.no_grad()
-    def coarsen(self, log2_ratio: float) -> float:
-        """Multiply the coefficient step by 2**log2_ratio, the coefficient latents divided to match
-        (fewer bits after rounding when positive, more when negative: used to fit the budget).
+    def coarsen(self, block: int, log2_ratio: float) -> float:
+        """Multiply ``block``'s coefficient step by 2**log2_ratio, its coefficient latents divided to
+        match (fewer bits after rounding when positive, more when negative: used to fit the budget).
         The step gets no finer than :data:`MAX_LATENT` allows; returns the log2 ratio applied."""
-        images = self.model.latents[0][: self.spec.components]
+        images = self.model.latents[0][block, : self.spec.components]
         log2_ratio = max(log2_ratio, math.log2(max(images.abs().max().item(), 1e-30) / MAX_LATENT))
         ratio = 2.0**log2_ratio
         images /= ratio
-        self.model.step *= ratio
+        self.model.steps[block] *= ratio
         return log2_ratio
 
     @torch.no_grad()
-    def result(self) -> GridFit:
+    def results(self) -> list[GridFit]:
+        """Each block's model as numpy arrays."""
         model = self.model
         latents = [torch.round(z) for z in model.latents]
         pred, coefficients = model(latents)
+        mse, latent_bits = self._distortion(pred).tolist(), model.latent_bits(latents).tolist()
+        rms = coefficients.pow(2).mean(1).sqrt().cpu().numpy().astype(np.float64)
 
-        def layers(module):
-            return [(l.weight.detach().cpu().numpy().astype(np.float64),
-                     l.bias.detach().cpu().numpy().astype(np.float64)) for l in module]
+        def layers(module, b):
+            return [(l.weight[b].detach().cpu().numpy().astype(np.float64),
+                     l.bias[b].detach().cpu().numpy().astype(np.float64)) for l in module]
 
-        return GridFit(
+        return [GridFit(
             spec=self.spec,
-            step=model.step,
-            latents=[z.cpu().numpy().astype(np.int64) for z in latents],
-            synthesis=layers(model.synthesis),
-            arm=layers(model.arm),
-            basis=model.basis.detach().cpu().numpy().astype(np.float64),
-            mean=model.mean.detach().cpu().numpy().astype(np.float64),
-            coefficient_rms=coefficients.pow(2).mean(0).sqrt().cpu().numpy().astype(np.float64),
-            mse=self._distortion(pred).item(),
-            latent_bits=model.latent_bits(latents).item(),
-        )
+            step=model.steps[b],
+            latents=[z[b].cpu().numpy().astype(np.int64) for z in latents],
+            synthesis=layers(model.synthesis, b),
+            arm=layers(model.arm, b),
+            basis=model.basis[b].detach().cpu().numpy().astype(np.float64),
+            mean=model.mean[b].detach().cpu().numpy().astype(np.float64),
+            coefficient_rms=rms[b],
+            mse=mse[b],
+            latent_bits=latent_bits[b],
+        ) for b in range(model.blocks)]
 
 
 RATE_FIXES = 5
@@ -408,14 +459,19 @@ FINE_TUNE_STEPS = 40
 40 at the default 1,000; a 60-step test fit spent four fifths of its time in 200 fine-tuning steps)."""
 
 
-def encode(cube: np.ndarray, budget_bits: float, fixed_bits: float, codec) -> bytes:
-    """The payload of a (bands, h, w) block (NaN: left out of the fit) with ``codec``'s settings."""
-    nan = np.isnan(cube)
-    lo, scale = float(np.nanmin(cube)), float(np.nanmax(cube)) - float(np.nanmin(cube))
-    normalised = np.where(nan, 0.0, (cube - lo) / scale)
-    model = fit_and_pack(normalised, ~nan if nan.any() else None, budget_bits, fixed_bits, components=codec.components,
-                         steps=codec.steps, lr=codec.lr, seed=codec.seed, device=codec.device)
-    return AFFINE.pack(lo, scale) + model
+def encode(cubes: list[np.ndarray], budget_bits: list[float], fixed_bits: list[float], codec) -> list[bytes]:
+    """The payloads of (bands, h, w) blocks (NaN: left out of the fit) with ``codec``'s settings,
+    blocks of the same architecture fitted together (:func:`fit_and_pack`)."""
+    targets, valids, affines = [], [], []
+    for cube in cubes:
+        nan = np.isnan(cube)
+        lo, scale = float(np.nanmin(cube)), float(np.nanmax(cube)) - float(np.nanmin(cube))
+        targets.append(np.where(nan, 0.0, (cube - lo) / scale))
+        valids.append(~nan if nan.any() else None)
+        affines.append(AFFINE.pack(lo, scale))
+    models = fit_and_pack(targets, valids, budget_bits, fixed_bits, components=codec.components, steps=codec.steps,
+                          lr=codec.lr, seed=codec.seed, device=codec.device)
+    return [affine + model for affine, model in zip(affines, models, strict=True)]
 
 
 def pixel_values(target: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -460,54 +516,78 @@ def block_spec(target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
     return choose_spec(bands, h, w, budget_bits, components, spectrum)
 
 
-def fit_and_pack(target: np.ndarray, valid: np.ndarray | None, budget_bits: float, fixed_bits: float,
-                 components: int | None = None, steps: int = 1000, lr: float = 1e-2, seed: int = 0,
-                 device: str | None = None) -> bytes:
-    """Fit and pack ``target`` (bands, h, w, normalised to [0, 1]) within ``budget_bits`` when it can.
+def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], budget_bits: list[float],
+                 fixed_bits: list[float], components: int | None = None, steps: int = 1000, lr: float = 1e-2,
+                 seed: int = 0, device: str | None = None) -> list[bytes]:
+    """Fit and pack each target (bands, h, w, normalised to [0, 1]) within its ``budget_bits`` when it can;
+    blocks that get the same architecture (:func:`block_spec`) are fitted together as one batch.
 
-    ``fixed_bits``: what the rest of the stream (header, mask, affine, checksum) takes.
+    ``fixed_bits``: what the rest of each stream (header, mask, affine, checksum) takes.
     """
-    spec = block_spec(target, valid, budget_bits, components)
-    latent_bits = 0.97 * (budget_bits - fixed_bits - estimated_param_bits(spec))
-    training = GridTraining(target, valid, spec, max(latent_bits, 0.02 * budget_bits), lr=lr, seed=seed,
-                            device=device).train(steps)
-    return pack_within_budget(training, target, valid, budget_bits, fixed_bits,
-                              fine_tune_steps=min(FINE_TUNE_STEPS, max(1, steps // 25)))
+    batches: dict[GridSpec, list[int]] = {}
+    for i, (target, valid, budget) in enumerate(zip(targets, valids, budget_bits, strict=True)):
+        batches.setdefault(block_spec(target, valid, budget, components), []).append(i)
+    payloads = [b""] * len(targets)
+    for spec, members in batches.items():
+        latent_bits = [max(0.97 * (budget_bits[i] - fixed_bits[i] - estimated_param_bits(spec)), 0.02 * budget_bits[i])
+                       for i in members]
+        training = GridTraining([targets[i] for i in members], [valids[i] for i in members], spec, latent_bits,
+                                lr=lr, seed=seed, device=device).train(steps)
+        packed = pack_within_budget(training, [targets[i] for i in members], [valids[i] for i in members],
+                                    [budget_bits[i] for i in members], [fixed_bits[i] for i in members],
+                                    fine_tune_steps=min(FINE_TUNE_STEPS, max(1, steps // 25)))
+        for i, payload in zip(members, packed, strict=True):
+            payloads[i] = payload
+    return payloads
 
 
-def pack_within_budget(training, target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
-                       fixed_bits: float, fine_tune_steps: int = FINE_TUNE_STEPS) -> bytes:
-    """Pack a trained model and bring the stream into [:data:`FILL`, 1] x ``budget_bits``.
+def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids: list[np.ndarray | None],
+                       budget_bits: list[float], fixed_bits: list[float],
+                       fine_tune_steps: int = FINE_TUNE_STEPS) -> list[bytes]:
+    """Pack each trained model of a batch and bring its stream into [:data:`FILL`, 1] x its budget.
 
-    While the stream is over budget or under :data:`FILL` of it, the coefficient step is
+    While a stream is over budget or under :data:`FILL` of it, its coefficient step is
     coarsened or refined by what the gap to the middle of that range should take, learning
-    from each try how many bits a doubling of the step is worth per latent; the model is then
-    fine-tuned (``fine_tune_steps``) with lambda steered to the measured bits left for the
-    latents (the budget less the real parameter bytes, in the ARM's training bits), and packed
-    again, :data:`RATE_FIXES` times at most. The largest stream within budget is returned
-    (the last one when none is).
+    from each try how many bits a doubling of the step is worth per latent; the batch is then
+    fine-tuned (``fine_tune_steps``), each lambda steered to the measured bits left for its
+    latents (the budget less the real parameter bytes, in the ARM's training bits), and the
+    streams not yet done are packed again, :data:`RATE_FIXES` times at most. Each block gets
+    its largest stream within budget (the last one when none is).
     """
     spec = training.spec
     n_coefficients = spec.components * spec.height * spec.width
-    aim = (1 + FILL) / 2 * budget_bits
-    saving, previous, log2_ratio = 1.0, None, 0.0  # bits per latent per doubling of the step: 1 at high rates
-    best = None
+    blocks = len(targets)
+    aim = [(1 + FILL) / 2 * budget for budget in budget_bits]
+    saving = [1.0] * blocks  # bits per latent per doubling of the step: 1 at high rates
+    previous: list[float | None] = [None] * blocks
+    log2_ratio = [0.0] * blocks
+    latent_bits = list(training.latent_bits)
+    payloads: list[bytes] = [b""] * blocks
+    best: list[bytes | None] = [None] * blocks
+    active = list(range(blocks))
     for attempt in range(RATE_FIXES + 1):
-        fit = training.result()
-        payload = pack(spec, fit.step, quantised_parameters(fit, target, valid), fit.latents)
-        size = 8 * len(payload) + fixed_bits
-        if size <= budget_bits and (best is None or len(payload) > len(best)):
-            best = payload
-        if FILL * budget_bits <= size <= budget_bits or attempt == RATE_FIXES:
+        fits = training.results()
+        for b in list(active):
+            fit = fits[b]
+            payloads[b] = pack(spec, fit.step, quantised_parameters(fit, targets[b], valids[b]), fit.latents)
+            size = 8 * len(payloads[b]) + fixed_bits[b]
+            if size <= budget_bits[b] and (best[b] is None or len(payloads[b]) > len(best[b])):
+                best[b] = payloads[b]
+            if FILL * budget_bits[b] <= size <= budget_bits[b] or attempt == RATE_FIXES:
+                active.remove(b)
+                continue
+            if previous[b] is not None and log2_ratio[b]:
+                saving[b] = float(np.clip((previous[b] - size) / (n_coefficients * log2_ratio[b]), 0.05, 2.0))
+            wanted = float(np.clip((size - aim[b]) / (n_coefficients * saving[b]), -2.0, 4.0))
+            exact_latent_bits = 8 * model_parts(payloads[b], *targets[b].shape)["latent_bytes"]
+            training_per_exact = fit.latent_bits / max(exact_latent_bits, 1.0)
+            log2_ratio[b] = training.coarsen(b, wanted)
+            if abs(log2_ratio[b]) < 1e-3:  # under budget at the finest step allowed
+                active.remove(b)
+                continue
+            latent_bits[b] = (exact_latent_bits + aim[b] - size) * training_per_exact
+            previous[b] = size
+        if not active:
             break
-        if previous is not None and log2_ratio:
-            saving = float(np.clip((previous - size) / (n_coefficients * log2_ratio), 0.05, 2.0))
-        log2_ratio = float(np.clip((size - aim) / (n_coefficients * saving), -2.0, 4.0))
-        exact_latent_bits = 8 * model_parts(payload, *target.shape)["latent_bytes"]
-        training_per_exact = fit.latent_bits / max(exact_latent_bits, 1.0)
-        log2_ratio = training.coarsen(log2_ratio)
-        if abs(log2_ratio) < 1e-3:  # under budget at the finest step allowed
-            break
-        training.fine_tune(fine_tune_steps, (exact_latent_bits + aim - size) * training_per_exact)
-        previous = size
-    return payload if best is None else best
+        training.fine_tune(fine_tune_steps, latent_bits)  # the blocks done train on, unused
+    return [payload if chosen is None else chosen for payload, chosen in zip(payloads, best, strict=True)]

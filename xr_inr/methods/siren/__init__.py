@@ -17,7 +17,11 @@ from . import payload
 CODE = Method.SIREN
 
 
-def encode(cube: np.ndarray, budget_bits: int, fixed_bits: int, codec) -> bytes | None:
+def encode(cubes: list[np.ndarray], budget_bits: list[int], fixed_bits: list[int], codec) -> list[bytes | None]:
+    return [_encode(cube, budget, fixed, codec) for cube, budget, fixed in zip(cubes, budget_bits, fixed_bits, strict=True)]
+
+
+def _encode(cube: np.ndarray, budget_bits: int, fixed_bits: int, codec) -> bytes | None:
     candidates = payload.candidates(codec, cube.shape[0], budget_bits, fixed_bits)
     if not candidates:
         return None
