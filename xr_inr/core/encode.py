@@ -1,6 +1,7 @@
 """Encoding one block: checks, padding, NaN mask, special streams, then the method's payload.
 
-:func:`encode_block` is what :meth:`INRCodec.encode` runs. It writes the
+:func:`encode_block` is what :meth:`INRCodec.encode` runs (:func:`encode_blocks`
+for several blocks fitted together, as the accessor does on a GPU). It writes the
 stream container (:mod:`xr_inr.core.stream`) and leaves the payload of a
 network to the chosen method (:mod:`xr_inr.methods`), which fits it with
 torch. Blocks that need no network (constant) or cannot hold one within the

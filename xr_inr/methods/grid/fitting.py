@@ -1,4 +1,6 @@
-"""Fitting the latent-grid model (method "grid") to one block with torch.
+"""Fitting the latent-grid model (method "grid") to blocks with torch: one block, or a batch of
+blocks of the same architecture fitted together (every parameter with a leading dimension over
+the blocks; what a GPU runs in one pass).
 
 The loss is rate + distortion: the mean squared error of the normalised block
 plus ``lmbda`` times the estimated bits of the latents per value, the bits
