@@ -273,3 +273,13 @@ def test_a_blocks_loss_reaches_only_its_own_parameters():
     (values[0].square().sum() + model.latent_bits(latents)[0]).backward()
     for name, p in model.named_parameters():
         assert p.grad[0].any() and not p.grad[1].any(), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (the batched path is tested on the CPU above)")
+def test_a_batch_fits_on_cuda(jasper_crop):
+    from xr_inr.core.encode import encode_blocks
+
+    cube = jasper_crop.astype(np.float32)
+    blocks = [cube[:, :20, :20], cube[:, 20:, :20], cube[:, 20:, 20:]]
+    for block, (stream, caught) in zip(blocks, encode_blocks(INRCodec(bpppb=1.0, steps=60, device="cuda"), blocks)):
+        assert not caught and 8 * len(stream) <= block.size and psnr(block, decode_block(stream)) > 30

@@ -3,6 +3,7 @@ fit tasks that pickle without data, chunks read one at a time, only streams comi
 
 import json
 import pickle
+from pathlib import Path
 
 import dask.array as dsa
 import numpy as np
@@ -122,3 +123,19 @@ def test_the_cli_runs_it():
     with pytest.raises(SystemExit) as exit_:
         cli.main(["bench-scale", "--help"])
     assert exit_.value.code == 0
+
+
+def test_bench_batch_times_batched_fits_against_one_at_a_time(tmp_path):
+    from xr_inr.tools.batchbench import chunks_of
+
+    cube = np.arange(2 * 10 * 12).reshape(2, 10, 12)
+    chunks = chunks_of(cube, 5, 11)  # 4 tiles, then their flipped and transposed copies
+    assert len(chunks) == 11 and np.array_equal(chunks[4], cube[:, 4::-1, :5])
+    out = tmp_path / "batch.json"
+    fixture = Path(__file__).parent / "fixtures" / "jasper_ridge_crop_40x40x40.npz"
+    assert cli.main(["bench-batch", "--data", str(fixture), "--size", "12",
+                     "--count", "3", "--batch", "2", "--device", "cpu", "--steps", "2", "--bpppb", "2",
+                     "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["count"] == 3 and result["chunk"] == [40, 12, 12] and result["speedup"] > 0
+    assert 20 < result["batched_median_psnr"] < 80 and 20 < result["cpu_median_psnr"] < 80

@@ -1,8 +1,8 @@
 """The ``xr-inr`` command line: compress, decode, info, preview, stac, verify, upgrade (``xr_inr.commands``), and the
-tools' demo, bench, bench-read, bench-scale and figures.
+tools' demo, bench, bench-read, bench-scale, bench-batch and figures.
 
 This module only parses arguments and prints; what each command does is a function of
-``xr_inr.commands``. ``demo``, ``bench``, ``bench-read``, ``bench-scale`` and ``figures`` parse their own
+``xr_inr.commands``. ``demo``, ``bench``, ``bench-read``, ``bench-scale``, ``bench-batch`` and ``figures`` parse their own
 options (``xr_inr.tools``) and are imported only when used. Bad input ends with a one-line error on stderr and
 exit status 1 (status 2 for bad arguments, as argparse does).
 """
@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xr-inr", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True,
                                      metavar="{compress,decode,info,preview,stac,verify,upgrade,demo,bench,"
-                                             "bench-read,bench-scale,figures}")
+                                             "bench-read,bench-scale,bench-batch,figures}")
 
     p = commands.add_parser("compress", help="compress a cube file into a Zarr store",
                             description="Compress a hyperspectral cube (GeoTIFF, ENVI .hdr, NetCDF, Zarr, a published "
@@ -135,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("bench-read", add_help=False, help="read speed of a 1000 x 1000-pixel store vs zstd")
     commands.add_parser("bench-scale", add_help=False,
                         help="compression time over 1 and 2 Dask workers, peak memory of a large cube")
+    commands.add_parser("bench-batch", add_help=False,
+                        help="chunks per second of batched fits (a GPU) against one chunk at a time on the CPU")
     commands.add_parser("figures", add_help=False, help="the docs' figures: decoded images, spectra, "
                                                         "rate-distortion and speed plots")
     return parser
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     tools = {"demo": "demo", "bench": "bench", "bench-read": "readbench", "bench-scale": "scalebench",
-             "figures": "figures"}
+             "bench-batch": "batchbench", "figures": "figures"}
     if args.command in tools:
         importlib.import_module(f".tools.{tools[args.command]}", __package__).main(rest)
         return 0

@@ -1,0 +1,106 @@
+"""Chunks per second of batched fits (what the accessor runs on a GPU) against one chunk at a time on the CPU.
+
+The cube is cut into ``size`` x ``size``-pixel chunks, made up to ``count`` with
+flipped and transposed copies of them (other chunks for the fit, one
+architecture). They are encoded with :func:`xr_inr.core.encode.encode_blocks`
+in batches of ``batch`` on ``device`` (CUDA when present), after one untimed
+warm-up batch (CUDA's start-up), then one at a time on the CPU with one torch
+thread: the CPU path of ``compress``, per worker. Both in this process, one
+after the other. Printed: chunks per second of each, their ratio, and each
+path's median PSNR over the chunks (R = max - min of each chunk's values).
+
+``xr-inr bench-batch --data CUBE [--bpppb 0.1] [--size 50] [--count 16] [--batch 16]
+[--device cuda] [--effort default] [--out result.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def chunks_of(cube: np.ndarray, size: int, count: int) -> list[np.ndarray]:
+    """``count`` (bands, size, size) chunks: the cube's tiles, then flipped and transposed copies."""
+    bands, h, w = cube.shape
+    if size > min(h, w):
+        raise ValueError(f"chunks of {size} pixels do not fit a {h} x {w} cube")
+    tiles = [cube[:, y:y + size, x:x + size] for y in range(0, h - size + 1, size) for x in range(0, w - size + 1, size)]
+    views = [lambda t: t, lambda t: t[:, ::-1], lambda t: t[:, :, ::-1], lambda t: t.transpose(0, 2, 1)]
+    out = [np.ascontiguousarray(view(tile)) for view in views for tile in tiles]
+    while len(out) < count:
+        out += out
+    return out[:count]
+
+
+def _encode(codec, chunks: list[np.ndarray], batch: int) -> tuple[float, list[bytes]]:
+    from ..core.encode import encode_blocks
+
+    start, streams = time.perf_counter(), []
+    for i in range(0, len(chunks), batch):
+        streams += [stream for stream, _ in encode_blocks(codec, chunks[i:i + batch])]
+    return time.perf_counter() - start, streams
+
+
+def _median_psnr(chunks: list[np.ndarray], streams: list[bytes]) -> float:
+    from .. import decode_block
+    from ..metrics import psnr
+
+    return float(np.median([psnr(chunk, decode_block(stream)) for chunk, stream in zip(chunks, streams, strict=True)]))
+
+
+def run(data: str, bpppb: float = 0.1, size: int = 50, count: int = 16, batch: int = 16, device: str | None = None,
+        effort: str = "default", steps: int | None = None) -> dict:
+    import torch
+
+    from ..core.codec import INRCodec
+    from .datasets import load
+
+    cube = np.asarray(load(data).transpose("band", ...).values)
+    chunks = chunks_of(cube, size, count)
+    options = dict(bpppb=bpppb, effort=effort, steps=steps)
+    batched = INRCodec(**options, device=device)
+    previous = torch.get_num_threads()
+    try:
+        _encode(batched, chunks[:batch], batch)  # warm-up: CUDA's start-up, first-call costs
+        batched_s, batched_streams = _encode(batched, chunks, batch)
+        torch.set_num_threads(1)
+        single_s, single_streams = _encode(INRCodec(**options, device="cpu"), chunks, 1)
+    finally:
+        torch.set_num_threads(previous)
+    return {
+        "data": str(data), "bpppb": bpppb, "chunk": [int(cube.shape[0]), size, size], "count": count, "batch": batch,
+        "effort": effort, "steps": steps, "device": str(batched.device or ("cuda" if torch.cuda.is_available() else "cpu")),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "batched_s": batched_s, "batched_chunks_per_s": count / batched_s,
+        "cpu_one_at_a_time_s": single_s, "cpu_chunks_per_s": count / single_s, "speedup": single_s / batched_s,
+        "batched_median_psnr": _median_psnr(chunks, batched_streams),
+        "cpu_median_psnr": _median_psnr(chunks, single_streams),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="xr-inr bench-batch", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="a cube file (.npz, .mat, ENVI, GeoTIFF)")
+    parser.add_argument("--bpppb", type=float, default=0.1)
+    parser.add_argument("--size", type=int, default=50, help="chunk side in pixels (default 50)")
+    parser.add_argument("--count", type=int, default=16, help="chunks (default 16)")
+    parser.add_argument("--batch", type=int, default=16, help="chunks fitted together (default 16)")
+    parser.add_argument("--device", help="torch device of the batched fits (default: CUDA when present, else CPU)")
+    parser.add_argument("--effort", default="default", choices=("fast", "default", "best"))
+    parser.add_argument("--steps", type=int, help="fitting steps instead of the effort's")
+    parser.add_argument("--out", type=Path, help="also write the result here (JSON)")
+    args = parser.parse_args(argv)
+    result = run(args.data, args.bpppb, args.size, args.count, args.batch, args.device, args.effort, args.steps)
+    print("| device | chunks | batch | batched chunks/s | CPU chunks/s (one at a time, 1 thread) | speedup | "
+          "median PSNR batched / CPU dB |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {result['gpu'] or result['device']} | {result['count']} x {result['chunk']} | {result['batch']} | "
+          f"{result['batched_chunks_per_s']:.3f} | {result['cpu_chunks_per_s']:.3f} | {result['speedup']:.2f}x | "
+          f"{result['batched_median_psnr']:.2f} / {result['cpu_median_psnr']:.2f} |")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+    return result
