@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 def encode_variant(target, budget_bits, spec, steps, freeze=()):
     """As :func:`xr_inr.methods.grid.fitting.fit_and_pack`, with a chosen spec and parts of the model frozen."""
     latent_bits = 0.97 * (budget_bits - 8 * STREAM_BYTES - estimated_param_bits(spec))
-    training = GridTraining(target, None, spec, max(latent_bits, 0.02 * budget_bits))
+    training = GridTraining([target], [None], spec, [max(latent_bits, 0.02 * budget_bits)])
     model = training.model
     if "basis" in freeze:
         model.basis.requires_grad_(False)
@@ -42,7 +42,7 @@ def encode_variant(target, budget_bits, spec, steps, freeze=()):
         for layer in model.arm[1:-1]:
             layer.bias.requires_grad_(False)
     training.train(steps)
-    return pack_within_budget(training, target, None, budget_bits, 8 * STREAM_BYTES)
+    return pack_within_budget(training, [target], [None], [budget_bits], [8 * STREAM_BYTES])[0]
 
 
 def main(argv=None):
@@ -61,15 +61,17 @@ def main(argv=None):
     budget_bits = 8 * int(args.bpppb * cube.size / 8)
     spec = block_spec(target, None, budget_bits)
     no_mlp = GridSpec(bands, h, w, spec.components, (0,), 0, spec.arm_hidden)
+
+    def fit(steps):
+        return fit_and_pack([target], [None], [budget_bits], [8 * STREAM_BYTES], steps=steps)[0]
+
     variants = {
-        "default": lambda: fit_and_pack(target, None, budget_bits, 8 * STREAM_BYTES, steps=args.steps),
+        "default": lambda: fit(args.steps),
         "no synthesis MLP, no extra latents": lambda: encode_variant(target, budget_bits, no_mlp, args.steps),
         "PCA basis and mean frozen": lambda: encode_variant(target, budget_bits, spec, args.steps, {"basis"}),
         "ARM: linear predictor, one scale": lambda: encode_variant(target, budget_bits, spec, args.steps, {"arm"}),
-        f"{args.steps // 3} steps": lambda: fit_and_pack(target, None, budget_bits, 8 * STREAM_BYTES,
-                                                        steps=args.steps // 3),
-        f"{3 * args.steps} steps": lambda: fit_and_pack(target, None, budget_bits, 8 * STREAM_BYTES,
-                                                       steps=3 * args.steps),
+        f"{args.steps // 3} steps": lambda: fit(args.steps // 3),
+        f"{3 * args.steps} steps": lambda: fit(3 * args.steps),
     }
     if args.only:
         variants = {name: variants[name] for name in args.only.split(",")}

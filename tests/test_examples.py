@@ -60,3 +60,12 @@ def test_quality_target(tmp_path, capsys):
     lines = [line for line in out.splitlines() if line.startswith("  chunk (")]
     assert len(lines) == 1 and float(lines[0].split(": ")[1].split(" dB")[0]) >= 35
     assert "cube PSNR" in out and "PSNR target 35 dB, per chunk" in out
+
+
+def test_ablation_grid(capsys):
+    fixture = Path(__file__).resolve().parent / "fixtures" / "jasper_ridge_crop_40x40x40.npz"
+    run_example("ablation_grid", ["--data", str(fixture), "--bpppb", "0.5", "--steps", "6",
+                                  "--only", "default,PCA basis and mean frozen"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| default")
+            or line.startswith("| PCA basis")]
+    assert len(rows) == 2 and all(0.4 < float(row.split("|")[2]) <= 0.5 for row in rows)  # within budget
