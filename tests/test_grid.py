@@ -283,3 +283,24 @@ def test_a_batch_fits_on_cuda(jasper_crop):
     blocks = [cube[:, :20, :20], cube[:, 20:, :20], cube[:, 20:, 20:]]
     for block, (stream, caught) in zip(blocks, encode_blocks(INRCodec(bpppb=1.0, steps=60, device="cuda"), blocks)):
         assert not caught and 8 * len(stream) <= block.size and psnr(block, decode_block(stream)) > 30
+
+
+def test_a_batch_too_large_for_the_device_is_halved(jasper_crop, monkeypatch):
+    from xr_inr.core.encode import encode_blocks
+    from xr_inr.methods.grid import fitting
+
+    blocks = [jasper_crop[:, :20, :20], jasper_crop[:, 20:, :20], jasper_crop[:, 20:, 20:]]
+    sizes = []
+    training = fitting.GridTraining
+
+    def small_device(targets, *args, **kwargs):  # a device that holds one block at a time
+        sizes.append(len(targets))
+        if len(targets) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return training(targets, *args, **kwargs)
+
+    monkeypatch.setattr(fitting, "GridTraining", small_device)
+    streams = encode_blocks(INRCodec(bpppb=1.0, steps=10), blocks)
+    assert sizes == [3, 1, 2, 1, 1]
+    for block, (stream, _) in zip(blocks, streams):
+        assert decode_block(stream).shape == block.shape and 8 * len(stream) <= block.size

@@ -522,7 +522,8 @@ def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], bud
                  fixed_bits: list[float], components: int | None = None, steps: int = 1000, lr: float = 1e-2,
                  seed: int = 0, device: str | None = None) -> list[bytes]:
     """Fit and pack each target (bands, h, w, normalised to [0, 1]) within its ``budget_bits`` when it can;
-    blocks that get the same architecture (:func:`block_spec`) are fitted together as one batch.
+    blocks that get the same architecture (:func:`block_spec`) are fitted together as one batch, halved
+    while the device runs out of memory.
 
     ``fixed_bits``: what the rest of each stream (header, mask, affine, checksum) takes.
     """
@@ -530,16 +531,34 @@ def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], bud
     for i, (target, valid, budget) in enumerate(zip(targets, valids, budget_bits, strict=True)):
         batches.setdefault(block_spec(target, valid, budget, components), []).append(i)
     payloads = [b""] * len(targets)
-    for spec, members in batches.items():
+
+    def batch(spec: GridSpec, members: list[int]) -> list[bytes]:
         latent_bits = [max(0.97 * (budget_bits[i] - fixed_bits[i] - estimated_param_bits(spec)), 0.02 * budget_bits[i])
                        for i in members]
         training = GridTraining([targets[i] for i in members], [valids[i] for i in members], spec, latent_bits,
                                 lr=lr, seed=seed, device=device).train(steps)
-        packed = pack_within_budget(training, [targets[i] for i in members], [valids[i] for i in members],
-                                    [budget_bits[i] for i in members], [fixed_bits[i] for i in members],
-                                    fine_tune_steps=min(FINE_TUNE_STEPS, max(1, steps // 25)))
-        for i, payload in zip(members, packed, strict=True):
-            payloads[i] = payload
+        return pack_within_budget(training, [targets[i] for i in members], [valids[i] for i in members],
+                                  [budget_bits[i] for i in members], [fixed_bits[i] for i in members],
+                                  fine_tune_steps=min(FINE_TUNE_STEPS, max(1, steps // 25)))
+
+    def fit(spec: GridSpec, members: list[int]) -> None:
+        try:
+            packed = batch(spec, members)
+        except torch.OutOfMemoryError:
+            if len(members) == 1:
+                raise
+        else:
+            for i, payload in zip(members, packed, strict=True):
+                payloads[i] = payload
+            return
+        # here, out of the except clause, the exception and the batch's tensors it held are gone
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        fit(spec, members[: len(members) // 2])
+        fit(spec, members[len(members) // 2 :])
+
+    for spec, members in batches.items():
+        fit(spec, members)
     return payloads
 
 
