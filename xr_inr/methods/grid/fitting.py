@@ -325,7 +325,7 @@ class GridTraining:
                  latent_bits: list[float], lr: float = 1e-2, step_margin: float = 1.15, seed: int = 0,
                  device: str | None = None):
         dev = pick_device(device)
-        # a generator per block: fits in threads stay reproducible, and a block's fit does not depend on its batch
+        # a generator per block, seeded alike: fits in threads stay reproducible, a block's noise is that of any batch
         self._noise = [torch.Generator(device=dev).manual_seed(seed) for _ in targets]
         self.spec = spec
         self.latent_bits = [max(bits, 1.0) for bits in latent_bits]
