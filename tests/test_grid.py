@@ -304,3 +304,33 @@ def test_a_batch_too_large_for_the_device_is_halved(jasper_crop, monkeypatch):
     assert sizes == [3, 1, 2, 1, 1]
     for block, (stream, _) in zip(blocks, streams):
         assert decode_block(stream).shape == block.shape and 8 * len(stream) <= block.size
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_batches_on_one_gpu_train_a_few_at_a_time(device, monkeypatch):
+    """The accessor's threads (one per CPU core) would put a batch each on the GPU at once."""
+    import threading
+    import time
+
+    from xr_inr.methods.grid import fitting
+
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def slow_batch(spec, targets, *args, **kwargs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.1)
+        with lock:
+            active[0] -= 1
+        return [b"payload"] * len(targets)
+
+    monkeypatch.setattr(fitting, "fit_batch", slow_batch)
+    target = np.random.default_rng(0).random((4, 6, 6))
+    threads = [threading.Thread(target=fitting.fit_and_pack, args=([target], [None], [400.0], [40.0]),
+                                kwargs={"device": device}) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak[0] <= fitting.GPU_FITS if device == "cuda" else peak[0] > fitting.GPU_FITS

@@ -12,7 +12,9 @@ uniform noise, then with straight-through rounding (Ballé et al.; Cool-chic).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -518,12 +520,28 @@ def block_spec(target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
     return choose_spec(bands, h, w, budget_bits, components, spectrum)
 
 
+GPU_FITS = 2
+"""Batches that train at once on one CUDA device in a process (the accessor's threads would otherwise put
+one batch per CPU core on it); a guess, not yet measured on a GPU (docs/method.md)."""
+_DEVICE_SLOTS: dict[str, threading.BoundedSemaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+def _device_slot(device: str | None):
+    """A context that waits for one of the :data:`GPU_FITS` slots of a CUDA device (nothing on the CPU)."""
+    chosen = pick_device(device)
+    if chosen.type != "cuda":
+        return contextlib.nullcontext()
+    with _SLOTS_LOCK:
+        return _DEVICE_SLOTS.setdefault(str(chosen), threading.BoundedSemaphore(GPU_FITS))
+
+
 def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], budget_bits: list[float],
                  fixed_bits: list[float], components: int | None = None, steps: int = 1000, lr: float = 1e-2,
                  seed: int = 0, device: str | None = None) -> list[bytes]:
     """Fit and pack each target (bands, h, w, normalised to [0, 1]) within its ``budget_bits`` when it can;
-    blocks that get the same architecture (:func:`block_spec`) are fitted together as one batch, halved
-    while the device runs out of memory.
+    blocks that get the same architecture (:func:`block_spec`) are fitted together as one batch
+    (:func:`fit_batch`), halved as long as the device runs out of memory.
 
     ``fixed_bits``: what the rest of each stream (header, mask, affine, checksum) takes.
     """
@@ -532,18 +550,12 @@ def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], bud
         batches.setdefault(block_spec(target, valid, budget, components), []).append(i)
     payloads = [b""] * len(targets)
 
-    def batch(spec: GridSpec, members: list[int]) -> list[bytes]:
-        latent_bits = [max(0.97 * (budget_bits[i] - fixed_bits[i] - estimated_param_bits(spec)), 0.02 * budget_bits[i])
-                       for i in members]
-        training = GridTraining([targets[i] for i in members], [valids[i] for i in members], spec, latent_bits,
-                                lr=lr, seed=seed, device=device).train(steps)
-        return pack_within_budget(training, [targets[i] for i in members], [valids[i] for i in members],
-                                  [budget_bits[i] for i in members], [fixed_bits[i] for i in members],
-                                  fine_tune_steps=min(FINE_TUNE_STEPS, max(1, steps // 25)))
-
     def fit(spec: GridSpec, members: list[int]) -> None:
         try:
-            packed = batch(spec, members)
+            with _device_slot(device):
+                packed = fit_batch(spec, [targets[i] for i in members], [valids[i] for i in members],
+                                   [budget_bits[i] for i in members], [fixed_bits[i] for i in members],
+                                   steps=steps, lr=lr, seed=seed, device=device)
         except torch.OutOfMemoryError:
             if len(members) == 1:
                 raise
@@ -560,6 +572,17 @@ def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], bud
     for spec, members in batches.items():
         fit(spec, members)
     return payloads
+
+
+def fit_batch(spec: GridSpec, targets: list[np.ndarray], valids: list[np.ndarray | None], budget_bits: list[float],
+              fixed_bits: list[float], steps: int = 1000, lr: float = 1e-2, seed: int = 0,
+              device: str | None = None) -> list[bytes]:
+    """Train blocks of one ``spec`` as one batch (:class:`GridTraining`) and pack each within its budget."""
+    latent_bits = [max(0.97 * (budget - fixed - estimated_param_bits(spec)), 0.02 * budget)
+                   for budget, fixed in zip(budget_bits, fixed_bits, strict=True)]
+    training = GridTraining(targets, valids, spec, latent_bits, lr=lr, seed=seed, device=device).train(steps)
+    return pack_within_budget(training, targets, valids, budget_bits, fixed_bits,
+                              fine_tune_steps=min(FINE_TUNE_STEPS, max(1, steps // 25)))
 
 
 def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids: list[np.ndarray | None],
