@@ -242,7 +242,7 @@ def test_blocks_of_one_architecture_are_fitted_together_each_within_its_own_budg
     cube = jasper_crop.astype(np.float32)
     cube[:, 30:33, 30:34] = np.nan  # a masked block among unmasked ones
     blocks = [cube[:, :20, :20], cube[:, 20:, :20], cube[:, 20:, 20:], cube[:, :20, 20:32]]
-    codec = INRCodec(bpppb=1.0, steps=60)
+    codec = INRCodec(bpppb=1.0, steps=30)
     batches = []
     training = fitting.GridTraining
 
