@@ -3,8 +3,9 @@
 The cube is cut into ``size`` x ``size``-pixel chunks, made up to ``count`` with
 flipped and transposed copies of them (other chunks for the fit, one
 architecture). They are encoded with :func:`xr_inr.core.encode.encode_blocks`
-in batches of ``batch`` on ``device`` (CUDA when present), after one untimed
-warm-up batch (CUDA's start-up), then one at a time on the CPU with one torch
+in batches of ``batch`` on ``device`` (CUDA when present; torch's threads as
+they are set, e.g. by ``OMP_NUM_THREADS``), after one untimed warm-up batch
+(CUDA's start-up), then one at a time on the CPU with one torch
 thread: the CPU path of ``compress``, per worker. Both in this process, one
 after the other. Printed: chunks per second of each, their ratio, and each
 path's median PSNR over the chunks (R = max - min of each chunk's values).
