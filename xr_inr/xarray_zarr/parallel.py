@@ -9,6 +9,7 @@ by default: chunks, not matrix products, are what runs in parallel).
 
 from __future__ import annotations
 
+import ctypes
 import sys
 import threading
 from collections.abc import Sequence
@@ -48,6 +49,30 @@ def batch_size(config: dict, fit_batch: int | None) -> int:
     return GPU_BATCH if str(device).startswith("cuda") else 1
 
 
+MMAP_THRESHOLD = 32 << 20
+"""Buffers up to this size come from malloc's heap, not fresh mappings, in a process that fits
+(glibc's ``M_MMAP_THRESHOLD``; 32 MiB, the largest every 64-bit glibc takes): a training step's
+buffers (a 100 x 100 x 198 block's values are 7.9 MB) are then reused, not mapped, page-faulted and
+unmapped at every step."""
+TRIM_THRESHOLD = 256 << 20
+"""Free memory above this is given back to the system (glibc's ``M_TRIM_THRESHOLD``)."""
+_MALLOC_SET: list[bool] = []
+
+
+def keep_fit_buffers() -> bool:
+    """Set :data:`MMAP_THRESHOLD` and :data:`TRIM_THRESHOLD` in this process, once (glibc only; elsewhere
+    nothing). With glibc's own adaptive thresholds, four 64 x 64 fits in two threads of one process took
+    3.7x the page faults of the same fits in one thread; with ``MALLOC_TRIM_THRESHOLD_``, which
+    dask.distributed sets in its workers and which stops the adapting, a fit spent most of its time in
+    page faults (docs/benchmarks.md, "Scaling over workers and memory")."""
+    if not _MALLOC_SET:
+        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+        # the mmap threshold first: setting one threshold alone stops glibc adapting the other
+        done = mallopt is not None and mallopt(-3, MMAP_THRESHOLD) == 1 and mallopt(-1, TRIM_THRESHOLD) == 1
+        _MALLOC_SET.append(bool(done))
+    return _MALLOC_SET[0]
+
+
 def fit_task(blocks, padded_shape, fill_value, nodata: bool, config: dict,
              torch_threads: int | None) -> list[tuple[bytes, dict | None, list]]:
     """Encode chunks (their valid regions ``blocks``) to streams, fitted together
@@ -58,6 +83,7 @@ def fit_task(blocks, padded_shape, fill_value, nodata: bool, config: dict,
     the encodes made; each chunk searched on its own); warnings are the encoder's (category,
     message) pairs, for the client to issue (:func:`xr_inr.core.encode.collected_warnings`).
     """
+    keep_fit_buffers()
     if torch_threads:
         import torch
 
