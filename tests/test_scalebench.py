@@ -139,3 +139,37 @@ def test_bench_batch_times_batched_fits_against_one_at_a_time(tmp_path):
     result = json.loads(out.read_text())
     assert result["count"] == 3 and result["chunk"] == [40, 12, 12] and result["speedup"] > 0
     assert 20 < result["batched_median_psnr"] < 80 and 20 < result["cpu_median_psnr"] < 80
+
+
+MAPPED = """
+import ctypes, sys, numpy as np
+from xr_inr.xarray_zarr import parallel
+libc = ctypes.CDLL(None)
+if not hasattr(libc, "mallinfo2") or (sys.argv[1] == "keep" and not parallel.keep_fit_buffers()):
+    print("unsupported"); raise SystemExit
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks "
+                                                      "fordblks keepcost").split()]
+libc.mallinfo2.restype = Info
+buffer = np.ones(2 << 20)  # 16 MiB, what a training step allocates and frees
+print(libc.mallinfo2().hblkhd)  # bytes in mapped chunks
+"""
+
+
+def test_fit_tasks_keep_their_large_buffers_in_the_heap():
+    """Under dask.distributed's MALLOC_TRIM_THRESHOLD_=65536 every large buffer was mapped, faulted in
+    and unmapped again (docs/benchmarks.md); keep_fit_buffers, which every fit task runs, keeps them
+    in the heap."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    mapped = {}
+    for mode in ("plain", "keep"):
+        out = subprocess.run([sys.executable, "-c", MAPPED, mode], capture_output=True, text=True, env=env,
+                             check=True).stdout.strip()
+        if out == "unsupported":
+            pytest.skip("not glibc 2.33 or later")
+        mapped[mode] = int(out)
+    assert mapped["plain"] >= 16 << 20 and mapped["keep"] < 16 << 20, mapped

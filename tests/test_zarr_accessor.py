@@ -155,8 +155,10 @@ def test_fit_batch_fits_chunks_together_as_on_a_gpu(crop, compressed, monkeypatc
         return original(blocks, *args)
 
     monkeypatch.setattr(parallel, "fit_task", spy)
+    kept = []
+    monkeypatch.setattr(parallel, "keep_fit_buffers", lambda: kept.append(True))  # tests/test_scalebench.py
     batched = crop.inr.compress(BPPPB, chunks=CHUNKS, fit_batch=3, **FAST)
-    assert sorted(sizes) == [1, 3]  # 4 chunks: one task of 3, one of 1
+    assert sorted(sizes) == [1, 3] and len(kept) == 2  # 4 chunks: one task of 3, one of 1
     assert 8 * batched.inr.nbytes <= BPPPB * crop.size
     assert psnr(crop.values, batched.values) > psnr(crop.values, compressed.values) - 1.0  # as good as one by one
 
