@@ -66,7 +66,10 @@ def keep_fit_buffers() -> bool:
     dask.distributed sets in its workers and which stops the adapting, a fit spent most of its time in
     page faults (docs/benchmarks.md, "Scaling over workers and memory")."""
     if not _MALLOC_SET:
-        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+        try:
+            mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the process's C library
+        except (OSError, TypeError):  # Windows has no such handle
+            mallopt = None
         # the mmap threshold first: setting one threshold alone stops glibc adapting the other
         done = mallopt is not None and mallopt(-3, MMAP_THRESHOLD) == 1 and mallopt(-1, TRIM_THRESHOLD) == 1
         _MALLOC_SET.append(bool(done))
