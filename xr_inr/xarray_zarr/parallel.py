@@ -62,7 +62,7 @@ _MALLOC_SET: list[bool] = []
 def keep_fit_buffers() -> bool:
     """Set :data:`MMAP_THRESHOLD` and :data:`TRIM_THRESHOLD` in this process, once (glibc only; elsewhere
     nothing). With glibc's own adaptive thresholds, four 64 x 64 fits in two threads of one process took
-    3.7x the page faults of the same fits in one thread; with ``MALLOC_TRIM_THRESHOLD_``, which
+    1.4-3.7x the page faults of the same fits in one thread; with ``MALLOC_TRIM_THRESHOLD_``, which
     dask.distributed sets in its workers and which stops the adapting, a fit spent most of its time in
     page faults (docs/benchmarks.md, "Scaling over workers and memory")."""
     if not _MALLOC_SET:
