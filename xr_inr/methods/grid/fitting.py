@@ -26,7 +26,7 @@ from ...core.stream import AFFINE
 from ...pca import pca
 from ..fitting import Adam, pick_device
 from . import arm as lc
-from .model import CONTEXT_SIZE, GridSpec, upsample_matrix
+from .model import GridSpec, upsample_matrix
 from .payload import ARCHITECTURES, choose_spec, estimated_param_bits, model_parts, pack, quantised_parameters
 
 LOG2_SCALES = (-4.0, 13.0)  # the entropy coder's range of log2 Laplace scales
