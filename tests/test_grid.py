@@ -1,5 +1,7 @@
 """The latent-grid method: numpy/torch twins, latent coding, the payload and the codec."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -82,6 +84,32 @@ def test_arm_integers_are_exact():
         h = np.clip((h @ w.T + b * 2**lc.FRACTION) >> e, 0, int(lc.HIDDEN_CAP))
     out = h @ w3.T + b3 * 2**lc.FRACTION
     assert np.array_equal(mu, prediction * 2**lc.FRACTION + out[:, 0]) and np.array_equal(log_scale, out[:, 1])
+
+
+@pytest.mark.parametrize("width, weights, e, latent", [(5, 2**14, 12, 2**14), (16, 2**14, 12, 2**14),
+                                                       (16, 64, 3, 20), (8, 512, 7, 300)])
+def test_the_compiled_arm_gives_the_numpy_integers(width, weights, e, latent):
+    """The C phases (both builds: AVX2 where the CPU has it, and the baseline) give the numpy
+    path's centres and tables bit for bit: extreme weights and latents (activations clipped),
+    and tame ones (activations inside the clip, many of them whole numbers)."""
+    if lc._compiled is None:
+        assert shutil.which("cc") is None and shutil.which("gcc") is None, "a C compiler is here: build the extension"
+        pytest.skip("built without a C compiler: decoding runs the numpy path")
+    rng = np.random.default_rng(width + e)
+    spec = GridSpec(bands=7, height=9, width=11, components=3, channels=(1,), hidden=6, arm_hidden=width)
+    arm = lc.prepare_arm([(rng.integers(-weights, weights, (o, i)), rng.integers(-weights, weights, o))
+                          for o, i in spec.arm_shapes()], e)
+    model = lc.CodingModel(arm, e)
+    assert model.widened is not None
+    latents = rng.integers(-latent, latent, (3, 401)).astype(np.int16)
+    latents[rng.random(latents.shape) < 0.7] = 0  # all-zero contexts too
+    latents[:, -1] = 0  # the slot outside the grid
+    context = rng.integers(0, 401, (300, 12))
+    stride = rng.integers(0, lc.MAX_STRIDE, 300)
+    expected = lc._numpy_phase_parameters(arm, e, latents, context, stride, model.zero)
+    for baseline in (False, True):
+        got = model.phase_parameters(latents, context, stride, baseline)
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
 
 
 def test_numpy_decoder_matches_the_torch_model():

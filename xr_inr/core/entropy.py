@@ -2,7 +2,8 @@
 
 An integer residual ``r`` (a value minus its predicted centre) is coded under
 the table picked by a scale index ``j`` and an offset index ``a``
-(:mod:`xr_inr.core.laplace_tables`, part of the format). Large scales split
+(:mod:`xr_inr.core.laplace_tables`, part of the format); the functions here take
+the table's index, :func:`~xr_inr.core.laplace_tables.table_index` of (j, a). Large scales split
 ``r`` into a table symbol and ``k`` raw low bits; the tables' two end symbols
 are escapes for larger magnitudes.
 
@@ -73,12 +74,12 @@ def _grouped(index: np.ndarray):
     return order, tables, (np.cumsum(counts) - counts)[tables], counts[tables]
 
 
-def encode_residuals(encoder, r: np.ndarray, j: np.ndarray, a: np.ndarray) -> None:
-    """Code integer residuals ``r`` (one batch) under scale indices ``j`` and offset indices ``a``."""
-    k = lt.low_bits(j)
+def encode_residuals(encoder, r: np.ndarray, table: np.ndarray) -> None:
+    """Code integer residuals ``r`` (one batch) under the tables ``table``."""
+    k = lt.TABLE_LOW_BITS[table]
     q = (r + ((1 << k) >> 1)) >> k
     low = r + ((1 << k) >> 1) - (q << k)
-    order, tables, starts, counts = _grouped(lt.table_index(j, a))
+    order, tables, starts, counts = _grouped(table)
     q, k, low = q[order], k[order], low[order]
     symbols = (np.clip(q, -_M, _M) + _M).astype(np.int32)
     for table, start, count in zip(tables, starts, counts):
@@ -98,18 +99,18 @@ def encode_residuals(encoder, r: np.ndarray, j: np.ndarray, a: np.ndarray) -> No
                 encoder.encode(part[bits > 0].astype(np.int32), _UNIFORM, (1 << bits[bits > 0]).astype(np.int32))
 
 
-def decode_residuals(decoder, j: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """The residuals :func:`encode_residuals` coded under the same indices (int64)."""
-    if not j.size:
+def decode_residuals(decoder, table: np.ndarray) -> np.ndarray:
+    """The residuals :func:`encode_residuals` coded under the same tables (int64)."""
+    if not table.size:
         return np.zeros(0, np.int64)
-    order, tables, _, counts = _grouped(lt.table_index(j, a))
-    q = np.concatenate([decoder.decode(_model(table), count)
-                        for table, count in zip(tables.tolist(), counts.tolist())]).astype(np.int64)
+    order, tables, _, counts = _grouped(table)
+    q = np.concatenate([decoder.decode(_model(t), count)
+                        for t, count in zip(tables.tolist(), counts.tolist())]).astype(np.int64)
     q -= _M
     k = low = None
-    if j.max() >= lt.SPLIT:  # some split symbols (low bits); none in most batches
-        k = lt.low_bits(j)[order]
-        low = np.zeros(j.size, np.int64)
+    if tables[-1] >= lt.FIRST_SPLIT_TABLE:  # some split symbols (low bits); none in most batches
+        k = lt.TABLE_LOW_BITS[table[order]]
+        low = np.zeros(table.size, np.int64)
         split = k > 0
         low[split] = decoder.decode(_UNIFORM, (1 << k[split]).astype(np.int32))
     ends = np.flatnonzero(np.abs(q) == _M)
@@ -120,17 +121,17 @@ def decode_residuals(decoder, j: np.ndarray, a: np.ndarray) -> np.ndarray:
             if (bits > 0).any():
                 excess[bits > 0] += decoder.decode(_UNIFORM, (1 << bits[bits > 0]).astype(np.int32)).astype(np.int64) << shift
         q[ends] = np.sign(q[ends]) * (_M - 1 + excess)
-    r = np.empty(j.size, np.int64)
+    r = np.empty(table.size, np.int64)
     r[order] = q if k is None else (q << k) - ((1 << k) >> 1) + low
     return r
 
 
-def residual_bits(r: np.ndarray, j: np.ndarray, a: np.ndarray) -> float:
+def residual_bits(r: np.ndarray, table: np.ndarray) -> float:
     """Code length in bits of :func:`encode_residuals` (the tables' ideal bits, escapes included)."""
-    k = lt.low_bits(j)
+    k = lt.TABLE_LOW_BITS[table]
     q = (r + ((1 << k) >> 1)) >> k
     symbols = np.clip(q, -_M, _M) + _M
-    bits = _table_bits()[lt.table_index(j, a), symbols].sum() + k.sum()
+    bits = _table_bits()[table, symbols].sum() + k.sum()
     excess = np.abs(q[np.abs(q) >= _M]) - _M + 1
     return float(bits + (np.log2(_ESCAPE_LENGTHS) + np.floor(np.log2(excess))).sum())
 

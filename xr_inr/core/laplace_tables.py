@@ -36,7 +36,9 @@ SPLIT = 24
 """From this scale index on (scale >= 8), low bits are split off and the offset is ignored."""
 OFFSETS = 9
 """Offset indices a = -4 ... 4 (location a / 8 from the centre)."""
-TABLES = (SPLIT - SCALE_MIN) * OFFSETS + SCALE_MAX - SPLIT
+FIRST_SPLIT_TABLE = (SPLIT - SCALE_MIN) * OFFSETS
+"""Tables from this index on are those of the split scales (one per scale index)."""
+TABLES = FIRST_SPLIT_TABLE + SCALE_MAX - SPLIT
 PATH = Path(__file__).with_name("laplace_tables.npz")
 
 
@@ -44,12 +46,16 @@ def table_index(j: np.ndarray, a: np.ndarray) -> np.ndarray:
     """Row of the table set for scale indices ``j`` (clipped) and offset indices ``a``."""
     j = np.minimum(np.maximum(j, SCALE_MIN), SCALE_MAX - 1)  # (np.clip is slower on small arrays)
     small = (j - SCALE_MIN) * OFFSETS + a + OFFSETS // 2
-    return np.where(j < SPLIT, small, (SPLIT - SCALE_MIN) * OFFSETS + j - SPLIT).astype(np.intp)
+    return np.where(j < SPLIT, small, FIRST_SPLIT_TABLE + j - SPLIT).astype(np.intp)
 
 
 def low_bits(j: np.ndarray) -> np.ndarray:
     """Bits ``k`` split off a residual coded at scale index ``j`` (0 under scale 8)."""
     return np.maximum(np.minimum(j, SCALE_MAX - 1) // 8 - 2, 0).astype(np.int64)
+
+
+TABLE_LOW_BITS = np.concatenate([np.zeros(FIRST_SPLIT_TABLE, np.int64), low_bits(np.arange(SPLIT, SCALE_MAX))])
+"""Bits ``k`` split off a residual coded with each table (indexed by :func:`table_index`)."""
 
 
 def _laplace_table(scale: float, offset: float, k: int) -> np.ndarray:

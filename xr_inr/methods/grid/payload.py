@@ -26,6 +26,7 @@ import struct
 import numpy as np
 
 from ...core import entropy, stream
+from ...core import laplace_tables as lt
 from ...core.stream import AFFINE, ByteCursor, StreamError
 from . import arm as lc
 from .model import GridSpec, synthesise
@@ -240,7 +241,7 @@ def pack(spec: GridSpec, step: float, params: dict, latents: list[np.ndarray]) -
         scales.append(np.full(ints.size, scale_index))
     params_coder = entropy.new_encoder()
     scales = np.concatenate(scales)
-    entropy.encode_residuals(params_coder, np.concatenate(symbols).astype(np.int64), scales, np.zeros_like(scales))
+    entropy.encode_residuals(params_coder, np.concatenate(symbols).astype(np.int64), lt.table_index(scales, 0))
     latent_coder = entropy.new_encoder()
     lc.encode_latents(spec, *arm_from_params(params, spec), latents, latent_coder)
     return head + array_heads + _pack_stream(params_coder) + _pack_stream(latent_coder)
@@ -321,7 +322,7 @@ def unpack(payload: bytes, bands: int, height: int, width: int):
     try:
         decoder = entropy.new_decoder(reader.take(reader.unpack(_STREAM)[0]))
         scales = np.concatenate([np.full(math.prod(shape), j, np.int64) for (_, shape), (_, j) in zip(arrays, heads)])
-        ints = entropy.decode_residuals(decoder, scales, np.zeros_like(scales))
+        ints = entropy.decode_residuals(decoder, lt.table_index(scales, 0))
         start = 0
         for (name, shape), (exponent, _) in zip(arrays, heads, strict=True):
             values = ints[start : start + math.prod(shape)]

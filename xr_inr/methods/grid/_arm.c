@@ -1,0 +1,234 @@
+/* The grid method's integer ARM over one decoding phase, compiled (speed only).
+ *
+ * phase_parameters() computes what xr_inr.methods.grid.arm._numpy_phase_parameters computes with
+ * numpy, the same values bit for bit: every quantity is an integer (or an integer times 2**-e) held
+ * in a double, every product and partial sum is exact (see arm.py), so the order of the sums does
+ * not matter, and the centres and tables are taken with int64 shifts as there. The Python side
+ * (arm.CodingModel) checks the arguments; this file trusts them.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#pragma GCC diagnostic ignored "-Wpsabi" /* vectors wider than the baseline's registers: internal only */
+
+#define INLINE INLINE /* into each build below */
+
+#define CONTEXT 12
+#define FRACTION 8
+#define MAX_STRIDE 32
+
+#define WIDTH 16 /* hidden units per layer here: narrower ARMs are padded with zero weights */
+#define LANES 4  /* contexts evaluated together, one per vector lane */
+
+/* GCC/Clang vector extensions: the compiler maps them to the target's registers (two SSE2
+ * registers, one AVX2 register). A lane is a context: each unit's sum is its own chain of
+ * multiply-adds, so sixteen chains run side by side. */
+typedef double vec __attribute__((vector_size(LANES * sizeof(double))));
+typedef int64_t ivec __attribute__((vector_size(LANES * sizeof(double))));
+
+typedef struct { /* every weight splat across the lanes */
+    vec w0[CONTEXT], b0;
+    vec w1[CONTEXT + 1][WIDTH], b1[WIDTH]; /* the context's features, then the stride feature */
+    vec w2[WIDTH][WIDTH], b2[WIDTH];
+    vec w3[WIDTH][2], b3[2];
+    int e;
+    double unit, cap; /* 2**e, HIDDEN_CAP */
+} Arm;
+
+INLINE vec splat(double x) { return (vec){x, x, x, x}; }
+
+/* floor(x) for |x| < 2**51: x + 1.5 * 2**52 - 1.5 * 2**52 rounds x to an integer, one is taken
+ * off where that rounded up. Then clipped to [0, cap]. */
+INLINE vec floor_clip(vec x, double cap) {
+    const vec magic = splat(0x1.8p52);
+    vec rounded = (x + magic) - magic;
+    rounded -= (vec)((rounded > x) & (ivec)splat(1.0)); /* 1.0 where rounded up, else 0.0 */
+    const ivec positive = rounded > splat(0.0), over = rounded > splat(cap);
+    return (vec)(((ivec)rounded & positive & ~over) | ((ivec)splat(cap) & over));
+}
+
+/* sign(d) * log2(1 + |d| 2**-e) in units 2**-FRACTION: Mitchell's log2 read off the IEEE-754
+ * pattern of |d| + 2**e (integers under 2**20, made doubles by the 2**52 trick). */
+INLINE vec compress(vec d, const Arm *arm) {
+    const ivec sign = (ivec)splat(-0.0);
+    const vec v = (vec)((ivec)d & ~sign) + splat(arm->unit);
+    const ivec pattern = ((ivec)v >> (52 - FRACTION)) - ((int64_t)(1023 + arm->e) << FRACTION);
+    const vec magnitude = (vec)(pattern | (ivec)splat(0x1p52)) - splat(0x1p52);
+    return (vec)((ivec)magnitude | ((ivec)d & sign));
+}
+
+/* (mu, log2 scale) in units 2**-(e + FRACTION) of LANES contexts (arm.arm_integers):
+ * context[k] holds the k-th value of each, stride their stride features. */
+INLINE void evaluate(const Arm *arm, const vec context[CONTEXT], vec stride, int64_t mu[LANES],
+                     int64_t log_scale[LANES]) {
+    vec prediction = arm->b0;
+    for (int k = 0; k < CONTEXT; k++) prediction += context[k] * arm->w0[k];
+    vec features[CONTEXT], h1[WIDTH], h2[WIDTH];
+    for (int k = 0; k < CONTEXT; k++) features[k] = compress(context[k] * splat(arm->unit) - prediction, arm);
+    stride *= splat(1 << FRACTION);
+    for (int j = 0; j < WIDTH; j++) h1[j] = stride * arm->w1[CONTEXT][j] + arm->b1[j];
+    for (int i = 0; i < CONTEXT; i++)
+        for (int j = 0; j < WIDTH; j++) h1[j] += features[i] * arm->w1[i][j];
+    for (int j = 0; j < WIDTH; j++) h1[j] = floor_clip(h1[j], arm->cap);
+    for (int j = 0; j < WIDTH; j++) h2[j] = arm->b2[j];
+    for (int i = 0; i < WIDTH; i++)
+        for (int j = 0; j < WIDTH; j++) h2[j] += h1[i] * arm->w2[i][j];
+    vec out0 = arm->b3[0], out1 = arm->b3[1];
+    for (int j = 0; j < WIDTH; j++) {
+        const vec h = floor_clip(h2[j], arm->cap);
+        out0 += h * arm->w3[j][0];
+        out1 += h * arm->w3[j][1];
+    }
+    out0 += prediction * splat(1 << FRACTION);
+    for (int l = 0; l < LANES; l++) {
+        mu[l] = (int64_t)out0[l];
+        log_scale[l] = (int64_t)out1[l];
+    }
+}
+
+INLINE int64_t clamp(int64_t x, int64_t low, int64_t high) { return x < low ? low : (x > high ? high : x); }
+
+typedef struct {
+    const int16_t *latents; /* (channels, row): each channel's grid flattened, one zero appended */
+    Py_ssize_t channels, row, n;
+    const Py_ssize_t *context;                    /* (n, 12) indices into a channel's row */
+    const int64_t *stride;                        /* (n,) */
+    int64_t max_latent;                           /* centres are clamped to [-max_latent, max_latent] */
+    int64_t scale_min, scale_max, split, offsets; /* laplace_tables' SCALE_MIN, SCALE_MAX, SPLIT, OFFSETS */
+    int64_t *centre;                              /* (channels * n,) each, channel-major */
+    Py_ssize_t *table;
+} Phase;
+
+/* The centre and table index of one point from its ARM output (arm.coding_indices and
+ * laplace_tables.table_index). */
+INLINE void store(const Phase *phase, int g, Py_ssize_t at, int64_t mu, int64_t log_scale) {
+    const int64_t centre = (mu + ((int64_t)1 << (g - 1))) >> g;
+    const int64_t offset = ((mu - centre * ((int64_t)1 << g)) + ((int64_t)1 << (g - 4))) >> (g - 3);
+    const int64_t j = clamp(log_scale >> (g - 3), phase->scale_min, phase->scale_max - 1);
+    phase->centre[at] = clamp(centre, -phase->max_latent, phase->max_latent);
+    phase->table[at] = j < phase->split ? (j - phase->scale_min) * phase->offsets + offset + phase->offsets / 2
+                                        : (phase->split - phase->scale_min) * phase->offsets + j - phase->split;
+}
+
+/* Every point of the phase: its context, the ARM (LANES nonzero contexts at a time; an all-zero
+ * context takes the output computed once for its stride), its centre and table. */
+INLINE void run_phase(const Arm *arm, const Phase *phase) {
+    vec context[CONTEXT] = {{0}}, stride = splat(0.0);
+    int64_t mu[LANES], log_scale[LANES], zero_mu[MAX_STRIDE], zero_scale[MAX_STRIDE];
+    Py_ssize_t at[LANES];
+    const int g = arm->e + FRACTION;
+    for (int s = 0; s < MAX_STRIDE; s += LANES) {
+        for (int l = 0; l < LANES; l++) stride[l] = s + l;
+        evaluate(arm, context, stride, zero_mu + s, zero_scale + s);
+    }
+    int filled = 0;
+    for (Py_ssize_t c = 0; c < phase->channels; c++) {
+        const int16_t *grid = phase->latents + c * phase->row;
+        for (Py_ssize_t i = 0; i < phase->n; i++) {
+            int nonzero = 0;
+            for (int k = 0; k < CONTEXT; k++) {
+                const int16_t v = grid[phase->context[i * CONTEXT + k]];
+                nonzero |= v;
+                context[k][filled] = v;
+            }
+            const int s = (int)phase->stride[i];
+            if (!nonzero) {
+                store(phase, g, c * phase->n + i, zero_mu[s], zero_scale[s]);
+                continue;
+            }
+            stride[filled] = s;
+            at[filled++] = c * phase->n + i;
+            if (filled == LANES) {
+                evaluate(arm, context, stride, mu, log_scale);
+                for (int l = 0; l < LANES; l++) store(phase, g, at[l], mu[l], log_scale[l]);
+                filled = 0;
+            }
+        }
+    }
+    if (filled) { /* the lanes past the last context hold earlier ones: evaluated, not stored */
+        evaluate(arm, context, stride, mu, log_scale);
+        for (int l = 0; l < filled; l++) store(phase, g, at[l], mu[l], log_scale[l]);
+    }
+}
+
+/* run_phase compiled for the baseline of the build (SSE2 on x86-64) and, on x86-64, for
+ * x86-64-v3 (AVX2, FMA), taken where the CPU has it: the same integers on each, as every value
+ * is exact. */
+static void run_phase_baseline(const Arm *arm, const Phase *phase) { run_phase(arm, phase); }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("arch=x86-64-v3"))) static void run_phase_v3(const Arm *arm, const Phase *phase) {
+    run_phase(arm, phase);
+}
+static int has_v3(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#else
+#define run_phase_v3 run_phase_baseline
+static int has_v3(void) { return 0; }
+#endif
+
+/* phase_parameters(latents, channels, row, context, n, stride, w0, b0, w1, b1, w2, b2, w3, b3, e,
+ *                  max_latent, scale_min, scale_max, split, offsets, centre, table, baseline):
+ * ``baseline`` true runs the baseline build whatever the CPU (for the tests). */
+static PyObject *phase_parameters(PyObject *self, PyObject *args) {
+    Py_buffer b[13]; /* latents, context, stride, the ARM's 8 arrays, centre, table */
+    Phase phase;
+    int e;
+    long long max_latent, scale_min, scale_max, split, offsets;
+    int baseline;
+    if (!PyArg_ParseTuple(args, "y*nny*ny*y*y*y*y*y*y*y*y*iLLLLLw*w*p", &b[0], &phase.channels, &phase.row, &b[1],
+                          &phase.n, &b[2], &b[3], &b[4], &b[5], &b[6], &b[7], &b[8], &b[9], &b[10], &e, &max_latent,
+                          &scale_min, &scale_max, &split, &offsets, &b[11], &b[12], &baseline))
+        return NULL;
+    phase.latents = b[0].buf;
+    phase.context = b[1].buf;
+    phase.stride = b[2].buf;
+    phase.max_latent = max_latent;
+    phase.scale_min = scale_min;
+    phase.scale_max = scale_max;
+    phase.split = split;
+    phase.offsets = offsets;
+    phase.centre = b[11].buf;
+    phase.table = b[12].buf;
+    Arm arm_storage, *arm = &arm_storage;
+    const double *w0 = b[3].buf, *b0 = b[4].buf, *w1 = b[5].buf, *b1 = b[6].buf, *w2 = b[7].buf, *b2 = b[8].buf,
+                 *w3 = b[9].buf, *b3 = b[10].buf;
+    for (int k = 0; k < CONTEXT; k++) arm->w0[k] = splat(w0[k]);
+    arm->b0 = splat(b0[0]);
+    for (int j = 0; j < WIDTH; j++) {
+        for (int i = 0; i <= CONTEXT; i++) arm->w1[i][j] = splat(w1[i * WIDTH + j]);
+        for (int i = 0; i < WIDTH; i++) arm->w2[i][j] = splat(w2[i * WIDTH + j]);
+        arm->b1[j] = splat(b1[j]);
+        arm->b2[j] = splat(b2[j]);
+        arm->w3[j][0] = splat(w3[2 * j]);
+        arm->w3[j][1] = splat(w3[2 * j + 1]);
+    }
+    arm->b3[0] = splat(b3[0]);
+    arm->b3[1] = splat(b3[1]);
+    arm->e = e;
+    arm->unit = ldexp(1.0, e);
+    arm->cap = ldexp(1.0, FRACTION + 12);
+    Py_BEGIN_ALLOW_THREADS
+    if (!baseline && has_v3())
+        run_phase_v3(arm, &phase);
+    else
+        run_phase_baseline(arm, &phase);
+    Py_END_ALLOW_THREADS
+    for (int k = 0; k < 13; k++) PyBuffer_Release(&b[k]);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"phase_parameters", phase_parameters, METH_VARARGS,
+     "Centre and table index of every channel's points of a phase (see arm.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_arm", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__arm(void) { return PyModule_Create(&module); }
