@@ -14,7 +14,7 @@
 
 #pragma GCC diagnostic ignored "-Wpsabi" /* vectors wider than the baseline's registers: internal only */
 
-#define INLINE INLINE /* into each build below */
+#define INLINE static inline __attribute__((always_inline)) /* into each build below */
 
 #define CONTEXT 12
 #define FRACTION 8
