@@ -90,8 +90,8 @@ def test_arm_integers_are_exact():
                                                        (16, 64, 3, 20), (8, 512, 7, 300)])
 def test_the_compiled_arm_gives_the_numpy_integers(width, weights, e, latent):
     """The C phases (both builds: AVX2 where the CPU has it, and the baseline) give the numpy
-    path's centres and tables bit for bit: extreme weights and latents (activations clipped),
-    and tame ones (activations inside the clip, many of them whole numbers)."""
+    path's centres and tables bit for bit, and its order by table: extreme weights and latents
+    (activations clipped), and tame ones (activations inside the clip, many of them whole numbers)."""
     if lc._compiled is None:
         assert shutil.which("cc") is None and shutil.which("gcc") is None, "a C compiler is here: build the extension"
         pytest.skip("built without a C compiler: decoding runs the numpy path")
@@ -106,10 +106,13 @@ def test_the_compiled_arm_gives_the_numpy_integers(width, weights, e, latent):
     latents[:, -1] = 0  # the slot outside the grid
     context = rng.integers(0, 401, (300, 12))
     stride = rng.integers(0, lc.MAX_STRIDE, 300)
-    expected = lc._numpy_phase_parameters(arm, e, latents, context, stride, model.zero)
+    centre, table = lc._numpy_phase_parameters(arm, e, latents, context, stride, model.zero)
     for baseline in (False, True):
-        got = model.phase_parameters(latents, context, stride, baseline)
-        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+        got_centre, got_table, grouped = model.phase_parameters(latents, context, stride, baseline)
+        assert np.array_equal(got_centre, centre) and np.array_equal(got_table, table)
+        assert all(np.array_equal(a, b) for a, b in zip(grouped, entropy.grouping(table), strict=True))
+    one_stride = model.phase_parameters(latents, context, 7)  # one stride feature for every point
+    assert np.array_equal(one_stride[1], lc._numpy_phase_parameters(arm, e, latents, context, 7, model.zero)[1])
 
 
 def test_numpy_decoder_matches_the_torch_model():

@@ -66,20 +66,24 @@ _UNIFORM = constriction.stream.model.Uniform()
 _LENGTHS = constriction.stream.model.Uniform(_ESCAPE_LENGTHS)
 
 
-def _grouped(index: np.ndarray):
-    """(stable order by table, tables used, their starts and counts in that order)."""
-    order = np.argsort(index.astype(np.int16), kind="stable")  # radix sort
-    counts = np.bincount(index, minlength=lt.TABLES)
+def grouping(table: np.ndarray, order: np.ndarray | None = None, counts: np.ndarray | None = None):
+    """(stable order by table, tables used, their starts and counts in that order) of the table
+    indices ``table``; ``order`` and ``counts`` (symbols per table, all tables) where the caller has
+    them already (the compiled ARM's counting sort)."""
+    if order is None:
+        order = np.argsort(table.astype(np.int16), kind="stable")  # radix sort
+        counts = np.bincount(table, minlength=lt.TABLES)
     tables = np.flatnonzero(counts)
     return order, tables, (np.cumsum(counts) - counts)[tables], counts[tables]
 
 
-def encode_residuals(encoder, r: np.ndarray, table: np.ndarray) -> None:
-    """Code integer residuals ``r`` (one batch) under the tables ``table``."""
+def encode_residuals(encoder, r: np.ndarray, table: np.ndarray, grouped=None) -> None:
+    """Code integer residuals ``r`` (one batch) under the tables ``table``; ``grouped``:
+    :func:`grouping` of ``table`` where the caller has it."""
     k = lt.TABLE_LOW_BITS[table]
     q = (r + ((1 << k) >> 1)) >> k
     low = r + ((1 << k) >> 1) - (q << k)
-    order, tables, starts, counts = _grouped(table)
+    order, tables, starts, counts = grouping(table) if grouped is None else grouped
     q, k, low = q[order], k[order], low[order]
     symbols = (np.clip(q, -_M, _M) + _M).astype(np.int32)
     for table, start, count in zip(tables, starts, counts):
@@ -99,11 +103,12 @@ def encode_residuals(encoder, r: np.ndarray, table: np.ndarray) -> None:
                 encoder.encode(part[bits > 0].astype(np.int32), _UNIFORM, (1 << bits[bits > 0]).astype(np.int32))
 
 
-def decode_residuals(decoder, table: np.ndarray) -> np.ndarray:
-    """The residuals :func:`encode_residuals` coded under the same tables (int64)."""
+def decode_residuals(decoder, table: np.ndarray, grouped=None) -> np.ndarray:
+    """The residuals :func:`encode_residuals` coded under the same tables (int64); ``grouped``:
+    :func:`grouping` of ``table`` where the caller has it."""
     if not table.size:
         return np.zeros(0, np.int64)
-    order, tables, _, counts = _grouped(table)
+    order, tables, _, counts = grouping(table) if grouped is None else grouped
     q = np.concatenate([decoder.decode(_model(t), count)
                         for t, count in zip(tables.tolist(), counts.tolist())]).astype(np.int64)
     q -= _M

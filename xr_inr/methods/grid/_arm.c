@@ -95,11 +95,14 @@ typedef struct {
     const int16_t *latents; /* (channels, row): each channel's grid flattened, one zero appended */
     Py_ssize_t channels, row, n;
     const Py_ssize_t *context;                    /* (n, 12) indices into a channel's row */
-    const int64_t *stride;                        /* (n,) */
+    const int64_t *stride;                        /* (n,), or (1,): the same for every point */
+    int one_stride;
     int64_t max_latent;                           /* centres are clamped to [-max_latent, max_latent] */
     int64_t scale_min, scale_max, split, offsets; /* laplace_tables' SCALE_MIN, SCALE_MAX, SPLIT, OFFSETS */
     int64_t *centre;                              /* (channels * n,) each, channel-major */
     Py_ssize_t *table;
+    Py_ssize_t tables;                            /* laplace_tables.TABLES */
+    Py_ssize_t *counts, *order;                   /* symbols per table (zeros on entry); stable order by table */
 } Phase;
 
 /* The centre and table index of one point from its ARM output (arm.coding_indices and
@@ -134,7 +137,7 @@ INLINE void run_phase(const Arm *arm, const Phase *phase) {
                 nonzero |= v;
                 context[k][filled] = v;
             }
-            const int s = (int)phase->stride[i];
+            const int s = (int)phase->stride[phase->one_stride ? 0 : i];
             if (!nonzero) {
                 store(phase, g, c * phase->n + i, zero_mu[s], zero_scale[s]);
                 continue;
@@ -152,6 +155,23 @@ INLINE void run_phase(const Arm *arm, const Phase *phase) {
         evaluate(arm, context, stride, mu, log_scale);
         for (int l = 0; l < filled; l++) store(phase, g, at[l], mu[l], log_scale[l]);
     }
+}
+
+/* A counting sort of the points by table (entropy.grouping's order and counts): returns 0, or -1
+ * when out of memory. */
+static int group_by_table(const Phase *phase) {
+    const Py_ssize_t total = phase->channels * phase->n;
+    Py_ssize_t *next = PyMem_RawMalloc(phase->tables * sizeof(Py_ssize_t));
+    if (next == NULL) return -1;
+    for (Py_ssize_t at = 0; at < total; at++) phase->counts[phase->table[at]]++;
+    Py_ssize_t start = 0;
+    for (Py_ssize_t t = 0; t < phase->tables; t++) {
+        next[t] = start;
+        start += phase->counts[t];
+    }
+    for (Py_ssize_t at = 0; at < total; at++) phase->order[next[phase->table[at]]++] = at;
+    PyMem_RawFree(next);
+    return 0;
 }
 
 /* run_phase compiled for the baseline of the build (SSE2 on x86-64) and, on x86-64, for
@@ -173,21 +193,24 @@ static int has_v3(void) { return 0; }
 #endif
 
 /* phase_parameters(latents, channels, row, context, n, stride, w0, b0, w1, b1, w2, b2, w3, b3, e,
- *                  max_latent, scale_min, scale_max, split, offsets, centre, table, baseline):
+ *                  max_latent, scale_min, scale_max, split, offsets, centre, table, tables, counts,
+ *                  order, baseline):
  * ``baseline`` true runs the baseline build whatever the CPU (for the tests). */
 static PyObject *phase_parameters(PyObject *self, PyObject *args) {
-    Py_buffer b[13]; /* latents, context, stride, the ARM's 8 arrays, centre, table */
+    Py_buffer b[15]; /* latents, context, stride, the ARM's 8 arrays, centre, table, counts, order */
     Phase phase;
     int e;
     long long max_latent, scale_min, scale_max, split, offsets;
     int baseline;
-    if (!PyArg_ParseTuple(args, "y*nny*ny*y*y*y*y*y*y*y*y*iLLLLLw*w*p", &b[0], &phase.channels, &phase.row, &b[1],
-                          &phase.n, &b[2], &b[3], &b[4], &b[5], &b[6], &b[7], &b[8], &b[9], &b[10], &e, &max_latent,
-                          &scale_min, &scale_max, &split, &offsets, &b[11], &b[12], &baseline))
+    if (!PyArg_ParseTuple(args, "y*nny*ny*y*y*y*y*y*y*y*y*iLLLLLw*w*nw*w*p", &b[0], &phase.channels, &phase.row,
+                          &b[1], &phase.n, &b[2], &b[3], &b[4], &b[5], &b[6], &b[7], &b[8], &b[9], &b[10], &e,
+                          &max_latent, &scale_min, &scale_max, &split, &offsets, &b[11], &b[12], &phase.tables,
+                          &b[13], &b[14], &baseline))
         return NULL;
     phase.latents = b[0].buf;
     phase.context = b[1].buf;
     phase.stride = b[2].buf;
+    phase.one_stride = b[2].len == (Py_ssize_t)sizeof(int64_t);
     phase.max_latent = max_latent;
     phase.scale_min = scale_min;
     phase.scale_max = scale_max;
@@ -195,6 +218,8 @@ static PyObject *phase_parameters(PyObject *self, PyObject *args) {
     phase.offsets = offsets;
     phase.centre = b[11].buf;
     phase.table = b[12].buf;
+    phase.counts = b[13].buf;
+    phase.order = b[14].buf;
     Arm arm_storage, *arm = &arm_storage;
     const double *w0 = b[3].buf, *b0 = b[4].buf, *w1 = b[5].buf, *b1 = b[6].buf, *w2 = b[7].buf, *b2 = b[8].buf,
                  *w3 = b[9].buf, *b3 = b[10].buf;
@@ -213,19 +238,22 @@ static PyObject *phase_parameters(PyObject *self, PyObject *args) {
     arm->e = e;
     arm->unit = ldexp(1.0, e);
     arm->cap = ldexp(1.0, FRACTION + 12);
+    int grouped;
     Py_BEGIN_ALLOW_THREADS
     if (!baseline && has_v3())
         run_phase_v3(arm, &phase);
     else
         run_phase_baseline(arm, &phase);
+    grouped = group_by_table(&phase);
     Py_END_ALLOW_THREADS
-    for (int k = 0; k < 13; k++) PyBuffer_Release(&b[k]);
+    for (int k = 0; k < 15; k++) PyBuffer_Release(&b[k]);
+    if (grouped < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"phase_parameters", phase_parameters, METH_VARARGS,
-     "Centre and table index of every channel's points of a phase (see arm.py)."},
+     "Centre and table index of every channel's points of a phase, and their order by table (see arm.py)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -200,26 +200,29 @@ class CodingModel:
         self.widened = _widened(arm) if compiled else None
 
     def phase_parameters(self, padded: np.ndarray, context: np.ndarray, stride, baseline: bool = False):
-        """:func:`coding_indices` (centre, table) of every channel's points of a phase (channel-major), from the
+        """:func:`coding_indices` (centre, table) of every channel's points of a phase (channel-major),
+        and their :func:`~xr_inr.core.entropy.grouping` (None where not computed), from the
         latents (int16, one zero appended per channel) and their stride feature (a number, or one
         per point: several phases at once): compiled where the extension is built, else
         :func:`_numpy_phase_parameters`, the same integers. ``baseline``: the extension's build
         for the baseline instruction set even where the CPU has AVX2 (for the tests)."""
         if self.widened is None:
-            return _numpy_phase_parameters(self.arm, self.e, padded, context, stride, self.zero)
+            return *_numpy_phase_parameters(self.arm, self.e, padded, context, stride, self.zero), None
         n = context.shape[0]
         if padded.dtype != np.int16 or not padded.flags.c_contiguous or self.arm[1][0].shape[0] != CONTEXT_SIZE + 1:
             raise ValueError("phase_parameters: int16 latents in C order and the format's ARM layout expected")
         if context.size and (context.min() < 0 or context.max() >= padded.shape[1]):
             raise ValueError("phase_parameters: a context outside the grid")
-        strides = np.ascontiguousarray(np.broadcast_to(np.asarray(stride, np.int64), (n,)))
-        if n and (strides.min() < 0 or strides.max() >= MAX_STRIDE):
-            raise ValueError("phase_parameters: a stride feature out of range")
-        centre, table = np.empty(padded.shape[0] * n, np.int64), np.empty(padded.shape[0] * n, np.intp)
+        strides = np.ascontiguousarray(stride, np.int64).reshape(-1)
+        if strides.size not in (1, n) or n and (strides.min() < 0 or strides.max() >= MAX_STRIDE):
+            raise ValueError("phase_parameters: one stride feature, or one per point, in [0, MAX_STRIDE) expected")
+        total = padded.shape[0] * n
+        centre, table, order = np.empty(total, np.int64), np.empty(total, np.intp), np.empty(total, np.intp)
+        counts = np.zeros(lt.TABLES, np.intp)
         _compiled.phase_parameters(padded, padded.shape[0], padded.shape[1], np.ascontiguousarray(context, np.intp),
                                    n, strides, *self.widened, self.e, MAX_LATENT, lt.SCALE_MIN, lt.SCALE_MAX,
-                                   lt.SPLIT, lt.OFFSETS, centre, table, baseline)
-        return centre, table
+                                   lt.SPLIT, lt.OFFSETS, centre, table, lt.TABLES, counts, order, baseline)
+        return centre, table, entropy.grouping(table, order, counts)
 
 
 def _widened(arm) -> list[np.ndarray]:
@@ -292,8 +295,8 @@ def encode_latents(spec, arm, e: int, latents: list[np.ndarray], encoder) -> Non
     for (h, w), flat in _level_grids(spec, latents):
         padded = _padded(flat)
         for points, context, stride in phases(h, w):
-            centre, table = model.phase_parameters(padded, context, stride)
-            entropy.encode_residuals(encoder, padded[:, points].reshape(-1).astype(np.int64) - centre, table)
+            centre, table, grouped = model.phase_parameters(padded, context, stride)
+            entropy.encode_residuals(encoder, padded[:, points].reshape(-1).astype(np.int64) - centre, table, grouped)
 
 
 def decode_latents(spec, arm, e: int, decoder) -> list[np.ndarray]:
@@ -305,8 +308,8 @@ def decode_latents(spec, arm, e: int, decoder) -> list[np.ndarray]:
         padded = np.zeros((channels, h * w + 1), np.int16)
         if channels:
             for points, context, stride in phases(h, w):
-                centre, table = model.phase_parameters(padded, context, stride)
-                values = centre + entropy.decode_residuals(decoder, table)
+                centre, table, grouped = model.phase_parameters(padded, context, stride)
+                values = centre + entropy.decode_residuals(decoder, table, grouped)
                 if values.size and np.abs(values).max() >= MAX_LATENT:
                     raise ValueError("a decoded latent is out of range")
                 padded[:, points] = values.reshape(channels, -1)
@@ -323,6 +326,6 @@ def latent_bits(spec, arm, e: int, latents: list[np.ndarray]) -> float:
     for (h, w), flat in _level_grids(spec, latents):
         points, context, stride = all_contexts(h, w)
         padded = _padded(flat)
-        centre, table = model.phase_parameters(padded, context, stride)
+        centre, table, _ = model.phase_parameters(padded, context, stride)
         total += entropy.residual_bits(padded[:, points].reshape(-1).astype(np.int64) - centre, table)
     return total
