@@ -251,9 +251,12 @@ static PyObject *phase_parameters(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *vectorised(PyObject *self, PyObject *unused) { return PyBool_FromLong(has_v3()); }
+
 static PyMethodDef methods[] = {
     {"phase_parameters", phase_parameters, METH_VARARGS,
      "Centre and table index of every channel's points of a phase, and their order by table (see arm.py)."},
+    {"vectorised", vectorised, METH_NOARGS, "Whether this CPU runs the AVX2 + FMA build."},
     {NULL, NULL, 0, NULL},
 };
 

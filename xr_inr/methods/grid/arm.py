@@ -34,8 +34,9 @@ Integer ARM (:func:`arm_integers`)
 
 Compiled phases
     :meth:`CodingModel.phase_parameters` runs the same arithmetic in C (``_arm.c``, built with the package,
-    the ARM about 3x faster on a trained stream) when the extension is there, in numpy otherwise: the
-    same integers either way (every value is exact, see above), which the tests check.
+    the ARM about 3x faster on a trained stream) when the extension is there and the CPU has AVX2 and
+    FMA (:data:`FAST_COMPILED`), in numpy otherwise: the same integers either way (every value is
+    exact, see above), which the tests check.
 
 Only numpy and constriction (and the optional extension).
 """
@@ -55,6 +56,9 @@ try:
     from . import _arm as _compiled
 except ImportError:  # built without a C compiler: the numpy twin, the same integers
     _compiled = None
+FAST_COMPILED = _compiled is not None and _compiled.vectorised()
+"""Whether phases run compiled: only where the CPU has the AVX2 + FMA build; the baseline build
+(SSE2, two doubles per register) measured slower than numpy's BLAS here, and is kept for the tests."""
 
 FRACTION = 8
 """Fractional bits of the ARM's features and hidden activations."""
@@ -198,6 +202,7 @@ class CodingModel:
         self.zero = _zero_contexts(arm, e)
         compiled = _compiled is not None and arm[2][0].shape[0] <= COMPILED_WIDTH
         self.widened = _widened(arm) if compiled else None
+        self.compiled = compiled and FAST_COMPILED
 
     def phase_parameters(self, padded: np.ndarray, context: np.ndarray, stride, baseline: bool = False):
         """:func:`coding_indices` (centre, table) of every channel's points of a phase (channel-major),
@@ -205,8 +210,8 @@ class CodingModel:
         latents (int16, one zero appended per channel) and their stride feature (a number, or one
         per point: several phases at once): compiled where the extension is built, else
         :func:`_numpy_phase_parameters`, the same integers. ``baseline``: the extension's build
-        for the baseline instruction set even where the CPU has AVX2 (for the tests)."""
-        if self.widened is None:
+        for the baseline instruction set, on any CPU (for the tests)."""
+        if not (self.compiled or baseline and self.widened is not None):
             return *_numpy_phase_parameters(self.arm, self.e, padded, context, stride, self.zero), None
         n = context.shape[0]
         if padded.dtype != np.int16 or not padded.flags.c_contiguous or self.arm[1][0].shape[0] != CONTEXT_SIZE + 1:
