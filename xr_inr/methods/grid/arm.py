@@ -198,6 +198,8 @@ class CodingModel:
     the layers padded to its width (:func:`_widened`)."""
 
     def __init__(self, arm, e: int):
+        if not 0 <= e <= MAX_EXPONENT:  # the extension's shifts need it (streams are checked when unpacked)
+            raise ValueError(f"the ARM's exponent must be in [0, {MAX_EXPONENT}]")
         self.arm, self.e = arm, e
         self.zero = _zero_contexts(arm, e)
         compiled = _compiled is not None and arm[2][0].shape[0] <= COMPILED_WIDTH
@@ -208,7 +210,7 @@ class CodingModel:
         """:func:`coding_indices` (centre, table) of every channel's points of a phase (channel-major),
         and their :func:`~xr_inr.core.entropy.grouping` (None where not computed), from the
         latents (int16, one zero appended per channel) and their stride feature (a number, or one
-        per point: several phases at once): compiled where the extension is built, else
+        per point: several phases at once): compiled where :data:`FAST_COMPILED`, else
         :func:`_numpy_phase_parameters`, the same integers. ``baseline``: the extension's build
         for the baseline instruction set, on any CPU (for the tests)."""
         if not (self.compiled or baseline and self.widened is not None):
