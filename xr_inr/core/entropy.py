@@ -109,25 +109,29 @@ def decode_residuals(decoder, table: np.ndarray, grouped=None) -> np.ndarray:
     if not table.size:
         return np.zeros(0, np.int64)
     order, tables, _, counts = grouping(table) if grouped is None else grouped
-    q = np.concatenate([decoder.decode(_model(t), count)
-                        for t, count in zip(tables.tolist(), counts.tolist())]).astype(np.int64)
+    q = np.concatenate([decoder.decode(_model(t), count) for t, count in zip(tables.tolist(), counts.tolist())],
+                       dtype=np.int64)
     q -= _M
-    k = low = None
-    if tables[-1] >= lt.FIRST_SPLIT_TABLE:  # some split symbols (low bits); none in most batches
-        k = lt.TABLE_LOW_BITS[table[order]]
-        low = np.zeros(table.size, np.int64)
-        split = k > 0
-        low[split] = decoder.decode(_UNIFORM, (1 << k[split]).astype(np.int32))
-    ends = np.flatnonzero(np.abs(q) == _M)
-    if ends.size:
+    split = tables >= lt.FIRST_SPLIT_TABLE  # grouped by table, the split symbols come last
+    if split[-1]:  # their low bits (every split table has some); none in most batches
+        first = int(counts[~split].sum())
+        k = np.repeat(lt.TABLE_LOW_BITS[tables[split]], counts[split])
+        low = decoder.decode(_UNIFORM, (1 << k).astype(np.int32))
+    if q.min() == -_M or q.max() == _M:  # escapes
+        ends = np.flatnonzero(np.abs(q) == _M)
         n = decoder.decode(_LENGTHS, ends.size).astype(np.int64)
         excess = 1 << n
         for bits, shift in ((np.minimum(n, 16), 0), (np.maximum(n - 16, 0), 16)):
             if (bits > 0).any():
                 excess[bits > 0] += decoder.decode(_UNIFORM, (1 << bits[bits > 0]).astype(np.int32)).astype(np.int64) << shift
         q[ends] = np.sign(q[ends]) * (_M - 1 + excess)
+    if split[-1]:
+        tail = q[first:]
+        tail <<= k
+        tail -= (1 << k) >> 1
+        tail += low
     r = np.empty(table.size, np.int64)
-    r[order] = q if k is None else (q << k) - ((1 << k) >> 1) + low
+    r[order] = q
     return r
 
 

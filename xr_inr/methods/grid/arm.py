@@ -317,7 +317,7 @@ def decode_latents(spec, arm, e: int, decoder) -> list[np.ndarray]:
             for points, context, stride in phases(h, w):
                 centre, table, grouped = model.phase_parameters(padded, context, stride)
                 values = centre + entropy.decode_residuals(decoder, table, grouped)
-                if values.size and np.abs(values).max() >= MAX_LATENT:
+                if values.size and (values.min() <= -MAX_LATENT or values.max() >= MAX_LATENT):
                     raise ValueError("a decoded latent is out of range")
                 padded[:, points] = values.reshape(channels, -1)
         latents.append(padded[:, :-1].reshape(channels, h, w).astype(np.float64))
