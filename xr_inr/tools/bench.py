@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics
+from ..methods.grid import arm
 from . import baselines
 
 __all__ = [
@@ -326,6 +327,7 @@ def _environment() -> dict:
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "imagecodecs": imagecodecs.__version__,
+        "compiled_arm": arm.FAST_COMPILED,  # the grid decoder's ARM in C (AVX2 + FMA), else numpy
     }
 
 
