@@ -109,7 +109,9 @@ typedef struct {
  * laplace_tables.table_index). */
 INLINE void store(const Phase *phase, int g, Py_ssize_t at, int64_t mu, int64_t log_scale) {
     const int64_t centre = (mu + ((int64_t)1 << (g - 1))) >> g;
-    const int64_t offset = ((mu - centre * ((int64_t)1 << g)) + ((int64_t)1 << (g - 4))) >> (g - 3);
+    /* in [-4, 4] for every output of an ARM within the format's bounds; clamped so that no index leaves the tables */
+    const int64_t offset = clamp(((mu - centre * ((int64_t)1 << g)) + ((int64_t)1 << (g - 4))) >> (g - 3),
+                                 -(phase->offsets / 2), phase->offsets / 2);
     const int64_t j = clamp(log_scale >> (g - 3), phase->scale_min, phase->scale_max - 1);
     phase->centre[at] = clamp(centre, -phase->max_latent, phase->max_latent);
     phase->table[at] = j < phase->split ? (j - phase->scale_min) * phase->offsets + offset + phase->offsets / 2
