@@ -123,7 +123,8 @@ def decode_residuals(decoder, table: np.ndarray, grouped=None) -> np.ndarray:
         excess = 1 << n
         for bits, shift in ((np.minimum(n, 16), 0), (np.maximum(n - 16, 0), 16)):
             if (bits > 0).any():
-                excess[bits > 0] += decoder.decode(_UNIFORM, (1 << bits[bits > 0]).astype(np.int32)).astype(np.int64) << shift
+                part = decoder.decode(_UNIFORM, (1 << bits[bits > 0]).astype(np.int32))
+                excess[bits > 0] += part.astype(np.int64) << shift
         q[ends] = np.sign(q[ends]) * (_M - 1 + excess)
     if split[-1]:
         tail = q[first:]
