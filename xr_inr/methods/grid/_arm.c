@@ -40,16 +40,6 @@ typedef struct { /* every weight splat across the lanes */
 
 INLINE vec splat(double x) { return (vec){x, x, x, x}; }
 
-/* floor(x) for |x| < 2**51: x + 1.5 * 2**52 - 1.5 * 2**52 rounds x to an integer, one is taken
- * off where that rounded up. Then clipped to [0, cap]. */
-INLINE vec floor_clip(vec x, double cap) {
-    const vec magic = splat(0x1.8p52);
-    vec rounded = (x + magic) - magic;
-    rounded -= (vec)((rounded > x) & (ivec)splat(1.0)); /* 1.0 where rounded up, else 0.0 */
-    const ivec positive = rounded > splat(0.0), over = rounded > splat(cap);
-    return (vec)(((ivec)rounded & positive & ~over) | ((ivec)splat(cap) & over));
-}
-
 /* sign(d) * log2(1 + |d| 2**-e) in units 2**-FRACTION: Mitchell's log2 read off the IEEE-754
  * pattern of |d| + 2**e (integers under 2**20, made doubles by the 2**52 trick). */
 INLINE vec compress(vec d, const Arm *arm) {
@@ -58,35 +48,6 @@ INLINE vec compress(vec d, const Arm *arm) {
     const ivec pattern = ((ivec)v >> (52 - FRACTION)) - ((int64_t)(1023 + arm->e) << FRACTION);
     const vec magnitude = (vec)(pattern | (ivec)splat(0x1p52)) - splat(0x1p52);
     return (vec)((ivec)magnitude | ((ivec)d & sign));
-}
-
-/* (mu, log2 scale) in units 2**-(e + FRACTION) of LANES contexts (arm.arm_integers):
- * context[k] holds the k-th value of each, stride their stride features. */
-INLINE void evaluate(const Arm *arm, const vec context[CONTEXT], vec stride, int64_t mu[LANES],
-                     int64_t log_scale[LANES]) {
-    vec prediction = arm->b0;
-    for (int k = 0; k < CONTEXT; k++) prediction += context[k] * arm->w0[k];
-    vec features[CONTEXT], h1[WIDTH], h2[WIDTH];
-    for (int k = 0; k < CONTEXT; k++) features[k] = compress(context[k] * splat(arm->unit) - prediction, arm);
-    stride *= splat(1 << FRACTION);
-    for (int j = 0; j < WIDTH; j++) h1[j] = stride * arm->w1[CONTEXT][j] + arm->b1[j];
-    for (int i = 0; i < CONTEXT; i++)
-        for (int j = 0; j < WIDTH; j++) h1[j] += features[i] * arm->w1[i][j];
-    for (int j = 0; j < WIDTH; j++) h1[j] = floor_clip(h1[j], arm->cap);
-    for (int j = 0; j < WIDTH; j++) h2[j] = arm->b2[j];
-    for (int i = 0; i < WIDTH; i++)
-        for (int j = 0; j < WIDTH; j++) h2[j] += h1[i] * arm->w2[i][j];
-    vec out0 = arm->b3[0], out1 = arm->b3[1];
-    for (int j = 0; j < WIDTH; j++) {
-        const vec h = floor_clip(h2[j], arm->cap);
-        out0 += h * arm->w3[j][0];
-        out1 += h * arm->w3[j][1];
-    }
-    out0 += prediction * splat(1 << FRACTION);
-    for (int l = 0; l < LANES; l++) {
-        mu[l] = (int64_t)out0[l];
-        log_scale[l] = (int64_t)out1[l];
-    }
 }
 
 INLINE int64_t clamp(int64_t x, int64_t low, int64_t high) { return x < low ? low : (x > high ? high : x); }
@@ -118,47 +79,6 @@ INLINE void store(const Phase *phase, int g, Py_ssize_t at, int64_t mu, int64_t 
                                         : (phase->split - phase->scale_min) * phase->offsets + j - phase->split;
 }
 
-/* Every point of the phase: its context, the ARM (LANES nonzero contexts at a time; an all-zero
- * context takes the output computed once for its stride), its centre and table. */
-INLINE void run_phase(const Arm *arm, const Phase *phase) {
-    vec context[CONTEXT] = {{0}}, stride = splat(0.0);
-    int64_t mu[LANES], log_scale[LANES], zero_mu[MAX_STRIDE], zero_scale[MAX_STRIDE];
-    Py_ssize_t at[LANES];
-    const int g = arm->e + FRACTION;
-    for (int s = 0; s < MAX_STRIDE; s += LANES) {
-        for (int l = 0; l < LANES; l++) stride[l] = s + l;
-        evaluate(arm, context, stride, zero_mu + s, zero_scale + s);
-    }
-    int filled = 0;
-    for (Py_ssize_t c = 0; c < phase->channels; c++) {
-        const int16_t *grid = phase->latents + c * phase->row;
-        for (Py_ssize_t i = 0; i < phase->n; i++) {
-            int nonzero = 0;
-            for (int k = 0; k < CONTEXT; k++) {
-                const int16_t v = grid[phase->context[i * CONTEXT + k]];
-                nonzero |= v;
-                context[k][filled] = v;
-            }
-            const int s = (int)phase->stride[phase->one_stride ? 0 : i];
-            if (!nonzero) {
-                store(phase, g, c * phase->n + i, zero_mu[s], zero_scale[s]);
-                continue;
-            }
-            stride[filled] = s;
-            at[filled++] = c * phase->n + i;
-            if (filled == LANES) {
-                evaluate(arm, context, stride, mu, log_scale);
-                for (int l = 0; l < LANES; l++) store(phase, g, at[l], mu[l], log_scale[l]);
-                filled = 0;
-            }
-        }
-    }
-    if (filled) { /* the lanes past the last context hold earlier ones: evaluated, not stored */
-        evaluate(arm, context, stride, mu, log_scale);
-        for (int l = 0; l < filled; l++) store(phase, g, at[l], mu[l], log_scale[l]);
-    }
-}
-
 /* A counting sort of the points by table (entropy.grouping's order and counts): returns 0, or -1
  * when out of memory. */
 static int group_by_table(const Phase *phase) {
@@ -176,15 +96,24 @@ static int group_by_table(const Phase *phase) {
     return 0;
 }
 
-/* run_phase compiled for the baseline of the build (SSE2 on x86-64) and, on x86-64, for
- * x86-64-v3 (AVX2, FMA), taken where the CPU has it: the same integers on each, as every value
- * is exact. */
-static void run_phase_baseline(const Arm *arm, const Phase *phase) { run_phase(arm, phase); }
+/* The kernel (the clipped floor, the ARM over LANES contexts, a phase), compiled twice from
+ * _arm_kernel.h: for the baseline of the build (SSE2 on x86-64), and with GCC on x86-64 for
+ * x86-64-v3 (AVX2, FMA), whose clipped floor is AVX's max, min and round. The same integers on
+ * each, as every value is exact; decoding uses the second where the CPU has it (arm.FAST_COMPILED). */
+#define NAME(name) name##_baseline
+#include "_arm_kernel.h"
+#undef NAME
 
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("arch=x86-64-v3"))) static void run_phase_v3(const Arm *arm, const Phase *phase) {
-    run_phase(arm, phase);
-}
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v3")
+#define NAME(name) name##_v3
+#define KERNEL_AVX2
+#include "_arm_kernel.h"
+#undef KERNEL_AVX2
+#undef NAME
+#pragma GCC pop_options
 static int has_v3(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
