@@ -109,8 +109,8 @@ def decode_residuals(decoder, table: np.ndarray, grouped=None) -> np.ndarray:
     if not table.size:
         return np.zeros(0, np.int64)
     order, tables, _, counts = grouping(table) if grouped is None else grouped
-    q = np.concatenate([decoder.decode(_model(t), count) for t, count in zip(tables.tolist(), counts.tolist())],
-                       dtype=np.int64)
+    q = np.concatenate([decoder.decode(_MODELS[t] or _model(t), count)  # (a list lookup first: thousands per block)
+                        for t, count in zip(tables.tolist(), counts.tolist())], dtype=np.int64)
     q -= _M
     split = tables >= lt.FIRST_SPLIT_TABLE  # grouped by table, the split symbols come last
     if split[-1]:  # their low bits (every split table has some); none in most batches

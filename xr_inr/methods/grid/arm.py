@@ -220,9 +220,14 @@ class CodingModel:
             raise ValueError("phase_parameters: int16 latents in C order and the format's ARM layout expected")
         if context.size and (context.min() < 0 or context.max() >= padded.shape[1]):
             raise ValueError("phase_parameters: a context outside the grid")
-        strides = np.ascontiguousarray(stride, np.int64).reshape(-1)
-        if strides.size not in (1, n) or n and (strides.min() < 0 or strides.max() >= MAX_STRIDE):
-            raise ValueError("phase_parameters: one stride feature, or one per point, in [0, MAX_STRIDE) expected")
+        if np.ndim(stride) == 0:  # one for the whole phase (decoding)
+            if not 0 <= stride < MAX_STRIDE:
+                raise ValueError("phase_parameters: a stride feature out of [0, MAX_STRIDE)")
+            strides = np.array([stride], np.int64)
+        else:
+            strides = np.ascontiguousarray(stride, np.int64)
+            if strides.shape != (n,) or n and (strides.min() < 0 or strides.max() >= MAX_STRIDE):
+                raise ValueError("phase_parameters: one stride feature per point, in [0, MAX_STRIDE), expected")
         total = padded.shape[0] * n
         centre, table, order = np.empty(total, np.int64), np.empty(total, np.intp), np.empty(total, np.intp)
         counts = np.zeros(lt.TABLES, np.intp)
