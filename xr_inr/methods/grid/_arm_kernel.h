@@ -21,7 +21,7 @@ INLINE vec NAME(floor_clip)(vec x, double cap) {
 /* (mu, log2 scale) in units 2**-(e + FRACTION) of LANES contexts (arm.arm_integers):
  * context[k] holds the k-th value of each, stride their stride features. */
 INLINE void NAME(evaluate)(const Arm *arm, const vec context[CONTEXT], vec stride, int64_t mu[LANES],
-                     int64_t log_scale[LANES]) {
+                           int64_t log_scale[LANES]) {
     vec prediction = arm->b0;
     for (int k = 0; k < CONTEXT; k++) prediction += context[k] * arm->w0[k];
     vec features[CONTEXT], h1[WIDTH], h2[WIDTH];
