@@ -87,11 +87,12 @@ def test_arm_integers_are_exact():
 
 
 @pytest.mark.parametrize("width, weights, e, latent", [(5, 2**14, 12, 2**14), (16, 2**14, 12, 2**14),
-                                                       (16, 64, 3, 20), (8, 512, 7, 300)])
+                                                       (16, 64, 3, 20), (8, 512, 7, 300), (12, 256, 5, 100)])
 def test_the_compiled_arm_gives_the_numpy_integers(width, weights, e, latent):
     """The C phases (both builds: AVX2 + FMA where the CPU has it, and the baseline) give the numpy
     path's centres and tables bit for bit, and its order by table: extreme weights and latents
-    (activations clipped), and tame ones (activations inside the clip, many of them whole numbers)."""
+    (activations clipped), and tame ones (activations inside the clip, many of them whole numbers),
+    through the kernels of 8 (widths 5 and 8), 12 and 16 hidden units."""
     if lc._compiled is None:
         assert shutil.which("cc") is None and shutil.which("gcc") is None, "a C compiler is here: build the extension"
         pytest.skip("built without a C compiler: decoding runs the numpy path")

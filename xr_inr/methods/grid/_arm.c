@@ -96,46 +96,71 @@ static int group_by_table(const Phase *phase) {
     return 0;
 }
 
-/* The kernel (the clipped floor, the ARM over LANES contexts, a phase), compiled twice from
- * _arm_kernel.h: for the baseline of the build (SSE2 on x86-64), and with GCC on x86-64 for
- * x86-64-v3 (AVX2, FMA), whose clipped floor is AVX's max, min and round. The same integers on
- * each, as every value is exact; decoding uses the second where the CPU has it (arm.FAST_COMPILED). */
-#define NAME(name) name##_baseline
+/* The kernel (the clipped floor, the ARM over LANES contexts, a phase) from _arm_kernel.h, compiled
+ * for ARMs of 8, 12 and 16 hidden units, each for the baseline of the build (SSE2 on x86-64) and,
+ * with GCC on x86-64, for x86-64-v3 (AVX2, FMA), whose clipped floor is AVX's max, min and round.
+ * The same integers on each, as every value is exact; decoding uses x86-64-v3 where the CPU has it
+ * (arm.FAST_COMPILED). */
+#define JOIN(name, isa, units) name##_##isa##_##units
+#define EXPAND(name, isa, units) JOIN(name, isa, units)
+#define NAME(name) EXPAND(name, ISA, UNITS)
+typedef void (*Kernel)(const Arm *, const Phase *);
+
+#define ISA baseline
+#define UNITS 8
 #include "_arm_kernel.h"
-#undef NAME
+#undef UNITS
+#define UNITS 12
+#include "_arm_kernel.h"
+#undef UNITS
+#define UNITS 16
+#include "_arm_kernel.h"
+#undef UNITS
+#undef ISA
+static const Kernel baseline_kernels[3] = {run_phase_baseline_8, run_phase_baseline_12, run_phase_baseline_16};
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v3")
-#define NAME(name) name##_v3
 #define KERNEL_AVX2
+#define ISA v3
+#define UNITS 8
 #include "_arm_kernel.h"
+#undef UNITS
+#define UNITS 12
+#include "_arm_kernel.h"
+#undef UNITS
+#define UNITS 16
+#include "_arm_kernel.h"
+#undef UNITS
+#undef ISA
 #undef KERNEL_AVX2
-#undef NAME
 #pragma GCC pop_options
+static const Kernel v3_kernels[3] = {run_phase_v3_8, run_phase_v3_12, run_phase_v3_16};
 static int has_v3(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 #else
-#define run_phase_v3 run_phase_baseline
+static const Kernel *v3_kernels = baseline_kernels;
 static int has_v3(void) { return 0; }
 #endif
 
-/* phase_parameters(latents, channels, row, context, n, stride, w0, b0, w1, b1, w2, b2, w3, b3, e,
+/* phase_parameters(latents, channels, row, context, n, stride, w0, b0, w1, b1, w2, b2, w3, b3, units, e,
  *                  max_latent, scale_min, scale_max, split, offsets, centre, table, tables, counts,
  *                  order, baseline):
+ * ``units``, the ARM's hidden units (at most WIDTH; its weights padded to WIDTH), picks the kernel;
  * ``baseline`` true runs the baseline build whatever the CPU (for the tests). */
 static PyObject *phase_parameters(PyObject *self, PyObject *args) {
     Py_buffer b[15]; /* latents, context, stride, the ARM's 8 arrays, centre, table, counts, order */
     Phase phase;
-    int e;
+    int units, e;
     long long max_latent, scale_min, scale_max, split, offsets;
     int baseline;
-    if (!PyArg_ParseTuple(args, "y*nny*ny*y*y*y*y*y*y*y*y*iLLLLLw*w*nw*w*p", &b[0], &phase.channels, &phase.row,
-                          &b[1], &phase.n, &b[2], &b[3], &b[4], &b[5], &b[6], &b[7], &b[8], &b[9], &b[10], &e,
-                          &max_latent, &scale_min, &scale_max, &split, &offsets, &b[11], &b[12], &phase.tables,
+    if (!PyArg_ParseTuple(args, "y*nny*ny*y*y*y*y*y*y*y*y*iiLLLLLw*w*nw*w*p", &b[0], &phase.channels, &phase.row,
+                          &b[1], &phase.n, &b[2], &b[3], &b[4], &b[5], &b[6], &b[7], &b[8], &b[9], &b[10], &units,
+                          &e, &max_latent, &scale_min, &scale_max, &split, &offsets, &b[11], &b[12], &phase.tables,
                           &b[13], &b[14], &baseline))
         return NULL;
     phase.latents = b[0].buf;
@@ -171,10 +196,8 @@ static PyObject *phase_parameters(PyObject *self, PyObject *args) {
     arm->cap = ldexp(1.0, FRACTION + 12);
     int grouped;
     Py_BEGIN_ALLOW_THREADS
-    if (!baseline && has_v3())
-        run_phase_v3(arm, &phase);
-    else
-        run_phase_baseline(arm, &phase);
+    const int size = units <= 8 ? 0 : (units <= 12 ? 1 : 2);
+    (!baseline && has_v3() ? v3_kernels : baseline_kernels)[size](arm, &phase);
     grouped = group_by_table(&phase);
     Py_END_ALLOW_THREADS
     for (int k = 0; k < 15; k++) PyBuffer_Release(&b[k]);

@@ -1,5 +1,6 @@
-/* The grid decoder's ARM kernel, included by _arm.c once per build: NAME() gives each build's
- * names; KERNEL_AVX2 (inside a GCC target region for x86-64-v3) picks the AVX clipped floor. */
+/* The grid decoder's ARM kernel, included by _arm.c once per build and ARM width: NAME() gives each
+ * its names, UNITS is the hidden units it runs (of the WIDTH stored: the rest are zero weights),
+ * KERNEL_AVX2 (inside a GCC target region for x86-64-v3) picks the AVX clipped floor. */
 
 #ifdef KERNEL_AVX2
 /* floor(min(max(x, 0), cap)): exact, and equal to the portable version below (cap is an integer). */
@@ -24,18 +25,18 @@ INLINE void NAME(evaluate)(const Arm *arm, const vec context[CONTEXT], vec strid
                            int64_t log_scale[LANES]) {
     vec prediction = arm->b0;
     for (int k = 0; k < CONTEXT; k++) prediction += context[k] * arm->w0[k];
-    vec features[CONTEXT], h1[WIDTH], h2[WIDTH];
+    vec features[CONTEXT], h1[UNITS], h2[UNITS];
     for (int k = 0; k < CONTEXT; k++) features[k] = compress(context[k] * splat(arm->unit) - prediction, arm);
     stride *= splat(1 << FRACTION);
-    for (int j = 0; j < WIDTH; j++) h1[j] = stride * arm->w1[CONTEXT][j] + arm->b1[j];
+    for (int j = 0; j < UNITS; j++) h1[j] = stride * arm->w1[CONTEXT][j] + arm->b1[j];
     for (int i = 0; i < CONTEXT; i++)
-        for (int j = 0; j < WIDTH; j++) h1[j] += features[i] * arm->w1[i][j];
-    for (int j = 0; j < WIDTH; j++) h1[j] = NAME(floor_clip)(h1[j], arm->cap);
-    for (int j = 0; j < WIDTH; j++) h2[j] = arm->b2[j];
-    for (int i = 0; i < WIDTH; i++)
-        for (int j = 0; j < WIDTH; j++) h2[j] += h1[i] * arm->w2[i][j];
+        for (int j = 0; j < UNITS; j++) h1[j] += features[i] * arm->w1[i][j];
+    for (int j = 0; j < UNITS; j++) h1[j] = NAME(floor_clip)(h1[j], arm->cap);
+    for (int j = 0; j < UNITS; j++) h2[j] = arm->b2[j];
+    for (int i = 0; i < UNITS; i++)
+        for (int j = 0; j < UNITS; j++) h2[j] += h1[i] * arm->w2[i][j];
     vec out0 = arm->b3[0], out1 = arm->b3[1];
-    for (int j = 0; j < WIDTH; j++) {
+    for (int j = 0; j < UNITS; j++) {
         const vec h = NAME(floor_clip)(h2[j], arm->cap);
         out0 += h * arm->w3[j][0];
         out1 += h * arm->w3[j][1];

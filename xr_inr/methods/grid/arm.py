@@ -77,8 +77,8 @@ GATHER_ROWS = 2**16
 MAX_STRIDE = 32
 """Stride features are below this (bit lengths of grid sides)."""
 COMPILED_WIDTH = 16
-"""Hidden units of the compiled ARM (``WIDTH`` in ``_arm.c``): narrower ARMs are padded to it,
-wider ones (none of today's architectures) run in numpy."""
+"""Hidden units the compiled ARM stores (``WIDTH`` in ``_arm.c``): narrower ARMs are padded to it
+(and run by a kernel of 8, 12 or 16 units), wider ones (none of today's architectures) in numpy."""
 PHASE_CACHE = 16
 """Grid shapes whose phases are kept (a store's levels and edge chunks: a few); unbounded, a reader
 of streams of many shapes grew by about 100 bytes per grid point of every shape it had seen."""
@@ -232,8 +232,9 @@ class CodingModel:
         centre, table, order = np.empty(total, np.int64), np.empty(total, np.intp), np.empty(total, np.intp)
         counts = np.zeros(lt.TABLES, np.intp)
         _compiled.phase_parameters(padded, padded.shape[0], padded.shape[1], np.ascontiguousarray(context, np.intp),
-                                   n, strides, *self.widened, self.e, MAX_LATENT, lt.SCALE_MIN, lt.SCALE_MAX,
-                                   lt.SPLIT, lt.OFFSETS, centre, table, lt.TABLES, counts, order, baseline)
+                                   n, strides, *self.widened, self.arm[2][0].shape[0], self.e, MAX_LATENT,
+                                   lt.SCALE_MIN, lt.SCALE_MAX, lt.SPLIT, lt.OFFSETS, centre, table, lt.TABLES,
+                                   counts, order, baseline)
         return centre, table, entropy.grouping(table, order, counts)
 
 
