@@ -20,12 +20,12 @@
 #define FRACTION 8
 #define MAX_STRIDE 32
 
-#define WIDTH 16 /* hidden units per layer here: narrower ARMs are padded with zero weights */
+#define WIDTH 16 /* hidden units stored per layer: narrower ARMs are padded with zero weights */
 #define LANES 4  /* contexts evaluated together, one per vector lane */
 
 /* GCC/Clang vector extensions: the compiler maps them to the target's registers (two SSE2
- * registers, one AVX2 register). A lane is a context: each unit's sum is its own chain of
- * multiply-adds, so sixteen chains run side by side. */
+ * registers, one AVX2 register). A lane is a context: each hidden unit's sum is its own chain of
+ * multiply-adds, so 8 to 16 chains run side by side. */
 typedef double vec __attribute__((vector_size(LANES * sizeof(double))));
 typedef int64_t ivec __attribute__((vector_size(LANES * sizeof(double))));
 
