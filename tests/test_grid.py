@@ -116,6 +116,37 @@ def test_the_compiled_arm_gives_the_numpy_integers(width, weights, e, latent):
             assert all(np.array_equal(a, b) for a, b in zip(grouped, entropy.grouping(table), strict=True))
     one_stride = model.phase_parameters(latents, context, 7)  # one stride feature for every point
     assert np.array_equal(one_stride[1], lc._numpy_phase_parameters(arm, e, latents, context, 7, model.zero)[1])
+    for outside in (-1, 401):
+        context[150, 5] = outside
+        with pytest.raises(ValueError, match="outside the grid"):
+            model.phase_parameters(latents, context, 7, baseline=True)
+
+
+def test_the_compiled_placing_gives_the_numpy_grids():
+    """:func:`arm.place` (C where built) stores what the numpy twin stores, and refuses, storing
+    nothing, a latent out of range and an index outside the phase."""
+    rng = np.random.default_rng(5)
+    points = rng.permutation(49)[:20]
+    centre, order = rng.integers(-1000, 1000, 60), rng.permutation(60)
+    residuals = rng.integers(-500, 500, 60)
+    got, expected = np.zeros((3, 50), np.int16), np.zeros((3, 50), np.int16)
+    lc.place(got, points, centre, order, residuals)
+    lc._numpy_place(expected, points, centre, order, residuals)
+    assert np.array_equal(got, expected) and np.count_nonzero(got[:, points]) > 50
+    for place in (lc.place, lc._numpy_place):
+        for edge in (lc.MAX_LATENT, -lc.MAX_LATENT):  # the first latents out of range
+            residuals[7] = edge - centre[order[7]] - np.sign(edge)
+            place(np.zeros((3, 50), np.int16), points, centre, order, residuals)
+            residuals[7] += np.sign(edge)
+            grid = np.zeros((3, 50), np.int16)
+            with pytest.raises(ValueError, match="out of range"):
+                place(grid, points, centre, order, residuals)
+            assert not grid.any()
+    residuals[7] = 0
+    if lc._compiled is not None:  # the C loop checks the indices it follows
+        for bad_points, bad_order in ((np.r_[points[:-1], 50], order), (points, np.r_[order[:-1], 60])):
+            with pytest.raises(ValueError, match="outside the phase"):
+                lc.place(np.zeros((3, 50), np.int16), bad_points, centre, bad_order, residuals)
 
 
 def test_numpy_decoder_matches_the_torch_model():

@@ -106,9 +106,17 @@ def encode_residuals(encoder, r: np.ndarray, table: np.ndarray, grouped=None) ->
 def decode_residuals(decoder, table: np.ndarray, grouped=None) -> np.ndarray:
     """The residuals :func:`encode_residuals` coded under the same tables (int64); ``grouped``:
     :func:`grouping` of ``table`` where the caller has it."""
-    if not table.size:
-        return np.zeros(0, np.int64)
     order, tables, _, counts = grouping(table) if grouped is None else grouped
+    r = np.empty(table.size, np.int64)
+    r[order] = decode_grouped(decoder, tables, counts)
+    return r
+
+
+def decode_grouped(decoder, tables: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """:func:`decode_residuals` in the grouped order (int64): ``counts`` residuals under each of
+    ``tables`` (a :func:`grouping`'s), one after the other."""
+    if not tables.size:
+        return np.zeros(0, np.int64)
     q = np.concatenate([decoder.decode(_MODELS[t] or _model(t), count)  # (a list lookup first: thousands per block)
                         for t, count in zip(tables.tolist(), counts.tolist())], dtype=np.int64)
     q -= _M
@@ -131,9 +139,7 @@ def decode_residuals(decoder, table: np.ndarray, grouped=None) -> np.ndarray:
         tail <<= k
         tail -= (1 << k) >> 1
         tail += low
-    r = np.empty(table.size, np.int64)
-    r[order] = q
-    return r
+    return q
 
 
 def residual_bits(r: np.ndarray, table: np.ndarray) -> float:

@@ -4,7 +4,7 @@
  * numpy, the same values bit for bit: every quantity is an integer (or an integer times 2**-e) held
  * in a double, every product and partial sum is exact (see arm.py), so the order of the sums does
  * not matter, and the centres and tables are taken with int64 shifts as there. The Python side
- * (arm.CodingModel) checks the arguments; this file trusts them.
+ * (arm.CodingModel) checks the arguments' types and sizes; this file checks the indices it follows.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -194,14 +194,62 @@ static PyObject *phase_parameters(PyObject *self, PyObject *args) {
     arm->e = e;
     arm->unit = ldexp(1.0, e);
     arm->cap = ldexp(1.0, FRACTION + 12);
-    int grouped;
+    int inside = 1, grouped = 0;
     Py_BEGIN_ALLOW_THREADS
-    const int size = units <= 8 ? 0 : (units <= 12 ? 1 : 2);
-    (!baseline && has_v3() ? v3_kernels : baseline_kernels)[size](arm, &phase);
-    grouped = group_by_table(&phase);
+    for (Py_ssize_t i = 0; i < phase.n * CONTEXT; i++) inside &= phase.context[i] >= 0 && phase.context[i] < phase.row;
+    if (inside) {
+        const int size = units <= 8 ? 0 : (units <= 12 ? 1 : 2);
+        (!baseline && has_v3() ? v3_kernels : baseline_kernels)[size](arm, &phase);
+        grouped = group_by_table(&phase);
+    }
     Py_END_ALLOW_THREADS
     for (int k = 0; k < 15; k++) PyBuffer_Release(&b[k]);
+    if (!inside) {
+        PyErr_SetString(PyExc_ValueError, "phase_parameters: a context outside the grid");
+        return NULL;
+    }
     if (grouped < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* place(latents, channels, row, points, n, centre, order, residuals, scratch, max_latent): the phase's
+ * decoded latents, centre + residual, into each channel's row at ``points``; the residuals come in
+ * ``order`` (the phase's order by table), ``scratch`` (channels * n int64) holds them in point
+ * order. Raises ValueError, and stores nothing, if a latent is not inside (-max_latent, max_latent). */
+static PyObject *place(PyObject *self, PyObject *args) {
+    Py_buffer b[6]; /* latents, points, centre, order, residuals, scratch */
+    Py_ssize_t channels, row, n;
+    long long max_latent;
+    if (!PyArg_ParseTuple(args, "w*nny*ny*y*y*w*L", &b[0], &channels, &row, &b[1], &n, &b[2], &b[3], &b[4], &b[5],
+                          &max_latent))
+        return NULL;
+    int16_t *latents = b[0].buf;
+    const Py_ssize_t *points = b[1].buf, *order = b[3].buf, total = channels * n;
+    const int64_t *centre = b[2].buf, *residuals = b[4].buf;
+    int64_t *value = b[5].buf;
+    int inside = 1, indices = 1;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < total; i++) indices &= order[i] >= 0 && order[i] < total;
+    for (Py_ssize_t i = 0; i < n; i++) indices &= points[i] >= 0 && points[i] < row;
+    if (indices)
+        for (Py_ssize_t i = 0; i < total; i++) value[order[i]] = residuals[i];
+    for (Py_ssize_t at = 0; at < total; at++) {
+        value[at] += centre[at];
+        inside &= value[at] > -max_latent && value[at] < max_latent;
+    }
+    if (indices && inside)
+        for (Py_ssize_t c = 0; c < channels; c++)
+            for (Py_ssize_t i = 0; i < n; i++) latents[c * row + points[i]] = (int16_t)value[c * n + i];
+    Py_END_ALLOW_THREADS
+    for (int k = 0; k < 6; k++) PyBuffer_Release(&b[k]);
+    if (!indices) {
+        PyErr_SetString(PyExc_ValueError, "place: an order or point index outside the phase");
+        return NULL;
+    }
+    if (!inside) {
+        PyErr_SetString(PyExc_ValueError, "a decoded latent is out of range");
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -210,6 +258,7 @@ static PyObject *vectorised(PyObject *self, PyObject *unused) { return PyBool_Fr
 static PyMethodDef methods[] = {
     {"phase_parameters", phase_parameters, METH_VARARGS,
      "Centre and table index of every channel's points of a phase, and their order by table (see arm.py)."},
+    {"place", place, METH_VARARGS, "A phase's decoded latents into their grids (see arm.py)."},
     {"vectorised", vectorised, METH_NOARGS, "Whether this CPU runs the AVX2 + FMA build."},
     {NULL, NULL, 0, NULL},
 };

@@ -218,8 +218,8 @@ class CodingModel:
         n = context.shape[0]
         if padded.dtype != np.int16 or not padded.flags.c_contiguous or self.arm[1][0].shape[0] != CONTEXT_SIZE + 1:
             raise ValueError("phase_parameters: int16 latents in C order and the format's ARM layout expected")
-        if context.size and (context.min() < 0 or context.max() >= padded.shape[1]):
-            raise ValueError("phase_parameters: a context outside the grid")
+        if context.shape != (n, CONTEXT_SIZE):
+            raise ValueError(f"phase_parameters: contexts of {CONTEXT_SIZE} points expected")
         if np.ndim(stride) == 0:  # one for the whole phase (decoding)
             if not 0 <= stride < MAX_STRIDE:
                 raise ValueError("phase_parameters: a stride feature out of [0, MAX_STRIDE)")
@@ -236,6 +236,33 @@ class CodingModel:
                                    lt.SCALE_MIN, lt.SCALE_MAX, lt.SPLIT, lt.OFFSETS, centre, table, lt.TABLES,
                                    counts, order, baseline)
         return centre, table, entropy.grouping(table, order, counts)
+
+
+def place(padded: np.ndarray, points: np.ndarray, centre: np.ndarray, order: np.ndarray, residuals: np.ndarray):
+    """A decoded phase into ``padded`` (int16 latents, C order): each channel's latents at ``points``
+    are ``centre`` plus their residual (``residuals`` in ``order``, the phase's grouping); compiled
+    where the extension is built, else :func:`_numpy_place`. ValueError, and nothing stored, if a
+    latent is out of range."""
+    if _compiled is None:
+        return _numpy_place(padded, points, centre, order, residuals)
+    channels, row = padded.shape
+    total = channels * points.size
+    arrays = [np.ascontiguousarray(a, t) for a, t in ((points, np.intp), (centre, np.int64), (order, np.intp),
+                                                      (residuals, np.int64))]
+    if padded.dtype != np.int16 or not padded.flags.c_contiguous or any(a.ndim != 1 for a in arrays) \
+            or [a.size for a in arrays[1:]] != [total] * 3:
+        raise ValueError("place: int16 latents in C order, and a centre, order index and residual per point expected")
+    _compiled.place(padded, channels, row, arrays[0], points.size, *arrays[1:], np.empty(total, np.int64), MAX_LATENT)
+
+
+def _numpy_place(padded, points, centre, order, residuals):
+    """:func:`place` in numpy."""
+    values = np.empty(centre.size, np.int64)
+    values[order] = residuals
+    values += centre
+    if values.size and (values.min() <= -MAX_LATENT or values.max() >= MAX_LATENT):
+        raise ValueError("a decoded latent is out of range")
+    padded[:, points] = values.reshape(padded.shape[0], -1)
 
 
 def _widened(arm) -> list[np.ndarray]:
@@ -322,10 +349,10 @@ def decode_latents(spec, arm, e: int, decoder) -> list[np.ndarray]:
         if channels:
             for points, context, stride in phases(h, w):
                 centre, table, grouped = model.phase_parameters(padded, context, stride)
-                values = centre + entropy.decode_residuals(decoder, table, grouped)
-                if values.size and (values.min() <= -MAX_LATENT or values.max() >= MAX_LATENT):
-                    raise ValueError("a decoded latent is out of range")
-                padded[:, points] = values.reshape(channels, -1)
+                if grouped is None:
+                    grouped = entropy.grouping(table)
+                order, tables, _, counts = grouped
+                place(padded, points, centre, order, entropy.decode_grouped(decoder, tables, counts))
         latents.append(padded[:, :-1].reshape(channels, h, w).astype(np.float64))
     return latents
 

@@ -28,6 +28,11 @@ import numpy as np
 
 from ...core.products import matmul
 
+try:
+    from . import _synthesis as _compiled
+except ImportError:  # built without a C compiler (or for x87): numpy, the same bits
+    _compiled = None
+
 CONTEXT_SIZE = 12
 """Neighbours the ARM reads (see :func:`xr_inr.methods.grid.arm.phases`)."""
 
@@ -81,11 +86,18 @@ class GridSpec:
         return [(1, n), (self.arm_hidden, n + 1), (self.arm_hidden, self.arm_hidden), (2, self.arm_hidden)]
 
 
-def gelu(x: np.ndarray) -> np.ndarray:
-    """GELU, tanh approximation (torch's ``approximate="tanh"``):
-    0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))), the same operations
-    in the same order, in place (``x`` is overwritten)."""
-    t = 0.044715 * x
+def gelu(x: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """GELU (tanh approximation, torch's ``approximate="tanh"``) of ``x`` + ``bias`` (a row per
+    point), in place: x + bias, then 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))),
+    the same operations in the same order (fused around numpy's tanh where the extension is built)."""
+    t = np.empty_like(x)
+    if _fusable(x, bias):
+        _compiled.gelu_start(x, bias, t)
+        np.tanh(t, out=t)
+        _compiled.gelu_finish(x, t)
+        return x
+    x += bias
+    np.multiply(0.044715, x, out=t)
     t *= x
     t *= x
     t += x
@@ -97,12 +109,34 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def mlp(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
-    """GELU between linear layers, none after the last."""
-    for weight, bias in layers[:-1]:
-        x = gelu(matmul(x, weight.T) + bias)
-    weight, bias = layers[-1]
-    return matmul(x, weight.T) + bias
+def _fusable(x: np.ndarray, vector: np.ndarray, axis: int = 1) -> bool:
+    """Whether the extension's fused passes take ``x`` (2-D float64 in C order) and ``vector`` (one
+    float64 per column, or per row with ``axis`` 0)."""
+    return (_compiled is not None and x.dtype == vector.dtype == np.float64 and x.ndim == 2 and x.flags.c_contiguous
+            and vector.shape == (x.shape[axis],) and vector.flags.c_contiguous)
+
+
+def _added_output(features: np.ndarray, x: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The coefficients (the first columns of ``features``) + (``x`` + ``bias``), into ``x``."""
+    if _fusable(x, bias) and _fusable(features, features[0]) and features.shape[0] == x.shape[0] \
+            and features.shape[1] >= x.shape[1]:
+        _compiled.add_output(x, bias, features, features.shape[1])
+        return x
+    x += bias
+    return np.add(features[:, : x.shape[1]], x, out=x)
+
+
+def _spectra(values: np.ndarray, mean: np.ndarray, affine) -> np.ndarray:
+    """(``values`` + ``mean``) * scale + offset, in place (bands, pixels); ``affine``: (scale,
+    offset), or None for the mean alone."""
+    if affine is not None and _fusable(values, mean, axis=0):
+        _compiled.spectra(values, mean, *affine)
+        return values
+    values += mean[:, None]
+    if affine is not None:
+        values *= affine[0]
+        values += affine[1]
+    return values
 
 
 def upsample_weights(positions: np.ndarray, n_low: int, factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -149,13 +183,17 @@ def upsampled_features(spec: GridSpec, latents: list[np.ndarray], ys: np.ndarray
     return np.concatenate(features, axis=1)
 
 
-def synthesise(spec: GridSpec, latents, step, synthesis, basis, mean, ys, xs) -> np.ndarray:
-    """Normalised values (bands, len(ys), len(xs)) at the pixel positions ``ys`` x ``xs``."""
+def synthesise(spec: GridSpec, latents, step, synthesis, basis, mean, ys, xs, affine=None) -> np.ndarray:
+    """Normalised values (bands, len(ys), len(xs)) at the pixel positions ``ys`` x ``xs``; with
+    ``affine`` (scale, offset), those values times scale plus offset."""
     features = upsampled_features(spec, latents, ys, xs)
     features[:, : spec.components] *= step
     coefficients = features[:, : spec.components]
-    if spec.hidden:
-        coefficients = coefficients + mlp(synthesis, features)
+    if spec.hidden:  # GELU between linear layers, none after the last, whose output is added
+        *hidden, (weight, bias) = synthesis
+        x = features
+        for w, b in hidden:
+            x = gelu(matmul(x, w.T), b)
+        coefficients = _added_output(features, matmul(x, weight.T), bias)
     values = matmul(basis.T, coefficients.T)  # (bands, pixels): C order, no transposed copy
-    values += mean[:, None]
-    return values.reshape(spec.bands, len(ys), len(xs))
+    return _spectra(values, mean, affine).reshape(spec.bands, len(ys), len(xs))

@@ -366,7 +366,5 @@ def decode(data: bytes, block_shape: tuple[int, int, int], ys, xs) -> np.ndarray
     """Values (bands, len(ys), len(xs)) at pixel positions ``ys`` x ``xs``."""
     offset, scale = ByteCursor(data, 0, GridStreamError, "grid payload ends early").unpack(AFFINE)
     spec, step, mean, basis, synthesis, latents = unpack(data[AFFINE.size :], *block_shape)
-    values = synthesise(spec, latents, step, synthesis, basis, mean, np.asarray(ys, float), np.asarray(xs, float))
-    values *= scale
-    values += offset
-    return values
+    return synthesise(spec, latents, step, synthesis, basis, mean, np.asarray(ys, float), np.asarray(xs, float),
+                      (scale, offset))

@@ -1,0 +1,112 @@
+/* The grid method's synthesis: its elementwise steps fused into single passes (speed only).
+ *
+ * Each function does, element by element, the IEEE-754 double operations that model.py's numpy
+ * code does in whole-array passes, in the same order, so the results are the same bits. That holds
+ * where a double operation rounds once: SSE2 or NEON, no excess precision (checked below), and no
+ * fused multiply-add (the build passes -ffp-contract=off; there is no reassociation without
+ * -ffast-math). tanh stays with numpy, between gelu_start() and gelu_finish().
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <float.h>
+
+#if defined(__FLT_EVAL_METHOD__) && __FLT_EVAL_METHOD__ != 0
+#error "doubles would be computed with excess precision (x87): the numpy path is used instead"
+#endif
+
+/* x (rows, n) += bias (n); t = 0.7978845608028654 * (x + 0.044715 * x * x * x), as model.gelu. */
+static PyObject *gelu_start(PyObject *self, PyObject *args) {
+    Py_buffer x, bias, t;
+    if (!PyArg_ParseTuple(args, "w*y*w*", &x, &bias, &t)) return NULL;
+    const Py_ssize_t n = bias.len / (Py_ssize_t)sizeof(double), total = x.len / (Py_ssize_t)sizeof(double);
+    double *xs = x.buf, *ts = t.buf;
+    const double *b = bias.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t row = 0; row < total; row += n)
+        for (Py_ssize_t j = 0; j < n; j++) {
+            const double v = xs[row + j] + b[j];
+            double u = 0.044715 * v;
+            u = u * v;
+            u = u * v;
+            u = u + v;
+            xs[row + j] = v;
+            ts[row + j] = u * 0.7978845608028654;
+        }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&bias);
+    PyBuffer_Release(&t);
+    Py_RETURN_NONE;
+}
+
+/* x = 0.5 * x * (1 + t), t being tanh of gelu_start()'s t, as model.gelu. */
+static PyObject *gelu_finish(PyObject *self, PyObject *args) {
+    Py_buffer x, t;
+    if (!PyArg_ParseTuple(args, "w*y*", &x, &t)) return NULL;
+    const Py_ssize_t total = x.len / (Py_ssize_t)sizeof(double);
+    double *xs = x.buf;
+    const double *ts = t.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < total; i++) {
+        const double half = xs[i] * 0.5;
+        xs[i] = half * (ts[i] + 1.0);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&t);
+    Py_RETURN_NONE;
+}
+
+/* x (rows, n) = base (rows, stride >= n, its first n columns) + (x + bias (n)): the last layer's
+ * output added to the coefficients, as model.synthesise. */
+static PyObject *add_output(PyObject *self, PyObject *args) {
+    Py_buffer x, bias, base;
+    Py_ssize_t stride;
+    if (!PyArg_ParseTuple(args, "w*y*y*n", &x, &bias, &base, &stride)) return NULL;
+    const Py_ssize_t n = bias.len / (Py_ssize_t)sizeof(double), rows = x.len / (Py_ssize_t)sizeof(double) / n;
+    double *xs = x.buf;
+    const double *b = bias.buf, *c = base.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t row = 0; row < rows; row++)
+        for (Py_ssize_t j = 0; j < n; j++) xs[row * n + j] = c[row * stride + j] + (xs[row * n + j] + b[j]);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&bias);
+    PyBuffer_Release(&base);
+    Py_RETURN_NONE;
+}
+
+/* values (bands, pixels) = (values + mean (bands)) * scale + offset, as model.synthesise and
+ * payload.decode. */
+static PyObject *spectra(PyObject *self, PyObject *args) {
+    Py_buffer values, mean;
+    double scale, offset;
+    if (!PyArg_ParseTuple(args, "w*y*dd", &values, &mean, &scale, &offset)) return NULL;
+    const Py_ssize_t bands = mean.len / (Py_ssize_t)sizeof(double);
+    const Py_ssize_t pixels = values.len / (Py_ssize_t)sizeof(double) / bands;
+    double *v = values.buf;
+    const double *m = mean.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t band = 0; band < bands; band++)
+        for (Py_ssize_t i = band * pixels; i < (band + 1) * pixels; i++) {
+            const double centred = v[i] + m[band];
+            const double scaled = centred * scale;
+            v[i] = scaled + offset;
+        }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&mean);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"gelu_start", gelu_start, METH_VARARGS, "A layer's bias, then GELU's argument of tanh (see model.py)."},
+    {"gelu_finish", gelu_finish, METH_VARARGS, "GELU from tanh of its argument (see model.py)."},
+    {"add_output", add_output, METH_VARARGS, "The last layer's bias and the coefficients (see model.py)."},
+    {"spectra", spectra, METH_VARARGS, "The mean, then the block's affine (see model.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_synthesis", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__synthesis(void) { return PyModule_Create(&module); }
