@@ -10,6 +10,7 @@ from xr_inr import BudgetWarning, INRCodec, StreamError, decode_block, inspect
 from xr_inr.core import entropy
 from xr_inr.core.stream import AFFINE
 from xr_inr.methods.grid import arm as lc
+from xr_inr.methods.grid import model as grid_model
 from xr_inr.methods.grid.fitting import GridModel
 from xr_inr.methods.grid.model import GridSpec, synthesise, upsample_matrix
 from xr_inr.methods.grid.payload import SCALAR_LOSS, choose_spec, decode, pack, unpack, water_filling_components
@@ -147,6 +148,30 @@ def test_the_compiled_placing_gives_the_numpy_grids():
         for bad_points, bad_order in ((np.r_[points[:-1], 50], order), (points, np.r_[order[:-1], 60])):
             with pytest.raises(ValueError, match="outside the phase"):
                 lc.place(np.zeros((3, 50), np.int16), bad_points, centre, bad_order, residuals)
+
+
+def test_the_fused_synthesis_gives_the_numpy_bits(monkeypatch):
+    """The extension's fused elementwise steps (a layer's bias and GELU, the last layer's output
+    added to the coefficients, the mean and the block's affine) give numpy's bits: values of many
+    magnitudes, and zeros of both signs, infinities, NaN and a subnormal."""
+    if grid_model._compiled is None:
+        assert shutil.which("cc") is None and shutil.which("gcc") is None, "a C compiler is here: build the extension"
+        pytest.skip("built without a C compiler: decoding runs numpy")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 24)) * 10.0 ** rng.integers(-8, 4, (300, 24))
+    x.flat[:6] = [0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324]
+    bias, features = rng.standard_normal(24), rng.standard_normal((300, 30)) * 3
+    values, mean = rng.standard_normal((20, 300)) * 100, rng.standard_normal(20)
+    assert grid_model._fusable(x, bias) and grid_model._fusable(values, mean, axis=0)
+
+    def steps():
+        return [grid_model.gelu(x.copy(), bias), grid_model._added_output(features, x[:, :19].copy(), bias[:19]),
+                grid_model._spectra(values.copy(), mean, (0.37, -12.5)), grid_model._spectra(values.copy(), mean, None)]
+
+    fused = steps()
+    monkeypatch.setattr(grid_model, "_compiled", None)
+    for got, expected in zip(fused, steps(), strict=True):
+        assert got.tobytes() == expected.tobytes()
 
 
 def test_numpy_decoder_matches_the_torch_model():

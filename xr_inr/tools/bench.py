@@ -38,6 +38,7 @@ import numpy as np
 
 from .. import metrics
 from ..methods.grid import arm
+from ..methods.grid import model as grid_model
 from . import baselines
 
 __all__ = [
@@ -328,6 +329,7 @@ def _environment() -> dict:
         "scipy": scipy.__version__,
         "imagecodecs": imagecodecs.__version__,
         "compiled_arm": arm.FAST_COMPILED,  # the grid decoder's ARM in C (AVX2 + FMA), else numpy
+        "compiled_synthesis": grid_model._compiled is not None,  # its elementwise synthesis steps in C
     }
 
 
