@@ -10,6 +10,7 @@ from xr_inr import BudgetWarning, INRCodec, StreamError, decode_block, inspect
 from xr_inr.core import entropy
 from xr_inr.core.stream import AFFINE
 from xr_inr.methods.grid import arm as lc
+from xr_inr.methods.grid import fitting
 from xr_inr.methods.grid import model as grid_model
 from xr_inr.methods.grid.fitting import GridModel
 from xr_inr.methods.grid.model import GridSpec, synthesise, upsample_matrix
@@ -329,7 +330,6 @@ def test_blocks_of_one_architecture_are_fitted_together_each_within_its_own_budg
     """The batched fit (what a GPU runs, here on the CPU): blocks with the same spec share one
     GridTraining, each keeps its own loss, step and budget, and comes out as good as alone."""
     from xr_inr.core.encode import encode_blocks
-    from xr_inr.methods.grid import fitting
 
     cube = jasper_crop.astype(np.float32)
     cube[:, 30:33, 30:34] = np.nan  # a masked block among unmasked ones
@@ -367,6 +367,36 @@ def test_a_blocks_loss_reaches_only_its_own_parameters():
         assert p.grad[0].any() and not p.grad[1].any(), name
 
 
+def test_the_training_distortion_from_the_coefficients_is_the_values_mse(jasper_crop, monkeypatch):
+    """Training's distortion of unmasked blocks, computed from the coefficients alone, is the mean
+    squared error of the values, each block's, with the same gradient; a masked block's is the
+    values'. Its rate term samples at most RATE_ROWS latents a step."""
+    cube = jasper_crop.astype(np.float64)
+    target = (cube - cube.min()) / (cube.max() - cube.min())
+    valid = np.ones(target.shape, bool)
+    valid[:, :3] = False
+    budget = 0.2 * target.size
+    spec = fitting.block_spec(target, None, budget)
+    monkeypatch.setattr(fitting, "RATE_ROWS", 100)
+    for valids in ([None, None], [None, valid]):
+        training = fitting.GridTraining([target, target[:, ::-1].copy()], valids, spec, [0.9 * budget] * 2)
+        rows = training.model.contexts.shape[0]
+        assert training._rate_every == max(fitting.RATE_SAMPLE, -(-rows // 100)) > fitting.RATE_SAMPLE
+        training.train(8)  # a fit under way: residuals far below the values
+        latents = training.model.quantised("round")
+        results = []
+        for distortion in (lambda: training._training_distortion(latents),
+                           lambda: training._distortion(training.model(latents)[0])):
+            training.model.zero_grad()
+            value = distortion()
+            value.sum().backward()
+            results.append((value.detach(), [p.grad.clone() for p in training.model.parameters() if p.grad is not None]))
+        (fast, fast_grads), (slow, slow_grads) = results
+        assert torch.allclose(fast, slow, rtol=1e-4) and len(fast_grads) == len(slow_grads)
+        for a, b in zip(fast_grads, slow_grads, strict=True):
+            assert (a - b).norm() <= 1e-3 * b.norm() + 1e-12
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (the batched path is tested on the CPU above)")
 def test_a_batch_fits_on_cuda(jasper_crop):
     from xr_inr.core.encode import encode_blocks
@@ -379,7 +409,6 @@ def test_a_batch_fits_on_cuda(jasper_crop):
 
 def test_a_batch_too_large_for_the_device_is_halved(jasper_crop, monkeypatch):
     from xr_inr.core.encode import encode_blocks
-    from xr_inr.methods.grid import fitting
 
     blocks = [jasper_crop[:, :20, :20], jasper_crop[:, 20:, :20], jasper_crop[:, 20:, 20:]]
     sizes = []
@@ -404,7 +433,6 @@ def test_batches_on_one_gpu_train_a_few_at_a_time(device, monkeypatch):
     import threading
     import time
 
-    from xr_inr.methods.grid import fitting
 
     active, peak, lock = [0], [0], threading.Lock()
 

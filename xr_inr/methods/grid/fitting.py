@@ -34,6 +34,9 @@ RATE_SAMPLE = 8
 """A training step estimates the latents' bits from every 8th point in coding order (a different
 eighth each step, times 8): an unbiased estimate at an eighth of the cost, the rate term having
 been three quarters of a step (docs/method.md)."""
+RATE_ROWS = 12_000
+"""... and from every n-th point, n > 8, where an eighth would be more points than this: the
+rate term's cost per step stays bounded as blocks and rates grow (docs/method.md)."""
 ARM_WARM_UP = (100, 50)
 """Before training, the ARM is fitted alone to the initial latents (these steps, twice) and the
 coefficient step re-picked with it after each: an untrained ARM's bits, 3x the static estimate
@@ -200,6 +203,12 @@ class GridModel(torch.nn.Module):
 
     def forward(self, latents: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(blocks, pixels, bands) normalised values and coefficients (blocks, pixels, components)."""
+        coefficients = self.coefficients(latents)
+        return torch.bmm(coefficients, self.basis) + self.mean[:, None], coefficients
+
+    def coefficients(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """(blocks, pixels, components): the coefficient images times the step, plus the synthesis
+        MLP's output."""
         k, blocks, pixels = self.spec.components, self.blocks, self.spec.height * self.spec.width
         step = torch.tensor(self.steps, dtype=latents[0].dtype, device=latents[0].device)[:, None, None]
         features = [latents[0][:, :k].reshape(blocks, k, -1).transpose(1, 2) * step]
@@ -209,10 +218,9 @@ class GridModel(torch.nn.Module):
                 continue
             up = torch.einsum("yi,bcij,xj->byxc", getattr(self, f"up_y{level}"), z, getattr(self, f"up_x{level}"))
             features.append(up.reshape(blocks, pixels, -1))
-        coefficients = features[0]
-        if self.spec.hidden:
-            coefficients = coefficients + _mlp(self.synthesis, torch.cat(features, dim=2))
-        return torch.bmm(coefficients, self.basis) + self.mean[:, None], coefficients
+        if not self.spec.hidden:
+            return features[0]
+        return features[0] + _mlp(self.synthesis, torch.cat(features, dim=2))
 
     def latent_bits(self, latents: list[torch.Tensor], every: int = 1, start: int = 0) -> torch.Tensor:
         """Estimated bits of each block's latents (a list by level) under the ARM's discretised Laplace.
@@ -243,18 +251,26 @@ class GridModel(torch.nn.Module):
         return laplace_interval_bits(gather(self.points[rows]), prediction[..., 0] + out[..., 0], scale)
 
 
-def _signed_mitchell(d: torch.Tensor) -> torch.Tensor:
+class _SignedMitchell(torch.autograd.Function):
     """sign(d) log2(1 + |d|) with Mitchell's log2, as :func:`xr_inr.methods.grid.arm._compress`.
 
-    Piecewise linear: with k = floor(log2(1 + |d|)) (read from the float32 exponent bits)
-    it is d 2**-k + sign(d) (k + 2**-k - 1), so the gradient is 2**-k and one fused
-    multiply-add carries it.
+    Mitchell's log2 of 1 + |d| = 2**k (1 + f) is k + f: the float32 bit pattern of 1 + |d| less
+    127 * 2**23, times 2**-23. Piecewise linear, with gradient 2**-k, also read off the pattern.
     """
-    with torch.no_grad():
-        k = ((1.0 + d.abs()).float().view(torch.int32) >> 23) - 127
-        slope = ((127 - k) << 23).view(torch.float32).to(d.dtype)  # 2**-k
-        offset = torch.sign(d) * (k + slope - 1.0)
-    return torch.addcmul(offset, d, slope)
+
+    @staticmethod
+    def forward(ctx, d: torch.Tensor) -> torch.Tensor:
+        pattern = (1.0 + d.abs()).float().view(torch.int32)
+        ctx.save_for_backward(((254 << 23) - (pattern & (255 << 23))).view(torch.float32).to(d.dtype))  # 2**-k
+        return ((pattern - (127 << 23)).float() * 2.0**-23).copysign_(d).to(d.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (slope,) = ctx.saved_tensors
+        return grad * slope
+
+
+_signed_mitchell = _SignedMitchell.apply
 
 
 def laplace_interval_bits(x: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -348,9 +364,15 @@ class GridTraining:
                                                        for values, weights in pixels]).astype(np.float32)).to(dev)
         self._n_values = torch.tensor([float(values.size if weights is None else weights.sum())
                                        for values, weights in pixels], device=dev)
+        if self._weights is None:  # what _distortion needs of the blocks, less their initial means
+            self._centre = torch.from_numpy(np.stack(means).astype(np.float32)).to(dev)
+            self._centred = self._x - self._centre[:, None]
+            self._centred_squares = self._centred.double().pow(2).sum(dim=(1, 2))
+            self._centred_sums = self._centred.double().sum(dim=1)
         spectral = [self.model.basis, self.model.mean]  # small values: a gentler learning rate
         networks = list(self.model.synthesis.parameters()) + list(self.model.arm.parameters())
         groups = [(list(self.model.latents.parameters()), 1.0), (networks, 1.0), (spectral, 0.05)]
+        self._rate_every = max(RATE_SAMPLE, math.ceil(self.model.contexts.shape[0] / RATE_ROWS))
         self._lr = lr
         self._optimiser = Adam([{"params": p, "base": f} for p, f in groups], lr=lr)
         with torch.no_grad():  # at high rate, D falls by 2 ln 2 D per bit per value: start there
@@ -358,18 +380,37 @@ class GridTraining:
         self._log_lmbda = [math.log(2 * math.log(2) * max(d, 1e-12)) for d in start]
 
     def _distortion(self, pred: torch.Tensor) -> torch.Tensor:
-        """Each block's mean squared error (blocks,)."""
+        """Each block's mean squared error (blocks,) of the values ``pred``."""
         err = (pred - self._x) ** 2
         return err.mean(dim=(1, 2)) if self._weights is None else (err * self._weights).sum(dim=(1, 2)) / self._n_values
+
+    def _training_distortion(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`_distortion` of the model with ``latents``; for unmasked blocks from the coefficients
+        C (pixels, components) alone, without the (pixels, bands) values (2.5x faster with its
+        gradient at 100 x 100 x 198): with X a block less its initial mean, m the model's mean less
+        that, and B the basis, |X - m - C B|^2 = |X - m|^2 - <C, 2 (X - m) B^T - C B B^T>, whose
+        large terms are summed in float64 (docs/method.md: the gradient's precision)."""
+        model = self.model
+        if self._weights is not None:
+            return self._distortion(model(latents)[0])
+        coefficients = model.coefficients(latents)
+        basis_t = model.basis.transpose(1, 2)
+        offset = model.mean - self._centre
+        projected = torch.bmm(self._centred, basis_t) - torch.bmm(offset[:, None], basis_t)
+        synthesised = torch.bmm(coefficients, torch.bmm(model.basis, basis_t))
+        wide = offset.double()
+        total = (self._centred_squares - 2 * (wide * self._centred_sums).sum(dim=1)
+                 + coefficients.shape[1] * wide.pow(2).sum(dim=1)
+                 - (coefficients * (2 * projected - synthesised)).double().sum(dim=(1, 2)))
+        return (total / self._n_values).to(coefficients.dtype)
 
     def _step(self, mode: str, lr_scale: float, iteration: int) -> None:
         for group in self._optimiser.param_groups:
             group["lr"] = self._lr * lr_scale * group["base"]
         latents = self.model.quantised(mode, self._noise)
-        pred, _ = self.model(latents)
-        bits = self.model.latent_bits(latents, RATE_SAMPLE, iteration)
+        bits = self.model.latent_bits(latents, self._rate_every, iteration)
         lmbda = torch.tensor([math.exp(v) for v in self._log_lmbda], device=bits.device)
-        loss = (self._distortion(pred) + lmbda * bits / self._n_values).sum()  # a block's loss reaches only its own parameters
+        loss = (self._training_distortion(latents) + lmbda * bits / self._n_values).sum()  # a block's loss reaches only its own parameters
         self._optimiser.zero_grad()
         loss.backward()
         self._optimiser.step()
@@ -384,7 +425,7 @@ class GridTraining:
         optimiser = Adam(self.model.arm.parameters(), lr=self._lr)
         rounded = [torch.round(z).detach() for z in self.model.latents]
         for iteration in range(steps):
-            loss = (self.model.latent_bits(rounded, RATE_SAMPLE, iteration) / self._n_values).sum()
+            loss = (self.model.latent_bits(rounded, self._rate_every, iteration) / self._n_values).sum()
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -458,6 +499,10 @@ RATE_FIXES = 5
 """Times the coefficient step is changed to bring a stream into [:data:`FILL`, 1] x its budget."""
 FILL = 0.97
 """A stream under this share of its budget gets a finer coefficient step (the quality it leaves unused)."""
+TRAIN_FILL = 0.99
+"""Training steers the latents' bits to this share of what the budget leaves them (the parameters'
+bits estimated): near the top of [:data:`FILL`, 1] x the budget (at 0.97, the bottom, streams
+used 1.5 % less of their budgets, docs/method.md)."""
 FINE_TUNE_STEPS = 40
 """Steps of fine-tuning after each change of the coefficient step, at most (1 per 25 steps of the fit:
 40 at the default 1,000; a 60-step test fit spent four fifths of its time in 200 fine-tuning steps)."""
@@ -578,7 +623,7 @@ def fit_batch(spec: GridSpec, targets: list[np.ndarray], valids: list[np.ndarray
               fixed_bits: list[float], steps: int = 1000, lr: float = 1e-2, seed: int = 0,
               device: str | None = None) -> list[bytes]:
     """Train blocks of one ``spec`` as one batch (:class:`GridTraining`) and pack each within its budget."""
-    latent_bits = [max(0.97 * (budget - fixed - estimated_param_bits(spec)), 0.02 * budget)
+    latent_bits = [max(TRAIN_FILL * (budget - fixed - estimated_param_bits(spec)), 0.02 * budget)
                    for budget, fixed in zip(budget_bits, fixed_bits, strict=True)]
     training = GridTraining(targets, valids, spec, latent_bits, lr=lr, seed=seed, device=device).train(steps)
     return pack_within_budget(training, targets, valids, budget_bits, fixed_bits,
