@@ -33,15 +33,23 @@ class Adam:
 
     @torch.no_grad()
     def step(self) -> None:
+        """One step of every parameter with a gradient, each group's in a few multi-tensor calls
+        (fewer Python calls, which hold the GIL: two fits in threads overlap more; on the CPU the
+        same arithmetic per tensor)."""
         beta1, beta2 = self._betas
         for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self._state.setdefault(param, [0, torch.zeros_like(param), torch.zeros_like(param)])
+            params = [param for param in group["params"] if param.grad is not None]
+            if not params:
+                continue
+            states = [self._state.setdefault(param, [0, torch.zeros_like(param), torch.zeros_like(param)])
+                      for param in params]
+            for state in states:
                 state[0] += 1
-                steps, mean, mean_square = state
-                mean.lerp_(param.grad, 1 - beta1)
-                mean_square.mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
-                denominator = (mean_square.sqrt() / (1 - beta2**steps) ** 0.5).add_(self._eps)
-                param.addcdiv_(mean, denominator, value=-group["lr"] / (1 - beta1**steps))
+            grads, means, mean_squares = [p.grad for p in params], [s[1] for s in states], [s[2] for s in states]
+            torch._foreach_lerp_(means, grads, 1 - beta1)
+            torch._foreach_mul_(mean_squares, beta2)
+            torch._foreach_addcmul_(mean_squares, grads, grads, value=1 - beta2)
+            denominators = torch._foreach_sqrt(mean_squares)
+            torch._foreach_div_(denominators, [(1 - beta2 ** s[0]) ** 0.5 for s in states])
+            torch._foreach_add_(denominators, self._eps)
+            torch._foreach_addcdiv_(params, means, denominators, [-group["lr"] / (1 - beta1 ** s[0]) for s in states])
