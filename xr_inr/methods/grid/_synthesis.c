@@ -4,7 +4,8 @@
  * code does in whole-array passes, in the same order, so the results are the same bits. That holds
  * where a double operation rounds once: SSE2 or NEON, no excess precision (checked below), and no
  * fused multiply-add (the build passes -ffp-contract=off; there is no reassociation without
- * -ffast-math). tanh stays with numpy, between gelu_start() and gelu_finish().
+ * -ffast-math). tanh stays with numpy, between gelu_start() and gelu_finish(). model.py checks the
+ * arrays' types and shapes before it calls these.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -18,7 +19,7 @@
 static PyObject *gelu_start(PyObject *self, PyObject *args) {
     Py_buffer x, bias, t;
     if (!PyArg_ParseTuple(args, "w*y*w*", &x, &bias, &t)) return NULL;
-    const Py_ssize_t n = bias.len / (Py_ssize_t)sizeof(double), total = x.len / (Py_ssize_t)sizeof(double);
+    const Py_ssize_t n = bias.len / (Py_ssize_t)sizeof(double), total = n ? x.len / (Py_ssize_t)sizeof(double) : 0;
     double *xs = x.buf, *ts = t.buf;
     const double *b = bias.buf;
     Py_BEGIN_ALLOW_THREADS
@@ -63,7 +64,7 @@ static PyObject *add_output(PyObject *self, PyObject *args) {
     Py_buffer x, bias, base;
     Py_ssize_t stride;
     if (!PyArg_ParseTuple(args, "w*y*y*n", &x, &bias, &base, &stride)) return NULL;
-    const Py_ssize_t n = bias.len / (Py_ssize_t)sizeof(double), rows = x.len / (Py_ssize_t)sizeof(double) / n;
+    const Py_ssize_t n = bias.len / (Py_ssize_t)sizeof(double), rows = n ? x.len / (Py_ssize_t)sizeof(double) / n : 0;
     double *xs = x.buf;
     const double *b = bias.buf, *c = base.buf;
     Py_BEGIN_ALLOW_THREADS
@@ -83,7 +84,7 @@ static PyObject *spectra(PyObject *self, PyObject *args) {
     double scale, offset;
     if (!PyArg_ParseTuple(args, "w*y*dd", &values, &mean, &scale, &offset)) return NULL;
     const Py_ssize_t bands = mean.len / (Py_ssize_t)sizeof(double);
-    const Py_ssize_t pixels = values.len / (Py_ssize_t)sizeof(double) / bands;
+    const Py_ssize_t pixels = bands ? values.len / (Py_ssize_t)sizeof(double) / bands : 0;
     double *v = values.buf;
     const double *m = mean.buf;
     Py_BEGIN_ALLOW_THREADS
