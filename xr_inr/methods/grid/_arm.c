@@ -97,8 +97,9 @@ static int group_by_table(const Phase *phase) {
 }
 
 /* The kernel (the clipped floor, the ARM over LANES contexts, a phase) from _arm_kernel.h, compiled
- * for ARMs of 8, 12 and 16 hidden units, each for the baseline of the build (SSE2 on x86-64) and,
- * with GCC on x86-64, for x86-64-v3 (AVX2, FMA), whose clipped floor is AVX's max, min and round.
+ * for ARMs of 8, 12 and 16 hidden units (_arm_widths.h), each for the baseline of the build (SSE2
+ * on x86-64) and, with GCC on x86-64, for x86-64-v3 (AVX2, FMA), whose clipped floor is AVX's max,
+ * min and round.
  * The same integers on each, as every value is exact; decoding uses x86-64-v3 where the CPU has it
  * (arm.FAST_COMPILED). */
 #define JOIN(name, isa, units) name##_##isa##_##units
@@ -107,17 +108,8 @@ static int group_by_table(const Phase *phase) {
 typedef void (*Kernel)(const Arm *, const Phase *);
 
 #define ISA baseline
-#define UNITS 8
-#include "_arm_kernel.h"
-#undef UNITS
-#define UNITS 12
-#include "_arm_kernel.h"
-#undef UNITS
-#define UNITS 16
-#include "_arm_kernel.h"
-#undef UNITS
+#include "_arm_widths.h"
 #undef ISA
-static const Kernel baseline_kernels[3] = {run_phase_baseline_8, run_phase_baseline_12, run_phase_baseline_16};
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
@@ -125,19 +117,10 @@ static const Kernel baseline_kernels[3] = {run_phase_baseline_8, run_phase_basel
 #pragma GCC target("arch=x86-64-v3")
 #define KERNEL_AVX2
 #define ISA v3
-#define UNITS 8
-#include "_arm_kernel.h"
-#undef UNITS
-#define UNITS 12
-#include "_arm_kernel.h"
-#undef UNITS
-#define UNITS 16
-#include "_arm_kernel.h"
-#undef UNITS
+#include "_arm_widths.h"
 #undef ISA
 #undef KERNEL_AVX2
 #pragma GCC pop_options
-static const Kernel v3_kernels[3] = {run_phase_v3_8, run_phase_v3_12, run_phase_v3_16};
 static int has_v3(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
