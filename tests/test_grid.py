@@ -397,6 +397,48 @@ def test_the_training_distortion_from_the_coefficients_is_the_values_mse(jasper_
             assert (a - b).norm() <= 1e-3 * b.norm() + 1e-12
 
 
+@pytest.mark.parametrize("scale", [0.0, 0.4, 3.0, 60.0, 1e4, 1e7])
+def test_the_static_bit_estimate_is_the_sum_of_each_residuals_bits(scale):
+    """estimate_bits, in closed form, is the sum over the residuals of -log2 of their Laplace bin's
+    probability (at least 2**-16): zeros, small and capped residuals, images of one pixel."""
+    rng = np.random.default_rng(3)
+    sparse = np.zeros((1, 6, 6))
+    sparse[0, ::3, ::3] = scale * 1e5  # many zero residuals, whose bits reach the cap at huge scales
+    for images in [np.round(rng.laplace(size=shape) * scale + np.cumsum(rng.normal(size=shape), 2) * scale)
+                   for shape in ((4, 30, 20), (2, 1, 1), (3, 1, 7))] + [sparse]:
+        padded = np.pad(images, ((0, 0), (1, 0), (1, 0)))
+        expected = 0.0
+        for r in images - np.round(0.5 * (padded[:, 1:, :-1] + padded[:, :-1, 1:])):
+            b = max(np.abs(r).mean(), 1e-3)
+            probability = 0.5 * (np.sign(r + 0.5) * -np.expm1(-np.abs(r + 0.5) / b)
+                                 - np.sign(r - 0.5) * -np.expm1(-np.abs(r - 0.5) / b))
+            expected += -np.log2(np.maximum(probability, 2.0**-16)).sum()
+        assert fitting.estimate_bits(images) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def test_steering_and_step_repicks_read_a_sample_of_the_latents(jasper_crop, monkeypatch):
+    """Above STEER_ROWS latents, λ's steering and the step's re-picks estimate the rounded latents' bits
+    from every n-th latent, each time another n-th: unbiased, near the bits of all of them."""
+    cube = jasper_crop.astype(np.float64)
+    target = (cube - cube.min()) / (cube.max() - cube.min())
+    budget = 0.2 * target.size
+    monkeypatch.setattr(fitting, "STEER_ROWS", 1000)
+    training = fitting.GridTraining([target], [None], fitting.block_spec(target, None, budget), [0.9 * budget])
+    rows = training.model.contexts.shape[0]
+    assert training._steer_every == -(-rows // 1000) > 1
+    training.train(8)
+    rounded = [torch.round(z) for z in training.model.latents]
+    with torch.no_grad():
+        exact = training.model.latent_bits(rounded).item()
+        every = training._steer_every
+        sampled = [training.model.latent_bits(rounded, every, start).item() for start in range(every)]
+    assert len(set(sampled)) == every and all(abs(s / exact - 1) < 0.2 for s in sampled)
+    assert sum(sampled) / every == pytest.approx(exact, rel=1e-5)  # the samples split the latents between them
+    steps, retunes = list(training.model.steps), training._retunes
+    training._retune_steps()  # the next sample
+    assert training.model.steps != steps and training._retunes == retunes + 1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (the batched path is tested on the CPU above)")
 def test_a_batch_fits_on_cuda(jasper_crop):
     from xr_inr.core.encode import encode_blocks
