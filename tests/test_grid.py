@@ -439,6 +439,45 @@ def test_steering_and_step_repicks_read_a_sample_of_the_latents(jasper_crop, mon
     assert training.model.steps != steps and training._retunes == retunes + 1
 
 
+def test_the_best_effort_also_fits_the_architecture_whose_brief_fit_decodes_best(jasper_crop, monkeypatch):
+    """searched_spec fits the rule's spec and its neighbours in k briefly and returns the one whose stream
+    decodes with the least error; effort "best" then fits the block with the rule's spec and that one, and
+    keeps the better stream; the other efforts do not search."""
+    cube = jasper_crop.astype(np.float64)
+    target = (cube - cube.min()) / (cube.max() - cube.min())
+    budget, fixed = 0.3 * target.size, 480.0
+    spec = fitting.block_spec(target, None, budget)
+    tried, fit_batch = [], fitting.fit_batch
+
+    def recording(candidate, *args, **kwargs):
+        payloads = fit_batch(candidate, *args, **kwargs)
+        tried.append((candidate, payloads[0]))
+        return payloads
+
+    monkeypatch.setattr(fitting, "fit_batch", recording)
+    chosen = fitting.searched_spec(spec, target, None, budget, fixed, steps=6)
+    ks = [candidate.components for candidate, _ in tried]
+    assert ks[0] == spec.components and len(set(ks)) == len(ks) == 3 and min(ks) < spec.components < max(ks)
+    errors = [np.mean((decode(AFFINE.pack(0.0, 1.0) + payload, target.shape, np.arange(40), np.arange(40)) - target) ** 2)
+              for _, payload in tried]
+    assert chosen == tried[int(np.argmin(errors))][0]
+
+    other = tried[1][0]  # the full fit: the rule's spec and another, the better stream kept
+    monkeypatch.setattr(fitting, "searched_spec", lambda spec, *args: other)
+    tried.clear()
+    [payload] = fitting.fit_and_pack([target], [None], [budget], [fixed], steps=6, search_steps=3)
+    assert [candidate for candidate, _ in tried] == [spec, other]
+    errors = [fitting.stream_error(p, target, None, budget - fixed) for _, p in tried]
+    assert payload == tried[errors.index(min(errors))][1] and errors[0] != errors[1]
+
+    searched = []
+    monkeypatch.setattr(fitting, "searched_spec", lambda spec, *args: searched.append(args[4]) or spec)
+    monkeypatch.setattr(fitting, "SEARCH_STEPS", 3)
+    for effort in ("fast", "best"):
+        INRCodec(bpppb=0.3, effort=effort, steps=4).encode(jasper_crop)
+    assert searched == [3]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (the batched path is tested on the CPU above)")
 def test_a_batch_fits_on_cuda(jasper_crop):
     from xr_inr.core.encode import encode_blocks

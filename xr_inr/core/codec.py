@@ -67,7 +67,9 @@ class INRCodec(Codec):
         for float arrays). None (default): every element is fitted.
     effort : "fast", "default" or "best": encode time against quality, by the
         number of fitting steps (grid: 50, 300, 1000; siren: 500, 2000, 4000),
-        unless ``steps`` is given. Decoding never needs it.
+        unless ``steps`` is given; "best" also picks the grid's architecture
+        among its neighbours by brief fits (:func:`xr_inr.methods.grid.fitting.searched_spec`,
+        unless ``components`` is given). Decoding never needs it.
     chunk_shape, dtype : the Zarr array's chunk shape and dtype, given together
         (``to_zarr`` sets them for Zarr format 2, whose compressor gets no chunk
         spec): ``decode`` refuses a stream of another layout

@@ -27,7 +27,8 @@ from ...pca import pca
 from ..fitting import Adam, pick_device
 from . import arm as lc
 from .model import GridSpec, upsample_matrix
-from .payload import ARCHITECTURES, choose_spec, estimated_param_bits, model_parts, pack, quantised_parameters
+from .payload import (ARCHITECTURES, choose_spec, decode, estimated_param_bits, model_parts, pack,
+                      quantised_parameters)
 
 LOG2_SCALES = (-4.0, 13.0)  # the entropy coder's range of log2 Laplace scales
 RATE_SAMPLE = 8
@@ -535,6 +536,10 @@ bits estimated; at 0.97 streams used 1.5 % less of their budgets, docs/method.md
 FINE_TUNE_STEPS = 40
 """Steps of fine-tuning after each change of the coefficient step, at most (1 per 25 steps of the fit:
 40 at the default 1,000; a 60-step test fit spent four fifths of its time in 200 fine-tuning steps)."""
+SEARCH_STEPS = 100
+"""Effort "best": steps of each brief fit of :func:`searched_spec` (three at most); when another spec
+than the rule's wins, the block is fitted with both and keeps the better stream (brief fits ranked specs
+within a few tenths of a dB in another order than full ones: docs/method.md)."""
 FINE_TUNE_FROM = 0.1
 """... when some block's step changed by at least 2**this (7 %): smaller changes are packed again at
 once (the fine-tuning bought nothing measurable after them, and cost the default effort 7 % more time)."""
@@ -550,8 +555,9 @@ def encode(cubes: list[np.ndarray], budget_bits: list[float], fixed_bits: list[f
         targets.append(np.where(nan, 0.0, (cube - lo) / scale))
         valids.append(~nan if nan.any() else None)
         affines.append(AFFINE.pack(lo, scale))
+    search_steps = SEARCH_STEPS if codec.effort == "best" else 0
     models = fit_and_pack(targets, valids, budget_bits, fixed_bits, components=codec.components, steps=codec.steps,
-                          lr=codec.lr, seed=codec.seed, device=codec.device)
+                          lr=codec.lr, seed=codec.seed, device=codec.device, search_steps=search_steps)
     return [affine + model for affine, model in zip(affines, models, strict=True)]
 
 
@@ -615,17 +621,26 @@ def _device_slot(device: str | None):
 
 def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], budget_bits: list[float],
                  fixed_bits: list[float], components: int | None = None, steps: int = 1000, lr: float = 1e-2,
-                 seed: int = 0, device: str | None = None) -> list[bytes]:
+                 seed: int = 0, device: str | None = None, search_steps: int = 0) -> list[bytes]:
     """Fit and pack each target (bands, h, w, normalised to [0, 1]) within its ``budget_bits`` when it can;
     blocks that get the same architecture (:func:`block_spec`) are fitted together as one batch
     (:func:`fit_batch`), halved as long as the device runs out of memory.
+
+    ``search_steps`` > 0 (and ``components`` None): each block is also fitted with the architecture
+    that :func:`searched_spec` finds by brief fits of this many steps, when it is another, and keeps
+    the stream that decodes better (:func:`stream_error`).
 
     ``fixed_bits``: what the rest of each stream (header, mask, affine, checksum) takes.
     """
     batches: dict[GridSpec, list[int]] = {}
     for i, (target, valid, budget) in enumerate(zip(targets, valids, budget_bits, strict=True)):
-        batches.setdefault(block_spec(target, valid, budget, components), []).append(i)
-    payloads = [b""] * len(targets)
+        spec = block_spec(target, valid, budget, components)
+        batches.setdefault(spec, []).append(i)
+        if search_steps and components is None:
+            searched = searched_spec(spec, target, valid, budget, fixed_bits[i], search_steps, lr, seed, device)
+            if searched != spec:
+                batches.setdefault(searched, []).append(i)
+    tried: list[list[bytes]] = [[] for _ in targets]
 
     def fit(spec: GridSpec, members: list[int]) -> None:
         try:
@@ -638,7 +653,7 @@ def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], bud
                 raise
         else:
             for i, payload in zip(members, packed, strict=True):
-                payloads[i] = payload
+                tried[i].append(payload)
             return
         # here, out of the except clause, the exception and the batch's tensors it held are gone
         if torch.cuda.is_available():
@@ -648,7 +663,32 @@ def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], bud
 
     for spec, members in batches.items():
         fit(spec, members)
-    return payloads
+    return [payloads[0] if len(payloads) == 1 else
+            min(payloads, key=lambda p: stream_error(p, targets[i], valids[i], budget_bits[i] - fixed_bits[i]))
+            for i, payloads in enumerate(tried)]
+
+
+def searched_spec(spec: GridSpec, target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
+                  fixed_bits: float, steps: int, lr: float = 1e-2, seed: int = 0, device: str | None = None) -> GridSpec:
+    """Of ``spec`` and the specs with the next fewer and next more basis vectors of :data:`ARCHITECTURES`
+    (:func:`choose_spec` with that k), the one whose stream, fitted ``steps`` steps and packed, decodes
+    best (:func:`stream_error`): the water-filling rule's k was up to 0.8 dB from the best k measured
+    (docs/method.md)."""
+    ks = sorted({row[0] for row in ARCHITECTURES if row[0] <= spec.bands} | {spec.components})
+    at = ks.index(spec.components)
+    candidates = list(dict.fromkeys([spec] + [choose_spec(spec.bands, spec.height, spec.width, budget_bits, k)
+                                              for k in ks[max(at - 1, 0):at] + ks[at + 1:at + 2]]))
+    errors = [stream_error(fit_batch(candidate, [target], [valid], [budget_bits], [fixed_bits], steps=steps, lr=lr,
+                                     seed=seed, device=device)[0], target, valid, budget_bits - fixed_bits)
+              for candidate in candidates]
+    return candidates[errors.index(min(errors))]
+
+
+def stream_error(payload: bytes, target: np.ndarray, valid: np.ndarray | None, budget_bits: float) -> tuple[bool, float]:
+    """(over ``budget_bits``, mean squared error of the decoded ``payload`` against ``target``): smallest is best."""
+    decoded = decode(AFFINE.pack(0.0, 1.0) + payload, target.shape, np.arange(target.shape[1]), np.arange(target.shape[2]))
+    error = (decoded - target) ** 2
+    return 8 * len(payload) > budget_bits, float(error.mean() if valid is None else error[valid].mean())
 
 
 def fit_batch(spec: GridSpec, targets: list[np.ndarray], valids: list[np.ndarray | None], budget_bits: list[float],
