@@ -669,7 +669,8 @@ def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], bud
 
 
 def searched_spec(spec: GridSpec, target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
-                  fixed_bits: float, steps: int, lr: float = 1e-2, seed: int = 0, device: str | None = None) -> GridSpec:
+                  fixed_bits: float, steps: int, lr: float = 1e-2, seed: int = 0,
+                  device: str | None = None) -> GridSpec:
     """Of ``spec`` and the specs with the next fewer and next more basis vectors of :data:`ARCHITECTURES`
     (:func:`choose_spec` with that k), the one whose stream, fitted ``steps`` steps and packed, decodes
     best (:func:`stream_error`): the water-filling rule's k was up to 0.8 dB from the best k measured
@@ -684,9 +685,12 @@ def searched_spec(spec: GridSpec, target: np.ndarray, valid: np.ndarray | None, 
     return candidates[errors.index(min(errors))]
 
 
-def stream_error(payload: bytes, target: np.ndarray, valid: np.ndarray | None, budget_bits: float) -> tuple[bool, float]:
-    """(over ``budget_bits``, mean squared error of the decoded ``payload`` against ``target``): smallest is best."""
-    decoded = decode(AFFINE.pack(0.0, 1.0) + payload, target.shape, np.arange(target.shape[1]), np.arange(target.shape[2]))
+def stream_error(payload: bytes, target: np.ndarray, valid: np.ndarray | None,
+                 budget_bits: float) -> tuple[bool, float]:
+    """(over ``budget_bits``, mean squared error of the decoded ``payload`` against ``target``): the
+    smallest is the best."""
+    _, height, width = target.shape
+    decoded = decode(AFFINE.pack(0.0, 1.0) + payload, target.shape, np.arange(height), np.arange(width))
     error = (decoded - target) ** 2
     return 8 * len(payload) > budget_bits, float(error.mean() if valid is None else error[valid].mean())
 
@@ -710,8 +714,9 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
     While a stream is over budget or under :data:`FILL` of it, its coefficient step is
     coarsened or refined by what the gap to the middle of that range should take, learning
     from each try how many bits a doubling of the step is worth per latent; the batch is then
-    fine-tuned (``fine_tune_steps``; not after changes under :data:`FINE_TUNE_FROM`), each lambda steered to the measured bits left for its
-    latents (the budget less the real parameter bytes, in the ARM's training bits), and the
+    fine-tuned (``fine_tune_steps``; not after changes under :data:`FINE_TUNE_FROM`), each lambda
+    steered to the measured bits left for its latents (the budget less the real parameter bytes,
+    in the ARM's training bits), and the
     streams not yet done are packed again, :data:`RATE_FIXES` times at most. Each block gets
     its stream within budget of the least MSE (the trained model's; the last stream when none is
     within budget): in small blocks, where the parameters' bytes dominate, a larger stream is
