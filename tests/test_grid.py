@@ -510,7 +510,8 @@ def test_a_batch_too_large_for_the_device_is_halved(jasper_crop, monkeypatch):
 
 @pytest.mark.parametrize("device", ["cuda", "cpu"])
 def test_batches_on_one_gpu_train_a_few_at_a_time(device, monkeypatch):
-    """The accessor's threads (one per CPU core) would put a batch each on the GPU at once."""
+    """The accessor's threads (one per CPU core) would put a batch each on the GPU at once (the best
+    effort's brief fits too)."""
     import threading
     import time
 
@@ -527,9 +528,10 @@ def test_batches_on_one_gpu_train_a_few_at_a_time(device, monkeypatch):
         return [b"payload"] * len(targets)
 
     monkeypatch.setattr(fitting, "fit_batch", slow_batch)
+    monkeypatch.setattr(fitting, "stream_error", lambda *args: (False, 0.0))
     target = np.random.default_rng(0).random((4, 6, 6))
     threads = [threading.Thread(target=fitting.fit_and_pack, args=([target], [None], [400.0], [40.0]),
-                                kwargs={"device": device}) for _ in range(5)]
+                                kwargs={"device": device, "search_steps": search}) for search in (0, 2, 0, 2, 0)]
     for thread in threads:
         thread.start()
     for thread in threads:

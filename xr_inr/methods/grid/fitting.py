@@ -679,9 +679,12 @@ def searched_spec(spec: GridSpec, target: np.ndarray, valid: np.ndarray | None, 
     at = ks.index(spec.components)
     candidates = list(dict.fromkeys([spec] + [choose_spec(spec.bands, spec.height, spec.width, budget_bits, k)
                                               for k in ks[max(at - 1, 0):at] + ks[at + 1:at + 2]]))
-    errors = [stream_error(fit_batch(candidate, [target], [valid], [budget_bits], [fixed_bits], steps=steps, lr=lr,
-                                     seed=seed, device=device)[0], target, valid, budget_bits - fixed_bits)
-              for candidate in candidates]
+    errors = []
+    for candidate in candidates:
+        with _device_slot(device):
+            [payload] = fit_batch(candidate, [target], [valid], [budget_bits], [fixed_bits], steps=steps, lr=lr,
+                                  seed=seed, device=device)
+        errors.append(stream_error(payload, target, valid, budget_bits - fixed_bits))
     return candidates[errors.index(min(errors))]
 
 
