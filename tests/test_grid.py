@@ -439,6 +439,38 @@ def test_steering_and_step_repicks_read_a_sample_of_the_latents(jasper_crop, mon
     assert training.model.steps != steps and training._retunes == retunes + 1
 
 
+def test_each_block_ends_training_in_its_best_rounded_state(jasper_crop, monkeypatch):
+    """The rounded latents' phase can raise a block's rate and error: each block of a batch ends training
+    in the state, of those offered (the end of the noisy phase, then every 10 steps), of least MSE +
+    λ bits / values with its latents rounded; here block 0's rounded phase is spoilt, block 1's is not."""
+    cube = jasper_crop.astype(np.float64)
+    target = (cube - cube.min()) / (cube.max() - cube.min())
+    budget = 0.2 * target.size
+    training = fitting.GridTraining([target, target[:, ::-1].copy()], [None, None],
+                                    fitting.block_spec(target, None, budget), [0.9 * budget] * 2)
+    step, state, offered = fitting.GridTraining._step, fitting.GridTraining.rounded_state, []
+
+    def spoilt_step(self, mode, lr_scale, iteration):
+        step(self, mode, lr_scale, iteration)
+        if mode == "round":
+            with torch.no_grad():
+                self.model.latents[0][0] += torch.randint(-3, 4, self.model.latents[0][0].shape,
+                                                          generator=torch.Generator().manual_seed(iteration))
+
+    def recorded_state(self):
+        offered.append([torch.round(z).clone() for z in self.model.latents])
+        return state(self)
+
+    monkeypatch.setattr(fitting.GridTraining, "_step", spoilt_step)
+    monkeypatch.setattr(fitting.GridTraining, "rounded_state", recorded_state)
+    training.train(40)  # offered after steps 32 (the end of the noisy phase) and 40
+    final = [torch.round(z) for z in training.model.latents]
+    assert len(offered) == 2
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(final, offered[0]))  # spoilt: back to the noisy phase's end
+    assert not torch.equal(final[0][0], offered[1][0][0])
+    assert any(all(torch.equal(a[1], b[1]) for a, b in zip(final, state)) for state in offered)
+
+
 def test_the_best_effort_also_fits_the_architecture_whose_brief_fit_decodes_best(jasper_crop, monkeypatch):
     """searched_spec fits the rule's spec and its neighbours in k briefly and returns the one whose stream
     decodes with the least error; effort "best" then fits the block with the rule's spec and that one, and

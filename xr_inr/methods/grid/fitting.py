@@ -348,6 +348,40 @@ def choose_step(coefficients: np.ndarray, shape: tuple[int, int], latent_bits: f
     return max(hi, float(np.abs(coefficients).max()) / MAX_LATENT)
 
 
+class _BestRounded:
+    """The parameters of each block of a training in the offered state of least rate-distortion cost
+    with rounded latents, MSE + lambda * bits / values at the current lambda: the rounded phase of
+    training (straight-through gradients) can raise both the rate and the error (docs/method.md),
+    and a block then gets back its best state."""
+
+    def __init__(self, training: GridTraining):
+        self._training = training
+        self._parameters = list(training.model.parameters())  # each (blocks, ...)
+        self._saved = [p.detach().clone() for p in self._parameters]
+        self._best: list[tuple[float, float]] | None = None  # (MSE, bits) per block
+        self._current = [True] * training.model.blocks
+
+    @torch.no_grad()
+    def offer(self) -> None:
+        states = list(zip(*self._training.rounded_state(), strict=True))
+        best = self._best or states
+        lambdas = self._training.lambdas_per_value()
+        for b, ((mse, bits), (best_mse, best_bits), lmbda) in enumerate(zip(states, best, lambdas, strict=True)):
+            self._current[b] = mse + lmbda * bits <= best_mse + lmbda * best_bits
+            if self._current[b]:
+                best[b] = (mse, bits)
+                for saved, parameter in zip(self._saved, self._parameters, strict=True):
+                    saved[b] = parameter[b]
+        self._best = best
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for b, current in enumerate(self._current):
+            if not current:
+                for saved, parameter in zip(self._saved, self._parameters, strict=True):
+                    parameter[b] = saved[b]
+
+
 class GridTraining:
     """Latent-grid models being fitted to a batch of blocks of the same spec (one block: the usual
     fit); ``coarsen`` and ``fine_tune`` trade quality for bits after ``train``.
@@ -468,6 +502,7 @@ class GridTraining:
             self._warm_up_arm(math.ceil(warm_up * min(1.0, steps / WARM_UP_FULL_FROM) ** 3))
         noise_steps = int(0.8 * steps)
         retune_at = {int(0.1 * steps), int(0.25 * steps), int(0.4 * steps)}
+        best = _BestRounded(self)
         for iteration in range(steps):
             if iteration in retune_at:  # the ARM codes better than the static estimate: re-pick the step
                 self._retune_steps()
@@ -476,7 +511,22 @@ class GridTraining:
             else:
                 mode, progress, top = "round", (iteration - noise_steps) / max(steps - noise_steps, 1), 0.1
             self._step(mode, top * 0.5 * (1 + math.cos(math.pi * progress)) + 1e-3, iteration)
+            if iteration >= noise_steps - 1 and (iteration % 10 == 9 or iteration in (noise_steps - 1, steps - 1)):
+                best.offer()
+        best.restore()
         return self
+
+    def lambdas_per_value(self) -> list[float]:
+        """Each block's lambda over its number of values: the weight of a bit in its loss."""
+        return [math.exp(v) / n for v, n in zip(self._log_lmbda, self._n_values.tolist(), strict=True)]
+
+    @torch.no_grad()
+    def rounded_state(self) -> tuple[list[float], list[float]]:
+        """Each block's MSE and its latents' bits, the latents rounded (the bits from every n-th
+        latent, as when steering, always the same ones)."""
+        latents = [torch.round(z) for z in self.model.latents]
+        return (self._training_distortion(latents).tolist(),
+                self.model.latent_bits(latents, self._steer_every).tolist())
 
     def fine_tune(self, steps: int, latent_bits: list[float]) -> GridTraining:
         """``steps`` more steps with rounded latents at a tenth of the learning rate, each lambda
