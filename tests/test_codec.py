@@ -263,12 +263,12 @@ def test_config_round_trip():
 
 
 def test_effort_picks_the_steps_unless_they_are_given():
-    assert [INRCodec(effort=e).steps for e in ("fast", "default", "best")] == [50, 300, 1000]
+    assert [INRCodec(effort=e).steps for e in ("fast", "default", "best")] == [50, 1000, 2000]
     assert INRCodec(method="siren", effort="fast").steps == 500
     assert INRCodec(effort="fast", steps=7).steps == 7
     assert "effort" not in INRCodec().get_config()  # configs written without it stay as they were
     config = INRCodec(effort="best").get_config()
-    assert config["effort"] == "best" and numcodecs.get_codec(config).steps == 1000
+    assert config["effort"] == "best" and numcodecs.get_codec(config).steps == 2000
     with pytest.raises(ValueError, match="unknown effort 'quick'"):
         INRCodec(effort="quick")
 

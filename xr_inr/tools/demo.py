@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bpppb", type=float, default=0.1, help="bit budget per pixel per band (default 0.1)")
     parser.add_argument("--method", choices=("grid", "siren"), default="grid",
                         help="grid (default): latent grids + learned spectral basis; siren: the paper's method")
-    parser.add_argument("--steps", type=int, help="Adam steps of the (final) fit (default: the codec's, 300 for grid, 2000 for siren)")
+    parser.add_argument("--steps", type=int, help="Adam steps of the (final) fit (default: the codec's, 1000 for grid, 2000 for siren)")
     parser.add_argument("--search-steps", type=int, default=200,
                         help="siren: steps of the architecture search's first round (default 200)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (default 1e-2 for grid, the paper's 2e-4 for siren)")
