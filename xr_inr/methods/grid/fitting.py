@@ -240,6 +240,20 @@ class GridModel(torch.nn.Module):
 
     def row_bits(self, latents: list[torch.Tensor], rows: slice = slice(None)) -> torch.Tensor:
         """Estimated bits of each latent of ``rows`` (blocks, rows): one pass of the ARM over every level."""
+        values, location, scale = self._laplace(latents, rows)
+        return laplace_interval_bits(values, location, scale)
+
+    @torch.no_grad()
+    def locations(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """(blocks, latents): the location the ARM gives each latent, in the order of the block's latents
+        flattened level by level (what the entropy coder's Laplace is centred on)."""
+        _, location, _ = self._laplace(latents)
+        out = torch.empty_like(location)
+        out[:, self.points.long()] = location
+        return out
+
+    def _laplace(self, latents: list[torch.Tensor], rows: slice = slice(None)):
+        """(values, locations, scales) of the latents of ``rows`` (each (blocks, rows)) under the ARM."""
         blocks = self.blocks
         flat = torch.cat([z.reshape(blocks, -1) for z in latents] + [latents[0].new_zeros(blocks, 1)], dim=1)
         first = torch.arange(0, flat.numel(), flat.shape[1], dtype=self.contexts.dtype, device=flat.device)[:, None]
@@ -255,8 +269,7 @@ class GridModel(torch.nn.Module):
         for layer in self.arm[1:-1]:
             h = F.hardtanh(layer(h), 0.0, lc.HIDDEN_CAP * 2.0**-lc.FRACTION)
         out = self.arm[-1](h)
-        scale = torch.exp2(out[..., 1].clamp(*LOG2_SCALES))
-        return laplace_interval_bits(gather(self.points[rows]), prediction[..., 0] + out[..., 0], scale)
+        return gather(self.points[rows]), prediction[..., 0] + out[..., 0], torch.exp2(out[..., 1].clamp(*LOG2_SCALES))
 
 
 class _SignedMitchell(torch.autograd.Function):
@@ -537,6 +550,33 @@ class GridTraining:
         return self
 
     @torch.no_grad()
+    def boundary_moves(self, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices into ``block``'s latents flattened level by level of those within :data:`TRIM_BAND` of
+        a rounding boundary whose other integer neighbour is nearer the ARM's location (fewer bits),
+        nearest the boundary first, and those neighbours."""
+        latents = torch.cat([z[block].reshape(-1) for z in self.model.latents])
+        rounded = torch.round(latents)
+        location = self.model.locations([torch.round(z) for z in self.model.latents])[block]
+        other = rounded + torch.sign(latents - rounded)
+        gap = 0.5 - (latents - rounded).abs()
+        indices = torch.nonzero((gap < TRIM_BAND) & ((other - location).abs() < (rounded - location).abs()))[:, 0]
+        indices = indices[torch.argsort(gap[indices], stable=True)]
+        return indices, other[indices]
+
+    def block_latents(self, block: int) -> torch.Tensor:
+        """A copy of ``block``'s latents flattened level by level."""
+        return torch.cat([z[block].detach().reshape(-1) for z in self.model.latents])
+
+    @torch.no_grad()
+    def set_block_latents(self, block: int, flat: torch.Tensor) -> None:
+        """Set ``block``'s latents from ``flat`` (as :meth:`block_latents` gives them)."""
+        offset = 0
+        for z in self.model.latents:
+            n = z[block].numel()
+            z[block] = flat[offset:offset + n].reshape(z[block].shape)
+            offset += n
+
+    @torch.no_grad()
     def coarsen(self, block: int, log2_ratio: float) -> float:
         """Multiply ``block``'s coefficient step by 2**log2_ratio, its coefficient latents divided to
         match (fewer bits after rounding when positive, more when negative: used to fit the budget).
@@ -590,6 +630,13 @@ SEARCH_STEPS = 100
 """Effort "best": steps of each brief fit of :func:`searched_spec` (three at most); when another spec
 than the rule's wins, the block is fitted with both and keeps the better stream (brief fits ranked specs
 within a few tenths of a dB in another order than full ones: docs/method.md)."""
+TRIM_BAND = 0.05
+"""The packer's first way into the budget: latents within this of a rounding boundary (where the rounded
+phase of training leaves many, its gradients pushing them across and back) are rounded to their other
+neighbour where that is nearer the ARM's location, as few as bring the stream within budget: fewer bits
+at a small cost, where a coarser step re-rounds every latent (docs/method.md)."""
+TRIM_TRIES = 6
+"""Streams packed at most to find how many latents to move (:data:`TRIM_BAND`), by false position."""
 FINE_TUNE_FROM = 0.1
 """... when some block's step changed by at least 2**this (7 %): smaller changes are packed again at
 once (the fine-tuning bought nothing measurable after them, and cost the default effort 7 % more time)."""
@@ -794,6 +841,13 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
             size = 8 * len(payloads[b]) + fixed_bits[b]
             if size <= budget_bits[b] and (best[b] is None or fit.mse < best[b][0]):
                 best[b] = (fit.mse, payloads[b])
+            if size > budget_bits[b] and attempt < RATE_FIXES:
+                trimmed = _trimmed(training, b, targets[b], valids[b], budget_bits[b], fixed_bits[b], size)
+                if trimmed is not None and (best[b] is None or trimmed[0] < best[b][0]):
+                    best[b] = trimmed
+                if trimmed is not None and FILL * budget_bits[b] <= 8 * len(trimmed[1]) + fixed_bits[b]:
+                    active.remove(b)
+                    continue
             if FILL * budget_bits[b] <= size <= budget_bits[b] or attempt == RATE_FIXES:
                 active.remove(b)
                 continue
@@ -813,3 +867,37 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
         if max(abs(log2_ratio[b]) for b in active) >= FINE_TUNE_FROM:
             training.fine_tune(fine_tune_steps, latent_bits)  # the blocks done train on, unused
     return [payload if chosen is None else chosen[1] for payload, chosen in zip(payloads, best, strict=True)]
+
+
+def _trimmed(training: GridTraining, b: int, target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
+             fixed_bits: float, size: float) -> tuple[float, bytes] | None:
+    """(MSE, stream) of block ``b`` brought within ``budget_bits`` from ``size`` (over it) by the fewest
+    :meth:`GridTraining.boundary_moves` found in :data:`TRIM_TRIES` packings, aiming into [:data:`FILL`, 1]
+    of the budget; None when even all the moves leave it over budget. The latents are left as they were."""
+    indices, values = training.boundary_moves(b)
+    saved = training.block_latents(b)
+
+    def stream(count: int) -> tuple[float, bytes, float]:
+        moved = saved.clone()
+        moved[indices[:count]] = values[:count]
+        training.set_block_latents(b, moved)
+        fit = training.results()[b]
+        payload = pack(training.spec, fit.step, quantised_parameters(fit, target, valid), fit.latents)
+        return fit.mse, payload, 8 * len(payload) + fixed_bits
+
+    aim = (1 + FILL) / 2 * budget_bits
+    over, over_size, fits = 0, size, len(indices)  # counts of moves: over budget, within it
+    mse, payload, fits_size = stream(fits)
+    found = (mse, payload) if fits_size <= budget_bits else None
+    for _ in range(TRIM_TRIES - 1):
+        if found is None or fits_size >= FILL * budget_bits or fits - over <= 1:
+            break
+        count = over + round((over_size - aim) / (over_size - fits_size) * (fits - over))  # false position
+        count = min(max(count, over + 1), fits - 1)
+        mse, payload, size = stream(count)
+        if size <= budget_bits:
+            fits, fits_size, found = count, size, (mse, payload)
+        else:
+            over, over_size = count, size
+    training.set_block_latents(b, saved)
+    return found
