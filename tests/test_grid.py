@@ -471,6 +471,34 @@ def test_each_block_ends_training_in_its_best_rounded_state(jasper_crop, monkeyp
     assert any(all(torch.equal(a[1], b[1]) for a, b in zip(final, state)) for state in offered)
 
 
+def test_an_over_budget_stream_first_moves_latents_off_their_rounding_boundaries(jasper_crop):
+    """Over its budget after training, a stream is brought within it by rounding the fewest latents
+    near a rounding boundary to their other neighbour, the one nearer the ARM's location, before any
+    coarser step (which re-rounds every latent)."""
+    cube = jasper_crop.astype(np.float64)
+    target = (cube - cube.min()) / (cube.max() - cube.min())
+    budget = 0.2 * target.size
+    training = fitting.GridTraining([target], [None], fitting.block_spec(target, None, budget), [0.9 * budget])
+    training.train(60)
+    indices, values = training.boundary_moves(0)
+    latents = training.block_latents(0)
+    rounded = torch.round(latents)
+    location = training.model.locations([torch.round(z) for z in training.model.latents])[0]
+    gaps = 0.5 - (latents[indices] - rounded[indices]).abs()
+    assert len(indices) > 10 and (gaps < fitting.TRIM_BAND).all() and (gaps[1:] >= gaps[:-1]).all()
+    assert ((values - rounded[indices]).abs() == 1).all()
+    assert ((values - location[indices]).abs() < (rounded[indices] - location[indices]).abs()).all()
+
+    fit = training.results()[0]
+    natural = 8 * len(pack(training.spec, fit.step, fitting.quantised_parameters(fit, target, None), fit.latents))
+    step = training.model.steps[0]
+    tight = natural / (1 + 0.3 * (1 - fitting.FILL))  # 0.3 % under the trained stream
+    [payload] = fitting.pack_within_budget(training, [target], [None], [tight], [0.0])
+    assert training.model.steps[0] == step  # no coarser step was needed
+    assert fitting.FILL * tight <= 8 * len(payload) <= tight
+    assert torch.equal(training.block_latents(0), latents)  # the training's latents are left as they were
+
+
 def test_the_best_effort_also_fits_the_architecture_whose_brief_fit_decodes_best(jasper_crop, monkeypatch):
     """searched_spec fits the rule's spec and its neighbours in k briefly and returns the one whose stream
     decodes with the least error; effort "best" then fits the block with the rule's spec and that one, and
