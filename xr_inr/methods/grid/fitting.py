@@ -397,7 +397,7 @@ class _BestRounded:
 
 class GridTraining:
     """Latent-grid models being fitted to a batch of blocks of the same spec (one block: the usual
-    fit); ``coarsen`` and ``fine_tune`` trade quality for bits after ``train``.
+    fit); ``boundary_moves``, ``coarsen`` and ``fine_tune`` trade quality for bits after ``train``.
 
     ``targets`` are (bands, h, w) in [0, 1]; ``valids`` mask the elements that
     count in the distortion (None: all; NaN left out); ``latent_bits`` is the
@@ -811,7 +811,8 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
                        fine_tune_steps: int = FINE_TUNE_STEPS) -> list[bytes]:
     """Pack each trained model of a batch and bring its stream into [:data:`FILL`, 1] x its budget.
 
-    While a stream is over budget or under :data:`FILL` of it, its coefficient step is
+    A stream over budget is first trimmed (:func:`_trimmed`: a few latents moved off their rounding
+    boundaries). While a stream is still over budget or under :data:`FILL` of it, its coefficient step is
     coarsened or refined by what the gap to the middle of that range should take, learning
     from each try how many bits a doubling of the step is worth per latent; the batch is then
     fine-tuned (``fine_tune_steps``; not after changes under :data:`FINE_TUNE_FROM`), each lambda
