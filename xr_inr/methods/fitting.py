@@ -41,8 +41,10 @@ class Adam:
             params = [param for param in group["params"] if param.grad is not None]
             if not params:
                 continue
-            states = [self._state.setdefault(param, [0, torch.zeros_like(param), torch.zeros_like(param)])
-                      for param in params]
+            for param in params:
+                if param not in self._state:
+                    self._state[param] = [0, torch.zeros_like(param), torch.zeros_like(param)]
+            states = [self._state[param] for param in params]
             for state in states:
                 state[0] += 1
             grads, means, mean_squares = [p.grad for p in params], [s[1] for s in states], [s[2] for s in states]
