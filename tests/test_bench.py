@@ -1,5 +1,6 @@
 import ctypes
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -71,6 +72,18 @@ class _Allocating:
 
     def decode(self, data):
         return np.zeros((2, 2, 2)) + np.ones(50 * 2**20 // 8).sum()
+
+
+def test_workers_run_one_openmp_thread_unless_told(monkeypatch):
+    """Encodes are timed on one torch and BLAS thread, as a Dask task fits, unless OMP_NUM_THREADS
+    says otherwise; the results record it and the CPU."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # restored after the test, set or not before it
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert bench._in_worker(os.getenv, "OMP_NUM_THREADS") == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert bench._in_worker(os.getenv, "OMP_NUM_THREADS") == "2"
+    environment = bench._environment()
+    assert environment["omp_num_threads"] == "2" and environment["cpu"]
 
 
 def test_peak_memory_of_the_encode_and_of_a_decode_are_measured(monkeypatch):

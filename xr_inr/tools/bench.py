@@ -10,7 +10,8 @@ decodes every codec's stream in turn (:func:`_decode_timings`), so the
 machine's load falls on the codecs alike.
 
 The INR's worker imports torch and the fitting code before the clock starts:
-a Dask worker pays that once, not per chunk.
+a Dask worker pays that once, not per chunk. Workers run one OpenMP (torch and
+BLAS) thread unless ``OMP_NUM_THREADS`` says otherwise (:data:`WORKER_THREADS`).
 
 Writes ``results.json``, ``results.md``, ``rd.png`` and ``speed.png`` (see docs/benchmarks.md).
 """
@@ -295,7 +296,14 @@ def _run_isolated(codec: str, cube: np.ndarray, target: float, inr_options: dict
     return _in_worker(_guarded_run, codec, cube, target, inr_options)
 
 
+WORKER_THREADS = "1"
+"""``OMP_NUM_THREADS`` of the worker processes when the caller's environment has none: one
+thread, as a Dask task fits (with the default, torch and BLAS took both cores of the 2-core machine in
+each of two benchmarks side by side, and the encodes took 3x as long)."""
+
+
 def _in_worker(function, *args) -> dict:
+    os.environ.setdefault("OMP_NUM_THREADS", WORKER_THREADS)  # read by the spawned worker as it starts
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         try:
@@ -317,6 +325,16 @@ def json_safe(value):
     return value
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what ``platform`` knows."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def _environment() -> dict:
     import imagecodecs
     import scipy
@@ -324,7 +342,9 @@ def _environment() -> dict:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu_model(),  # float results (so streams) can differ between CPUs
         "cpu_count": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", WORKER_THREADS),
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "imagecodecs": imagecodecs.__version__,

@@ -328,7 +328,10 @@ def machine() -> dict:
     import torch
     import zarr
 
-    info = {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+    from .bench import cpu_model
+
+    info = {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu_model(),
+            "cpu_count": os.cpu_count(),
             "python": platform.python_version(), "numpy": np.__version__, "dask": dask.__version__,
             "zarr": zarr.__version__, "torch": torch.__version__}
     try:
