@@ -39,13 +39,14 @@ ARCHITECTURES = (  # (components, channels per level, synthesis width, ARM width
     (3, (0,), 0, 8),
     (4, (0, 1, 1), 8, 8),
     (6, (0, 1, 1, 1), 12, 12),
-    (8, (0, 1, 1, 1), 12, 16),
-    (12, (0, 1, 1, 1), 12, 16),
-    (16, (0, 1, 1, 1), 12, 16),
-    (20, (0, 1, 1, 1), 12, 16),
+    (8, (0, 1, 1), 8, 16),
+    (12, (0, 1, 1), 8, 16),
+    (16, (0, 1, 1), 8, 16),
+    (20, (0, 1, 1), 8, 16),
 )
-"""The synthesis MLP and its latents stop growing at k = 6: wider ones (16 and 24 units, two channels
-at 1/2) cost more parameter bits than they bought at 0.1 and 0.2 bpppb (docs/method.md)."""
+"""From k = 8 on (blocks at 0.1 bpppb and more) the synthesis MLP is the k = 4 row's: wider ones (12, 16
+and 24 units, more latent channels) cost more parameter bits than they bought there, and fitted
+worse in 50 steps (docs/method.md, "The synthesis MLP stops growing")."""
 FIXED_SHARE = 0.2
 """The largest architecture whose estimated parameter bits stay under this share of the budget is used,
 with no more basis vectors than :func:`water_filling_components` gives the latents' share of the budget."""
