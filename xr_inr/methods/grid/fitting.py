@@ -92,9 +92,10 @@ def _linears(shapes, blocks: int, generator) -> torch.nn.ModuleList:
 
 
 def _mlp(layers: torch.nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
-    for layer in layers[:-1]:
+    *hidden, last = layers  # unpacked: a slice of a ModuleList builds a new one, every step
+    for layer in hidden:
         x = F.gelu(layer(x), approximate="tanh")
-    return layers[-1](x)
+    return last(x)
 
 
 class GridModel(torch.nn.Module):
@@ -266,9 +267,10 @@ class GridModel(torch.nn.Module):
         prediction = self.arm[0](context)
         strides = self.strides[rows, None].expand(blocks, -1, 1)
         h = torch.cat([_signed_mitchell(context - prediction), strides], dim=2)
-        for layer in self.arm[1:-1]:
+        _, *hidden, last = self.arm
+        for layer in hidden:
             h = F.hardtanh(layer(h), 0.0, lc.HIDDEN_CAP * 2.0**-lc.FRACTION)
-        out = self.arm[-1](h)
+        out = last(h)
         return gather(self.points[rows]), prediction[..., 0] + out[..., 0], torch.exp2(out[..., 1].clamp(*LOG2_SCALES))
 
 
