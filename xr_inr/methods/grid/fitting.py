@@ -556,7 +556,7 @@ class GridTraining:
         """Indices into ``block``'s latents flattened level by level of those within :data:`TRIM_BAND` of
         a rounding boundary whose other integer neighbour is nearer the ARM's location (fewer bits),
         nearest the boundary first, and those neighbours."""
-        latents = torch.cat([z[block].reshape(-1) for z in self.model.latents])
+        latents = self.block_latents(block)
         rounded = torch.round(latents)
         location = self.model.locations([torch.round(z) for z in self.model.latents])[block]
         other = rounded + torch.sign(latents - rounded)
