@@ -5,18 +5,23 @@ flipped and transposed copies of them (other chunks for the fit, one
 architecture). They are encoded with :func:`xr_inr.core.encode.encode_blocks`
 in batches of ``batch`` on ``device`` (CUDA when present; torch's threads as
 they are set, e.g. by ``OMP_NUM_THREADS``), after one untimed warm-up batch
-(CUDA's start-up), then one at a time on the CPU with one torch
-thread: the CPU path of ``compress``, per worker. Both in this process, one
-after the other. Printed: chunks per second of each, their ratio, and each
-path's median PSNR over the chunks (R = max - min of each chunk's values).
+of 10 steps (CUDA's start-up), then one at a time on the CPU with one torch
+thread: the CPU path of ``compress``, per worker (the first ``cpu_count`` chunks
+only, when given: a rate, cheaper to measure). Both in this process, one
+after the other. Printed: chunks per second of each, their ratio, each
+path's median PSNR over the chunks (R = max - min of each chunk's values), and
+where each path's seconds went: setting up the fits (PCA, coefficient step),
+training, and packing within budget (the rest: picking the architecture,
+headers); CUDA is synchronised around each.
 
 ``xr-inr bench-batch --data CUBE [--bpppb 0.1] [--size 50] [--count 16] [--batch 16]
-[--device cuda] [--effort default] [--out result.json]``
+[--cpu-count N] [--device cuda] [--effort default] [--out result.json]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -37,13 +42,48 @@ def chunks_of(cube: np.ndarray, size: int, count: int) -> list[np.ndarray]:
     return out[:count]
 
 
-def _encode(codec, chunks: list[np.ndarray], batch: int) -> tuple[float, list[bytes]]:
+@contextlib.contextmanager
+def _phases(seconds: dict[str, float]):
+    """Add the seconds spent in the grid fit's set-up, training and packing to ``seconds`` while open."""
+    import torch
+
+    from ..methods.grid import fitting
+
+    def timed(name, function):
+        def wrapper(*args, **kwargs):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+        return wrapper
+
+    originals = {"__init__": fitting.GridTraining.__init__, "train": fitting.GridTraining.train,
+                 "pack_within_budget": fitting.pack_within_budget}
+    fitting.GridTraining.__init__ = timed("setup", originals["__init__"])
+    fitting.GridTraining.train = timed("training", originals["train"])
+    fitting.pack_within_budget = timed("packing", originals["pack_within_budget"])
+    try:
+        yield seconds
+    finally:
+        fitting.GridTraining.__init__, fitting.GridTraining.train = originals["__init__"], originals["train"]
+        fitting.pack_within_budget = originals["pack_within_budget"]
+
+
+def _encode(codec, chunks: list[np.ndarray], batch: int) -> tuple[float, list[bytes], dict[str, float]]:
     from ..core.encode import encode_blocks
 
-    start, streams = time.perf_counter(), []
-    for i in range(0, len(chunks), batch):
-        streams += [stream for stream, _ in encode_blocks(codec, chunks[i:i + batch])]
-    return time.perf_counter() - start, streams
+    streams: list[bytes] = []
+    with _phases({}) as phases:
+        start = time.perf_counter()
+        for i in range(0, len(chunks), batch):
+            streams += [stream for stream, _ in encode_blocks(codec, chunks[i:i + batch])]
+        elapsed = time.perf_counter() - start
+    return elapsed, streams, phases
 
 
 def _median_psnr(chunks: list[np.ndarray], streams: list[bytes]) -> float:
@@ -54,7 +94,7 @@ def _median_psnr(chunks: list[np.ndarray], streams: list[bytes]) -> float:
 
 
 def run(data: str, bpppb: float = 0.1, size: int = 50, count: int = 16, batch: int = 16, device: str | None = None,
-        effort: str = "default", steps: int | None = None) -> dict:
+        effort: str = "default", steps: int | None = None, cpu_count: int | None = None) -> dict:
     import torch
 
     from ..core.codec import INRCodec
@@ -62,14 +102,15 @@ def run(data: str, bpppb: float = 0.1, size: int = 50, count: int = 16, batch: i
 
     cube = np.asarray(load(data).transpose("band", ...).values)
     chunks = chunks_of(cube, size, count)
+    cpu_chunks = chunks[:cpu_count or count]
     options = dict(bpppb=bpppb, effort=effort, steps=steps)
     batched = INRCodec(**options, device=device)
     previous = torch.get_num_threads()
     try:
-        _encode(batched, chunks[:batch], batch)  # warm-up: CUDA's start-up, first-call costs
-        batched_s, batched_streams = _encode(batched, chunks, batch)
+        _encode(INRCodec(**{**options, "steps": 10}, device=device), chunks[:batch], batch)  # CUDA's start-up
+        batched_s, batched_streams, batched_phases = _encode(batched, chunks, batch)
         torch.set_num_threads(1)
-        single_s, single_streams = _encode(INRCodec(**options, device="cpu"), chunks, 1)
+        single_s, single_streams, single_phases = _encode(INRCodec(**options, device="cpu"), cpu_chunks, 1)
     finally:
         torch.set_num_threads(previous)
     return {
@@ -77,9 +118,12 @@ def run(data: str, bpppb: float = 0.1, size: int = 50, count: int = 16, batch: i
         "effort": effort, "steps": steps, "device": str(batched.device or ("cuda" if torch.cuda.is_available() else "cpu")),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "batched_s": batched_s, "batched_chunks_per_s": count / batched_s,
-        "cpu_one_at_a_time_s": single_s, "cpu_chunks_per_s": count / single_s, "speedup": single_s / batched_s,
+        "cpu_count": len(cpu_chunks), "cpu_one_at_a_time_s": single_s, "cpu_chunks_per_s": len(cpu_chunks) / single_s,
+        "speedup": (count / batched_s) / (len(cpu_chunks) / single_s),
+        "batched_phases_s": batched_phases, "cpu_phases_s": single_phases,
         "batched_median_psnr": _median_psnr(chunks, batched_streams),
-        "cpu_median_psnr": _median_psnr(chunks, single_streams),
+        "cpu_median_psnr": _median_psnr(cpu_chunks, single_streams),
+        "batched_median_psnr_of_cpu_chunks": _median_psnr(cpu_chunks, batched_streams[:len(cpu_chunks)]),
     }
 
 
@@ -90,18 +134,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, default=50, help="chunk side in pixels (default 50)")
     parser.add_argument("--count", type=int, default=16, help="chunks (default 16)")
     parser.add_argument("--batch", type=int, default=16, help="chunks fitted together (default 16)")
+    parser.add_argument("--cpu-count", type=int, help="chunks encoded one at a time on the CPU (default: all)")
     parser.add_argument("--device", help="torch device of the batched fits (default: CUDA when present, else CPU)")
     parser.add_argument("--effort", default="default", choices=("fast", "default", "best"))
     parser.add_argument("--steps", type=int, help="fitting steps instead of the effort's")
     parser.add_argument("--out", type=Path, help="also write the result here (JSON)")
     args = parser.parse_args(argv)
-    result = run(args.data, args.bpppb, args.size, args.count, args.batch, args.device, args.effort, args.steps)
+    result = run(args.data, args.bpppb, args.size, args.count, args.batch, args.device, args.effort, args.steps,
+                 args.cpu_count)
     print("| device | chunks | batch | batched chunks/s | CPU chunks/s (one at a time, 1 thread) | speedup | "
-          "median PSNR batched / CPU dB |")
+          "median PSNR batched / CPU dB (the CPU's chunks) |")
     print("|---|---|---|---|---|---|---|")
     print(f"| {result['gpu'] or result['device']} | {result['count']} x {result['chunk']} | {result['batch']} | "
-          f"{result['batched_chunks_per_s']:.3f} | {result['cpu_chunks_per_s']:.3f} | {result['speedup']:.2f}x | "
-          f"{result['batched_median_psnr']:.2f} / {result['cpu_median_psnr']:.2f} |")
+          f"{result['batched_chunks_per_s']:.3f} | {result['cpu_chunks_per_s']:.3f} ({result['cpu_count']} chunks) | "
+          f"{result['speedup']:.2f}x | {result['batched_median_psnr_of_cpu_chunks']:.2f} / "
+          f"{result['cpu_median_psnr']:.2f} |")
+    for path, phases, n in (("batched", result["batched_phases_s"], result["count"]),
+                            ("CPU", result["cpu_phases_s"], result["cpu_count"])):
+        print(f"{path}, seconds per chunk: " + ", ".join(f"{name} {s / n:.3f}" for name, s in phases.items()))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
     return result

@@ -591,8 +591,8 @@ class GridTraining:
         return log2_ratio
 
     @torch.no_grad()
-    def results(self) -> list[GridFit]:
-        """Each block's model as numpy arrays."""
+    def results(self, blocks: list[int] | None = None) -> list[GridFit]:
+        """Each block's model (or those of ``blocks``) as numpy arrays."""
         model = self.model
         latents = [torch.round(z) for z in model.latents]
         pred, coefficients = model(latents)
@@ -614,7 +614,7 @@ class GridTraining:
             coefficient_rms=rms[b],
             mse=mse[b],
             latent_bits=latent_bits[b],
-        ) for b in range(model.blocks)]
+        ) for b in (range(model.blocks) if blocks is None else blocks)]
 
 
 RATE_FIXES = 5
@@ -837,7 +837,7 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
     best: list[tuple[float, bytes] | None] = [None] * blocks  # (MSE, stream) of the best try within budget
     active = list(range(blocks))
     for attempt in range(RATE_FIXES + 1):
-        fits = training.results()
+        fits = dict(zip(active, training.results(active), strict=True))
         for b in list(active):
             fit = fits[b]
             payloads[b] = pack(spec, fit.step, quantised_parameters(fit, targets[b], valids[b]), fit.latents)
@@ -884,7 +884,7 @@ def _trimmed(training: GridTraining, b: int, target: np.ndarray, valid: np.ndarr
         moved = saved.clone()
         moved[indices[:count]] = values[:count]
         training.set_block_latents(b, moved)
-        fit = training.results()[b]
+        [fit] = training.results([b])
         payload = pack(training.spec, fit.step, quantised_parameters(fit, target, valid), fit.latents)
         return fit.mse, payload, 8 * len(payload) + fixed_bits
 
