@@ -27,9 +27,10 @@ TASK_PREFIX = "xr-inr-fit-"
 
 
 GPU_BATCH = 16
-"""Chunks per fit task when the fits run on CUDA, fitted together as one batch. Not measured on a GPU:
-on the CPU a 128 x 128 x 200 fit peaks about 450 MiB above its process, so 16 take some 7 GB (a batch
-too large for the device is halved, :func:`xr_inr.methods.grid.fitting.fit_and_pack`)."""
+"""Chunks per fit task when the fits run on CUDA, fitted together as one batch. On an H200, 16 chunks of
+100 x 100 x 198 took about 0.5 GiB and 64 fitted only 8 % more chunks per second (the packing on the CPU
+bounds it; docs/benchmarks.md, "Batched fits on a GPU"). A batch too large for the device is halved
+(:func:`xr_inr.methods.grid.fitting.fit_and_pack`)."""
 
 
 def batch_size(config: dict, fit_batch: int | None) -> int:

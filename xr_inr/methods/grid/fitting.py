@@ -704,7 +704,7 @@ def block_spec(target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
 
 GPU_FITS = 2
 """Batches that train at once on one CUDA device in a process (the accessor's threads would otherwise put
-one batch per CPU core on it); a guess, not yet measured on a GPU (docs/method.md)."""
+one batch per CPU core on it); a guess: the one GPU measurement (docs/method.md) ran with it, none without."""
 _DEVICE_SLOTS: dict[str, threading.BoundedSemaphore] = {}
 _SLOTS_LOCK = threading.Lock()
 
