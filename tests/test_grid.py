@@ -354,6 +354,27 @@ def test_blocks_of_one_architecture_are_fitted_together_each_within_its_own_budg
         assert psnr(block[valid], decoded[valid]) > psnr(block[valid], decode_block(single)[valid]) - 1.0
 
 
+def test_a_batchs_cpu_work_in_threads_gives_the_streams_of_one_thread(jasper_crop, monkeypatch):
+    """A batch's architecture rule, set-up and packing run block by block in threads (``per_block``):
+    the same bytes as one block after another."""
+    from xr_inr.core.encode import encode_blocks
+
+    blocks = [jasper_crop[:, :20, :20], jasper_crop[:, 20:, :20], jasper_crop[:, 20:, 20:]]
+    codec = INRCodec(bpppb=1.0, steps=30)
+    calls = []
+    threaded = fitting.per_block
+
+    def counted(function, items):
+        calls.append(len(items))
+        return threaded(function, items)
+
+    monkeypatch.setattr(fitting, "per_block", counted)
+    in_threads = encode_blocks(codec, blocks)
+    assert max(calls) == 3
+    monkeypatch.setattr(fitting, "per_block", lambda function, items: [function(item) for item in items])
+    assert encode_blocks(codec, blocks) == in_threads
+
+
 def test_a_blocks_loss_reaches_only_its_own_parameters():
     model = GridModel(SPEC, [0.05, 0.1], np.zeros((2, SPEC.bands)), np.ones((2, SPEC.components, SPEC.bands)),
                       np.ones((2, SPEC.height * SPEC.width, SPEC.components)), torch.Generator().manual_seed(0))

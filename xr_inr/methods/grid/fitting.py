@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -419,13 +421,15 @@ class GridTraining:
         self.spec = spec
         self.latent_bits = [max(bits, 1.0) for bits in latent_bits]
         pixels = [pixel_values(target, valid) for target, valid in zip(targets, valids, strict=True)]
-        steps, means, bases, coefficients = [], [], [], []
-        for (values, _), bits in zip(pixels, self.latent_bits, strict=True):
+
+        def start(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+            values = pixels[b][0]
             mean, basis = pca(values, spec.components)
-            coefficients.append(matmul(values - mean, basis.T))
-            steps.append(choose_step(coefficients[-1], (spec.height, spec.width), step_margin * bits))
-            means.append(mean)
-            bases.append(basis)
+            coefficients = matmul(values - mean, basis.T)
+            return mean, basis, coefficients, choose_step(coefficients, (spec.height, spec.width),
+                                                          step_margin * self.latent_bits[b])
+
+        means, bases, coefficients, steps = (list(column) for column in zip(*per_block(start, list(range(len(targets))))))
         self.model = GridModel(spec, steps, np.stack(means), np.stack(bases), np.stack(coefficients),
                                torch.Generator().manual_seed(seed)).to(dev)
         self._x = torch.from_numpy(np.stack([values for values, _ in pixels]).astype(np.float32)).to(dev)
@@ -702,6 +706,15 @@ def block_spec(target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
     return choose_spec(bands, h, w, budget_bits, components, spectrum)
 
 
+def per_block(function, blocks: list) -> list:
+    """``function`` of each of ``blocks``, in threads when there are several (a batch's CPU work between
+    or after its fits on a GPU: numpy's products and the compiled ARM release the GIL)."""
+    if len(blocks) <= 1:
+        return [function(block) for block in blocks]
+    with ThreadPoolExecutor(min(len(blocks), os.cpu_count() or 1)) as pool:
+        return list(pool.map(function, blocks))
+
+
 GPU_FITS = 2
 """Batches that train at once on one CUDA device in a process (the accessor's threads would otherwise put
 one batch per CPU core on it); a guess: the one GPU measurement (docs/method.md) ran with it, none without."""
@@ -732,8 +745,8 @@ def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], bud
     ``fixed_bits``: what the rest of each stream (header, mask, affine, checksum) takes.
     """
     batches: dict[GridSpec, list[int]] = {}
-    for i, (target, valid, budget) in enumerate(zip(targets, valids, budget_bits, strict=True)):
-        spec = block_spec(target, valid, budget, components)
+    specs = per_block(lambda i: block_spec(targets[i], valids[i], budget_bits[i], components), list(range(len(targets))))
+    for i, (spec, target, valid, budget) in enumerate(zip(specs, targets, valids, budget_bits, strict=True)):
         batches.setdefault(spec, []).append(i)
         if search_steps and components is None:
             searched = searched_spec(spec, target, valid, budget, fixed_bits[i], search_steps, lr, seed, device)
@@ -838,9 +851,11 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
     active = list(range(blocks))
     for attempt in range(RATE_FIXES + 1):
         fits = dict(zip(active, training.results(active), strict=True))
-        for b in list(active):
+        packed = per_block(lambda b: pack(spec, fits[b].step, quantised_parameters(fits[b], targets[b], valids[b]),
+                                          fits[b].latents), active)
+        for b, payload in zip(list(active), packed, strict=True):
             fit = fits[b]
-            payloads[b] = pack(spec, fit.step, quantised_parameters(fit, targets[b], valids[b]), fit.latents)
+            payloads[b] = payload
             size = 8 * len(payloads[b]) + fixed_bits[b]
             if size <= budget_bits[b] and (best[b] is None or fit.mse < best[b][0]):
                 best[b] = (fit.mse, payloads[b])
