@@ -3,9 +3,10 @@
 The cube is cut into ``size`` x ``size``-pixel chunks, made up to ``count`` with
 flipped and transposed copies of them (other chunks for the fit, one
 architecture). They are encoded with :func:`xr_inr.core.encode.encode_blocks`
-in batches of ``batch`` on ``device`` (CUDA when present; torch's threads as
-they are set, e.g. by ``OMP_NUM_THREADS``), after one untimed warm-up batch
-of 10 steps (CUDA's start-up), then one at a time on the CPU with one torch
+in batches of ``batch`` (each of the sizes given, one after the other) on
+``device`` (CUDA when present; torch's threads as they are set, e.g. by
+``OMP_NUM_THREADS``), after one untimed warm-up batch of 10 steps (CUDA's
+start-up), then one at a time on the CPU with one torch
 thread: the CPU path of ``compress``, per worker (the first ``cpu_count`` chunks
 only, when given: a rate, cheaper to measure). Both in this process, one
 after the other. Printed: chunks per second of each, their ratio, each
@@ -14,7 +15,7 @@ where each path's seconds went: setting up the fits (PCA, coefficient step),
 training, and packing within budget (the rest: picking the architecture,
 headers); CUDA is synchronised around each.
 
-``xr-inr bench-batch --data CUBE [--bpppb 0.1] [--size 50] [--count 16] [--batch 16]
+``xr-inr bench-batch --data CUBE [--bpppb 0.1] [--size 50] [--count 16] [--batch 16[,64...]]
 [--cpu-count N] [--device cuda] [--effort default] [--out result.json]``
 """
 
@@ -93,8 +94,9 @@ def _median_psnr(chunks: list[np.ndarray], streams: list[bytes]) -> float:
     return float(np.median([psnr(chunk, decode_block(stream)) for chunk, stream in zip(chunks, streams, strict=True)]))
 
 
-def run(data: str, bpppb: float = 0.1, size: int = 50, count: int = 16, batch: int = 16, device: str | None = None,
-        effort: str = "default", steps: int | None = None, cpu_count: int | None = None) -> dict:
+def run(data: str, bpppb: float = 0.1, size: int = 50, count: int = 16, batches: tuple[int, ...] = (16,),
+        device: str | None = None, effort: str = "default", steps: int | None = None, cpu_count: int | None = None) -> dict:
+    """One CPU measurement and one batched one per size in ``batches``, all of the same ``count`` chunks."""
     import torch
 
     from ..core.codec import INRCodec
@@ -106,24 +108,27 @@ def run(data: str, bpppb: float = 0.1, size: int = 50, count: int = 16, batch: i
     options = dict(bpppb=bpppb, effort=effort, steps=steps)
     batched = INRCodec(**options, device=device)
     previous = torch.get_num_threads()
+    runs = []
     try:
-        _encode(INRCodec(**{**options, "steps": 10}, device=device), chunks[:batch], batch)  # CUDA's start-up
-        batched_s, batched_streams, batched_phases = _encode(batched, chunks, batch)
+        _encode(INRCodec(**{**options, "steps": 10}, device=device), chunks[:max(batches)], max(batches))  # CUDA's start-up
+        for batch in batches:
+            seconds, streams, phases = _encode(batched, chunks, batch)
+            runs.append({"batch": batch, "batched_s": seconds, "batched_chunks_per_s": count / seconds,
+                         "batched_phases_s": phases, "batched_median_psnr": _median_psnr(chunks, streams),
+                         "batched_median_psnr_of_cpu_chunks": _median_psnr(cpu_chunks, streams[:len(cpu_chunks)])})
         torch.set_num_threads(1)
         single_s, single_streams, single_phases = _encode(INRCodec(**options, device="cpu"), cpu_chunks, 1)
     finally:
         torch.set_num_threads(previous)
+    for row in runs:
+        row["speedup"] = row["batched_chunks_per_s"] / (len(cpu_chunks) / single_s)
     return {
-        "data": str(data), "bpppb": bpppb, "chunk": [int(cube.shape[0]), size, size], "count": count, "batch": batch,
+        "data": str(data), "bpppb": bpppb, "chunk": [int(cube.shape[0]), size, size], "count": count,
         "effort": effort, "steps": steps, "device": str(batched.device or ("cuda" if torch.cuda.is_available() else "cpu")),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "batched_s": batched_s, "batched_chunks_per_s": count / batched_s,
+        "batched": runs,
         "cpu_count": len(cpu_chunks), "cpu_one_at_a_time_s": single_s, "cpu_chunks_per_s": len(cpu_chunks) / single_s,
-        "speedup": (count / batched_s) / (len(cpu_chunks) / single_s),
-        "batched_phases_s": batched_phases, "cpu_phases_s": single_phases,
-        "batched_median_psnr": _median_psnr(chunks, batched_streams),
-        "cpu_median_psnr": _median_psnr(cpu_chunks, single_streams),
-        "batched_median_psnr_of_cpu_chunks": _median_psnr(cpu_chunks, batched_streams[:len(cpu_chunks)]),
+        "cpu_phases_s": single_phases, "cpu_median_psnr": _median_psnr(cpu_chunks, single_streams),
     }
 
 
@@ -133,25 +138,30 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--bpppb", type=float, default=0.1)
     parser.add_argument("--size", type=int, default=50, help="chunk side in pixels (default 50)")
     parser.add_argument("--count", type=int, default=16, help="chunks (default 16)")
-    parser.add_argument("--batch", type=int, default=16, help="chunks fitted together (default 16)")
+    parser.add_argument("--batch", default="16", help="chunks fitted together, or several sizes: 16,64 (default 16)")
     parser.add_argument("--cpu-count", type=int, help="chunks encoded one at a time on the CPU (default: all)")
     parser.add_argument("--device", help="torch device of the batched fits (default: CUDA when present, else CPU)")
     parser.add_argument("--effort", default="default", choices=("fast", "default", "best"))
     parser.add_argument("--steps", type=int, help="fitting steps instead of the effort's")
     parser.add_argument("--out", type=Path, help="also write the result here (JSON)")
     args = parser.parse_args(argv)
-    result = run(args.data, args.bpppb, args.size, args.count, args.batch, args.device, args.effort, args.steps,
+    batches = tuple(int(b) for b in args.batch.split(","))
+    result = run(args.data, args.bpppb, args.size, args.count, batches, args.device, args.effort, args.steps,
                  args.cpu_count)
-    print("| device | chunks | batch | batched chunks/s | CPU chunks/s (one at a time, 1 thread) | speedup | "
-          "median PSNR batched / CPU dB (the CPU's chunks) |")
+    n_cpu = result["cpu_count"]
+    print("| device | chunks | batch | chunks/s | speedup | median PSNR dB (the CPU's chunks) | seconds per chunk: "
+          "set-up, training, packing, rest |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| {result['gpu'] or result['device']} | {result['count']} x {result['chunk']} | {result['batch']} | "
-          f"{result['batched_chunks_per_s']:.3f} | {result['cpu_chunks_per_s']:.3f} ({result['cpu_count']} chunks) | "
-          f"{result['speedup']:.2f}x | {result['batched_median_psnr_of_cpu_chunks']:.2f} / "
-          f"{result['cpu_median_psnr']:.2f} |")
-    for path, phases, n in (("batched", result["batched_phases_s"], result["count"]),
-                            ("CPU", result["cpu_phases_s"], result["cpu_count"])):
-        print(f"{path}, seconds per chunk: " + ", ".join(f"{name} {s / n:.3f}" for name, s in phases.items()))
+    rows = [(result["gpu"] or result["device"], row["batch"], row["batched_chunks_per_s"], row["speedup"],
+             row["batched_median_psnr_of_cpu_chunks"], row["batched_phases_s"], row["batched_s"], result["count"])
+            for row in result["batched"]]
+    rows.append(("CPU, one at a time, 1 thread", 1, result["cpu_chunks_per_s"], 1.0, result["cpu_median_psnr"],
+                 result["cpu_phases_s"], result["cpu_one_at_a_time_s"], n_cpu))
+    for where, batch, rate, speedup, quality, phases, seconds, n in rows:
+        split = [phases.get(name, 0.0) / n for name in ("setup", "training", "packing")]
+        split.append(seconds / n - sum(split))
+        print(f"| {where} | {n} x {result['chunk']} | {batch} | {rate:.3f} | {speedup:.2f}x | {quality:.2f} | "
+              + ", ".join(f"{value:.3f}" for value in split) + " |")
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
     return result
