@@ -429,7 +429,8 @@ class GridTraining:
             return mean, basis, coefficients, choose_step(coefficients, (spec.height, spec.width),
                                                           step_margin * self.latent_bits[b])
 
-        means, bases, coefficients, steps = (list(column) for column in zip(*per_block(start, list(range(len(targets))))))
+        started = per_block(start, list(range(len(targets))))
+        means, bases, coefficients, steps = ([row[i] for row in started] for i in range(4))
         self.model = GridModel(spec, steps, np.stack(means), np.stack(bases), np.stack(coefficients),
                                torch.Generator().manual_seed(seed)).to(dev)
         self._x = torch.from_numpy(np.stack([values for values, _ in pixels]).astype(np.float32)).to(dev)
@@ -745,7 +746,8 @@ def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], bud
     ``fixed_bits``: what the rest of each stream (header, mask, affine, checksum) takes.
     """
     batches: dict[GridSpec, list[int]] = {}
-    specs = per_block(lambda i: block_spec(targets[i], valids[i], budget_bits[i], components), list(range(len(targets))))
+    specs = per_block(lambda i: block_spec(targets[i], valids[i], budget_bits[i], components),
+                      list(range(len(targets))))
     for i, (spec, target, valid, budget) in enumerate(zip(specs, targets, valids, budget_bits, strict=True)):
         batches.setdefault(spec, []).append(i)
         if search_steps and components is None:
