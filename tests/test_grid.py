@@ -375,6 +375,25 @@ def test_a_batchs_cpu_work_in_threads_gives_the_streams_of_one_thread(jasper_cro
     assert encode_blocks(codec, blocks) == in_threads
 
 
+def test_training_steps_copy_lambda_and_the_steps_to_the_device_only_when_they_change(jasper_crop, monkeypatch):
+    """A copy to a GPU waits for it: a training step must not make one when lambda and the steps are
+    those of the step before (the same values either way)."""
+    target = (jasper_crop - jasper_crop.min()) / np.ptp(jasper_crop)
+    spec = fitting.block_spec(target, None, 1.0 * target.size)
+    training = fitting.GridTraining([target], [None], spec, [0.5 * target.size])
+    training._step("noise", 1.0, 0)  # the first step copies lambda
+    made = []
+    tensor = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *args, **kwargs: made.append(args) or tensor(*args, **kwargs))
+    for iteration in range(1, 9):  # lambda is steered at the 10th step
+        training._step("noise", 1.0, iteration)
+    assert len(made) == 0
+    training.model.steps[0] *= 2
+    training._log_lmbda[0] += 0.1
+    training._step("noise", 1.0, 0)
+    assert len(made) == 2
+
+
 def test_a_blocks_loss_reaches_only_its_own_parameters():
     model = GridModel(SPEC, [0.05, 0.1], np.zeros((2, SPEC.bands)), np.ones((2, SPEC.components, SPEC.bands)),
                       np.ones((2, SPEC.height * SPEC.width, SPEC.components)), torch.Generator().manual_seed(0))

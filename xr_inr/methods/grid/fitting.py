@@ -100,6 +100,21 @@ def _mlp(layers: torch.nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
     return last(x)
 
 
+class _OnDevice:
+    """Python floats as a tensor like ``like`` (dtype, device), copied again only when they change: a
+    copy to a GPU waits for the GPU, so a copy at every training step would keep the host from queueing
+    the next step's work while the GPU runs this one."""
+
+    def __init__(self):
+        self._key, self._tensor = None, None
+
+    def __call__(self, values: list[float], like: torch.Tensor) -> torch.Tensor:
+        key = (tuple(values), like.dtype, like.device)
+        if key != self._key:
+            self._key, self._tensor = key, torch.tensor(values, dtype=like.dtype, device=like.device)
+        return self._tensor
+
+
 class GridModel(torch.nn.Module):
     """Torch twin of :mod:`xr_inr.methods.grid.model`, for a batch of blocks with the same spec: every
     parameter has a leading dimension over the blocks, and each block's loss reaches its own
@@ -121,6 +136,7 @@ class GridModel(torch.nn.Module):
         blocks = len(steps)
         self.spec = spec
         self.steps = [float(step) for step in steps]
+        self._steps_on_device = _OnDevice()
         grids = [torch.zeros(blocks, c, *spec.level_shape(level)) for level, c in enumerate(spec.level_channels())]
         for b, step in enumerate(self.steps):
             grids[0][b, : spec.components] = torch.from_numpy(
@@ -221,7 +237,7 @@ class GridModel(torch.nn.Module):
         """(blocks, pixels, components): the coefficient images times the step, plus the synthesis
         MLP's output."""
         k, blocks, pixels = self.spec.components, self.blocks, self.spec.height * self.spec.width
-        step = torch.tensor(self.steps, dtype=latents[0].dtype, device=latents[0].device)[:, None, None]
+        step = self._steps_on_device(self.steps, latents[0])[:, None, None]
         features = [latents[0][:, :k].reshape(blocks, k, -1).transpose(1, 2) * step]
         for level, z in enumerate(latents):
             z = z[:, k:] if level == 0 else z
@@ -456,6 +472,7 @@ class GridTraining:
         with torch.no_grad():  # at high rate, D falls by 2 ln 2 D per bit per value: start there
             start = self._distortion(self.model(self.model.quantised("round"))[0]).tolist()
         self._log_lmbda = [math.log(2 * math.log(2) * max(d, 1e-12)) for d in start]
+        self._lmbda_on_device = _OnDevice()
 
     def _distortion(self, pred: torch.Tensor) -> torch.Tensor:
         """Each block's mean squared error (blocks,) of the values ``pred``."""
@@ -487,7 +504,7 @@ class GridTraining:
             group["lr"] = self._lr * lr_scale * group["base"]
         latents = self.model.quantised(mode, self._noise)
         bits = self.model.latent_bits(latents, self._rate_every, iteration)
-        lmbda = torch.tensor([math.exp(v) for v in self._log_lmbda], device=bits.device)
+        lmbda = self._lmbda_on_device([math.exp(v) for v in self._log_lmbda], bits)
         loss = (self._training_distortion(latents) + lmbda * bits / self._n_values).sum()  # a block's loss reaches only its own parameters
         self._optimiser.zero_grad()
         loss.backward()
