@@ -870,8 +870,7 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
     active = list(range(blocks))
     for attempt in range(RATE_FIXES + 1):
         fits = dict(zip(active, training.results(active), strict=True))
-        packed = per_block(lambda b: pack(spec, fits[b].step, quantised_parameters(fits[b], targets[b], valids[b]),
-                                          fits[b].latents), active)
+        packed = per_block(lambda b: _packed(fits[b], targets[b], valids[b]), active)
         for b, payload in zip(list(active), packed, strict=True):
             fit = fits[b]
             payloads[b] = payload
@@ -906,6 +905,11 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
     return [payload if chosen is None else chosen[1] for payload, chosen in zip(payloads, best, strict=True)]
 
 
+def _packed(fit: GridFit, target: np.ndarray, valid: np.ndarray | None) -> bytes:
+    """The payload of a trained model, its parameters quantised for ``target`` (:func:`quantised_parameters`)."""
+    return pack(fit.spec, fit.step, quantised_parameters(fit, target, valid), fit.latents)
+
+
 def _trimmed(training: GridTraining, b: int, target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
              fixed_bits: float, size: float) -> tuple[float, bytes] | None:
     """(MSE, stream) of block ``b`` brought within ``budget_bits`` from ``size`` (over it) by the fewest
@@ -919,7 +923,7 @@ def _trimmed(training: GridTraining, b: int, target: np.ndarray, valid: np.ndarr
         moved[indices[:count]] = values[:count]
         training.set_block_latents(b, moved)
         [fit] = training.results([b])
-        payload = pack(training.spec, fit.step, quantised_parameters(fit, target, valid), fit.latents)
+        payload = _packed(fit, target, valid)
         return fit.mse, payload, 8 * len(payload) + fixed_bits
 
     aim = (1 + FILL) / 2 * budget_bits
