@@ -4,7 +4,9 @@ Run it only when the stream format changes on purpose: the streams pin what
 every decoder must output (tests/test_golden.py compares the sha256 of the
 decoded arrays; SIREN streams, whose float32 decoder is not bit-exact across
 BLAS kernels, against the arrays in siren_reference.npz within a tolerance).
-Version-1 streams (xr-inr 0.1.0) and their entries are kept as they were.
+Version-1 streams (xr-inr 0.1.0) and version-2 streams (xr-inr 0.2) and their
+entries are kept as they were; version 3 changed the grid payload only, so its
+grid streams are written beside them, named ``v3_<name>``.
 """
 
 import hashlib
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from xr_inr import INRCodec, decode_block
+from xr_inr.core.stream import VERSION
 
 HERE = Path(__file__).parent / "fixtures"
 GOLDEN = HERE / "golden"
@@ -52,12 +55,15 @@ def main():
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     references = dict(np.load(reference_path)) if reference_path.exists() else {}
     for name, (options, block, keywords) in blocks().items():
+        if not name.startswith("grid"):
+            continue
+        name = f"v{VERSION}_{name}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the raw block is over budget on purpose
             stream = INRCodec(**options).encode_block(block, **keywords)
         (GOLDEN / f"{name}.xinr").write_bytes(stream)
         decoded = decode_block(stream)
-        manifest[name] = {"version": 2, "exact": not name.startswith("siren"), **digest(decoded)}
+        manifest[name] = {"version": VERSION, "exact": not name.startswith("siren"), **digest(decoded)}
         if name.startswith("siren"):
             references[name] = decoded
         print(name, len(stream), "bytes")

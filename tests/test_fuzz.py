@@ -113,7 +113,7 @@ def test_a_grid_model_with_more_latents_than_the_limit_is_refused(fuzz_limit):
 def test_a_grid_model_one_multiply_add_over_the_work_limit_is_refused_before_decoding(monkeypatch):
     data = STREAMS["grid_uint16"]
     reader = stream.Reader(data)
-    work = grid_payload.decode_work(grid_payload.describe(reader.payload(), reader.header.block_shape)["spec"])
+    work = grid_payload.decode_work(grid_payload.describe(reader.payload(), reader.header.block_shape, reader.header.version)["spec"])
     values = math.prod(reader.header.block_shape)
     monkeypatch.setattr(stream, "MAX_WORK_PER_VALUE", Fraction(work - 1, values))  # a limit of work - 1
     monkeypatch.setattr(grid_payload.entropy, "new_decoder", lambda *_: pytest.fail("decoding began"))

@@ -78,7 +78,7 @@ def decode_block(buf, ys: np.ndarray | None = None, xs: np.ndarray | None = None
             normalised = normalised.reshape(bands, h, w)[:, rows][:, :, cols]
             values = offset + scale * normalised.astype(np.float64)
         else:
-            values = BY_CODE[header.method].decode(reader.payload(), header.block_shape, ys, xs)
+            values = BY_CODE[header.method].decode(reader.payload(), header.block_shape, ys, xs, header.version)
         reader.finish()
 
         missing = math.nan if header.fill_value is None else header.fill_value
@@ -156,7 +156,7 @@ def inspect(buf) -> dict:
     }
     if header.method in BY_CODE:
         reader.mask()
-        info.update(BY_CODE[header.method].describe(reader.payload(), header.block_shape))
+        info.update(BY_CODE[header.method].describe(reader.payload(), header.block_shape, header.version))
     return info
 
 

@@ -23,10 +23,12 @@ from enum import IntEnum
 import numpy as np
 
 MAGIC = b"XINR"
-VERSION = 2
-"""The format version written. Version 1 (xr-inr 0.1.0) differs in the grid payload only
-(pure-Python rANS under a float ARM): its constant, raw and SIREN streams read as version 2;
-its grid streams are refused with a :class:`StreamError` naming both versions."""
+VERSION = 3
+"""The format version written. Version 2 (xr-inr 0.2) differs in the grid payload's head only (no
+options byte: no filters on the coefficient images), and is read as it was. Version 1 (xr-inr 0.1.0)
+differs in the grid payload (pure-Python rANS under a float ARM): its constant, raw and SIREN
+streams read as version 2; its grid streams are refused with a :class:`StreamError` naming the
+versions that decode."""
 HAS_NAN = 1
 HAS_FILL = 2
 """The block was fitted on its valid region only: it decodes to a larger (padded)
@@ -82,6 +84,8 @@ class Header:
     valid region sits at the start of every axis, as in a Zarr edge chunk."""
     fill_value: float | None = None
     """Value of the padding and of masked elements (``HAS_FILL``); None: masked elements are NaN."""
+    version: int = VERSION
+    """Format version of the stream (a method's payload may depend on it)."""
 
     @property
     def has_fill(self) -> bool:
@@ -187,8 +191,8 @@ class Reader:
         magic, version, method, dtype_code, band_axis, flags, *shape = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise StreamError(f"not an xr-inr stream (magic {magic!r}, expected {MAGIC!r})")
-        if version not in (1, VERSION):
-            raise StreamError(f"unsupported xr-inr stream version {version} (this reader knows 1 and {VERSION})")
+        if not 1 <= version <= VERSION:
+            raise StreamError(f"unsupported xr-inr stream version {version} (this reader knows 1 to {VERSION})")
         (crc,) = _CRC.unpack_from(data, len(data) - CRC_BYTES)
         if zlib.crc32(data[:-CRC_BYTES]) != crc:
             raise StreamError("xr-inr stream checksum mismatch: the data is truncated or corrupted")
@@ -198,10 +202,11 @@ class Reader:
             raise StreamError(f"unknown method code {method}") from None
         if version == 1 and method == Method.GRID:
             raise StreamError(f"a grid stream of format version 1 (xr-inr 0.1.0): this reader decodes grid streams "
-                              f"of version {VERSION} only; decode it with xr-inr 0.1.0 and encode it again")
+                              f"of versions 2 to {VERSION} only; decode it with xr-inr 0.1.0 and encode it again")
         if dtype_code not in DTYPES or band_axis > 2 or min(shape) < 1 or flags & ~(HAS_NAN | HAS_FILL):
             raise StreamError("invalid xr-inr header (dtype, band axis, shape or flags)")
-        self.header = Header(method, DTYPES[dtype_code], band_axis, tuple(shape), bool(flags & HAS_NAN))
+        self.header = Header(method, DTYPES[dtype_code], band_axis, tuple(shape), bool(flags & HAS_NAN),
+                             version=version)
         self._cursor = ByteCursor(data[:-CRC_BYTES], HEADER_BYTES, StreamError,
                                   "xr-inr stream ends before its payload does")
         self._take, self._unpack = self._cursor.take, self._cursor.unpack

@@ -15,9 +15,9 @@ small interface:
   (None: no network fits the budget; the core stores float16 values); a method
   may fit the blocks together ("grid" fits those of one architecture as one
   batch, on a GPU in one pass);
-* ``decode(payload, block_shape, ys, xs) -> ndarray``: (bands, len(ys), len(xs))
-  float64 values at (fractional) pixel positions;
-* ``describe(payload, block_shape) -> dict``: the architecture, for ``inspect``;
+* ``decode(payload, block_shape, ys, xs, version) -> ndarray``: (bands, len(ys), len(xs))
+  float64 values at (fractional) pixel positions, from a stream of format ``version``;
+* ``describe(payload, block_shape, version) -> dict``: the architecture, for ``inspect``;
 * ``over_budget_reason(codec, shape) -> str``: why a stream can exceed its budget.
 
 A new method is a new sub-package with these files and functions, a new

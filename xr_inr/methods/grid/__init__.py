@@ -37,15 +37,15 @@ def _network_fits(cube: np.ndarray, budget_bits: int, fixed_bits: int, codec) ->
     return smallest + fixed_bits < 16 * np.count_nonzero(~np.isnan(cube))
 
 
-def decode(data: bytes, block_shape: tuple[int, int, int], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    return payload.decode(data, block_shape, ys, xs)
+def decode(data: bytes, block_shape: tuple[int, int, int], ys: np.ndarray, xs: np.ndarray, version: int) -> np.ndarray:
+    return payload.decode(data, block_shape, ys, xs, version)
 
 
-def describe(data: bytes, block_shape: tuple[int, int, int]) -> dict:
-    described = payload.describe(data, block_shape)
+def describe(data: bytes, block_shape: tuple[int, int, int], version: int) -> dict:
+    described = payload.describe(data, block_shape, version)
     spec = described.pop("spec")
     return {"components": spec.components, "channels": spec.channels, "hidden": spec.hidden,
-            "arm_hidden": spec.arm_hidden, **described}
+            "arm_hidden": spec.arm_hidden, "filtered": spec.filtered, **described}
 
 
 def over_budget_reason(codec, shape) -> str:

@@ -64,6 +64,8 @@ class GridFit:
     """Integer-valued latent grids, (channels, gh, gw) per level."""
     synthesis: list[tuple[np.ndarray, np.ndarray]]
     arm: list[tuple[np.ndarray, np.ndarray]]
+    taps: np.ndarray | None
+    """The coefficient images' 3 x 3 filters (components, 9), when the spec has them."""
     basis: np.ndarray
     mean: np.ndarray
     coefficient_rms: np.ndarray
@@ -121,8 +123,8 @@ class GridModel(torch.nn.Module):
     parameters only (a GPU fits them in one pass; on the CPU a batch of one is the usual fit).
 
     Each block starts as quantised PCA: its coefficient images are its PCA
-    coefficients divided by its ``step``, the synthesis MLP's output layer is
-    zero, and the ARM predicts each latent as the mean of its 4 nearest context
+    coefficients divided by its ``step``, the synthesis MLP's output layer and
+    the coefficient images' filters are zero, and the ARM predicts each latent as the mean of its 4 nearest context
     points. The ARM is the float twin of :func:`xr_inr.methods.grid.arm.arm_integers`
     (ReLU, clipped; Mitchell's log2).
 
@@ -152,6 +154,7 @@ class GridModel(torch.nn.Module):
             predictor[:, 0, :4] = 0.25
             self.arm[-1].weight.zero_()
             self.arm[-1].bias.copy_(torch.tensor([0.0, 1.0]))
+        self.taps = torch.nn.Parameter(torch.zeros(blocks, spec.components * spec.filtered, 9))
         self.basis = torch.nn.Parameter(torch.from_numpy(np.asarray(bases, dtype=np.float32)))
         self.mean = torch.nn.Parameter(torch.from_numpy(np.asarray(means, dtype=np.float32)))
         self._register_coding_order(spec)
@@ -238,7 +241,13 @@ class GridModel(torch.nn.Module):
         MLP's output."""
         k, blocks, pixels = self.spec.components, self.blocks, self.spec.height * self.spec.width
         step = self._steps_on_device(self.steps, latents[0])[:, None, None]
-        features = [latents[0][:, :k].reshape(blocks, k, -1).transpose(1, 2) * step]
+        images = latents[0][:, :k]
+        if self.spec.filtered:  # model.filter_images: one grouped correlation over every block's images
+            padded = F.pad(images.reshape(1, blocks * k, self.spec.height, self.spec.width), (1, 1, 1, 1),
+                           mode="replicate")
+            images = images + F.conv2d(padded, self.taps.reshape(blocks * k, 1, 3, 3), groups=blocks * k).reshape(
+                images.shape)
+        features = [images.reshape(blocks, k, -1).transpose(1, 2) * step]
         for level, z in enumerate(latents):
             z = z[:, k:] if level == 0 else z
             if z.shape[1] == 0:
@@ -462,7 +471,7 @@ class GridTraining:
             self._centred_squares = self._centred.double().pow(2).sum(dim=(1, 2))
             self._centred_sums = self._centred.double().sum(dim=1)
         spectral = [self.model.basis, self.model.mean]  # small values: a gentler learning rate
-        networks = list(self.model.synthesis.parameters()) + list(self.model.arm.parameters())
+        networks = [self.model.taps, *self.model.synthesis.parameters(), *self.model.arm.parameters()]
         groups = [(list(self.model.latents.parameters()), 1.0), (networks, 1.0), (spectral, 0.05)]
         self._rate_every = max(RATE_SAMPLE, math.ceil(self.model.contexts.shape[0] / RATE_ROWS))
         self._steer_every = math.ceil(self.model.contexts.shape[0] / STEER_ROWS)
@@ -631,6 +640,7 @@ class GridTraining:
             latents=[z[b].cpu().numpy().astype(np.int64) for z in latents],
             synthesis=layers(model.synthesis, b),
             arm=layers(model.arm, b),
+            taps=model.taps[b].detach().cpu().numpy().astype(np.float64) if self.spec.filtered else None,
             basis=model.basis[b].detach().cpu().numpy().astype(np.float64),
             mean=model.mean[b].detach().cpu().numpy().astype(np.float64),
             coefficient_rms=rms[b],

@@ -7,6 +7,9 @@ A block of ``bands`` x h x w values, normalised to [0, 1], is stored as
   (``components`` x bands) and mean initialised by PCA and learned jointly;
 * more integer latent grids, level l holding ``channels[l]`` grids of
   ceil(h / 2**l) x ceil(w / 2**l) values (Cool-chic / C3 style);
+* a 3 x 3 filter per coefficient image (when ``filtered``), added to it on the
+  pixel grid: the coarsely quantised images are smoothed as the fit learned
+  (format version 3; docs/method.md, "A filter on the coefficient images");
 * a synthesis MLP (when ``hidden`` > 0) that reads the coefficient images and
   the other latents, upsampled to the pixel grid, and adds a correction to
   the coefficients (its output layer starts at zero);
@@ -53,6 +56,9 @@ class GridSpec:
     """Width of the synthesis MLP's two hidden layers (0: no MLP)."""
     arm_hidden: int
     """Width of the ARM's two hidden layers."""
+    filtered: bool = False
+    """Whether each coefficient image has a 3 x 3 filter (:func:`filter_images`; streams of format
+    version 2 have none)."""
 
     def __post_init__(self):
         if min(self.bands, self.height, self.width, self.components, self.arm_hidden) < 1 or self.hidden < 0:
@@ -84,6 +90,19 @@ class GridSpec:
         gives (location correction, log2 scale)."""
         n = CONTEXT_SIZE
         return [(1, n), (self.arm_hidden, n + 1), (self.arm_hidden, self.arm_hidden), (2, self.arm_hidden)]
+
+
+def filter_images(images: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """``images`` (k, h, w) plus each one's 3 x 3 correlation with its ``taps`` (k, 9, row-major over
+    the offsets -1, 0, 1), the edges repeated: float64, the taps added one after another."""
+    images = np.asarray(images, np.float64)
+    height, width = images.shape[1:]
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    out = images.copy()
+    for tap in range(9):
+        dy, dx = divmod(tap, 3)
+        out += taps[:, tap, None, None] * padded[:, dy:dy + height, dx:dx + width]
+    return out
 
 
 def gelu(x: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -183,9 +202,15 @@ def upsampled_features(spec: GridSpec, latents: list[np.ndarray], ys: np.ndarray
     return np.concatenate(features, axis=1)
 
 
-def synthesise(spec: GridSpec, latents, step, synthesis, basis, mean, ys, xs, affine=None) -> np.ndarray:
+def synthesise(spec: GridSpec, latents, step, synthesis, basis, mean, ys, xs, affine=None,
+               taps: np.ndarray | None = None) -> np.ndarray:
     """Normalised values (bands, len(ys), len(xs)) at the pixel positions ``ys`` x ``xs``; with
-    ``affine`` (scale, offset), those values times scale plus offset."""
+    ``affine`` (scale, offset), those values times scale plus offset. ``taps``: the coefficient
+    images' filters (:func:`filter_images`) when ``spec.filtered``."""
+    if spec.filtered:  # on the whole pixel grid, before any interpolation
+        level0 = np.asarray(latents[0], np.float64)
+        level0 = np.concatenate([filter_images(level0[: spec.components], taps), level0[spec.components :]])
+        latents = [level0, *latents[1:]]
     features = upsampled_features(spec, latents, ys, xs)
     features[:, : spec.components] *= step
     coefficients = features[:, : spec.components]

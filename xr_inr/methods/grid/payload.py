@@ -4,13 +4,15 @@ Payload layout (little-endian), after the stream header:
 
     affine    offset, scale (2 x f64): the model predicts (value - offset) / scale
     head      components, hidden, arm_hidden, levels (4 x u8), channels (levels x u8),
-              coefficient step (f64)
+              options (u8, format version 3 on: bit 0, the coefficient images'
+              filters), coefficient step (f64)
     params    per parameter array its exponent e (values are integers times
               2**-e, i8) and Laplace scale index j (i8, see
               :mod:`xr_inr.core.laplace_tables`); then the length (u32) and the
               range-coded stream of every array's integers (offset index 0).
               The mean spectrum and basis vectors are coded as differences
-              along the bands. The ARM's arrays share one exponent.
+              along the bands. The ARM's arrays share one exponent. The
+              filters, when present, are one array (components x 9) after the basis.
     latents   length (u32) and range-coded stream of the latents
               (:func:`xr_inr.methods.grid.arm.encode_latents`)
 
@@ -32,6 +34,8 @@ from . import arm as lc
 from .model import GridSpec, synthesise
 
 _HEAD = struct.Struct("<BBBB")
+_FILTERED = 1
+"""Bit of the head's options byte (format version 3 on): each coefficient image has a 3 x 3 filter."""
 _ARRAY = struct.Struct("<bb")
 _STREAM = struct.Struct("<I")
 
@@ -59,6 +63,8 @@ class GridStreamError(StreamError):
 def param_arrays(spec: GridSpec) -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of every stored parameter array, in storage order."""
     arrays = [("mean", (spec.bands,))] + [(f"basis{r}", (spec.bands,)) for r in range(spec.components)]
+    if spec.filtered:
+        arrays.append(("filter", (spec.components, 9)))
     for prefix, shapes in (("synthesis", spec.synthesis_shapes()), ("arm", spec.arm_shapes())):
         for index, (out_f, in_f) in enumerate(shapes):
             arrays += [(f"{prefix}{index}.weight", (out_f, in_f)), (f"{prefix}{index}.bias", (out_f,))]
@@ -69,8 +75,8 @@ def estimated_param_bits(spec: GridSpec) -> float:
     """A guess of the parameter bits before fitting: 6 bits per network weight, 4 per basis value
     and the payload's heads (set a little above the parameter bytes of early encodes; at high
     fidelity the real ones can be larger, which :func:`pack_within_budget` corrects)."""
-    n_net = sum(o * i + o for o, i in spec.synthesis_shapes() + spec.arm_shapes())
-    heads = _HEAD.size + len(spec.channels) + 8 + _ARRAY.size * len(param_arrays(spec)) + 2 * (_STREAM.size + 4)
+    n_net = sum(o * i + o for o, i in spec.synthesis_shapes() + spec.arm_shapes()) + 9 * spec.components * spec.filtered
+    heads = _HEAD.size + len(spec.channels) + 1 + 8 + _ARRAY.size * len(param_arrays(spec)) + 2 * (_STREAM.size + 4)
     return 6 * n_net + 4 * (spec.components + 1) * spec.bands + 8 * heads
 
 
@@ -120,7 +126,7 @@ def choose_spec(bands: int, height: int, width: int, budget_bits: float, compone
             candidates = [(min(k, limit), *sizes) for k, *sizes in candidates] + [(limit, *candidates[-1][1:])]
     chosen = None
     for k, channels, hidden, arm_hidden in candidates:
-        spec = GridSpec(bands, height, width, min(k, bands), channels, hidden, arm_hidden)
+        spec = GridSpec(bands, height, width, min(k, bands), channels, hidden, arm_hidden, filtered=True)
         if chosen is None or estimated_param_bits(spec) <= FIXED_SHARE * budget_bits:
             chosen = spec
     return chosen
@@ -155,6 +161,8 @@ def quantised_parameters(fit, target: np.ndarray, valid: np.ndarray | None) -> d
     """Every parameter array as (exponent, integers), the step of each chosen for its effect:
 
     * mean and basis: the added error stays ~1/50 of the fit's MSE;
+    * the coefficient images' filters: the coarsest exponent that raises the MSE by under 0.2 %
+      (a few taps per image: a finer step costs little);
     * synthesis MLP: the coarsest exponent that raises the MSE by under 1 %;
     * ARM: the coarsest exponent that raises the latents' bits (exact integer model)
       by under 0.5 % (no finer than keeps its integers within +-2**13).
@@ -176,12 +184,21 @@ def quantised_parameters(fit, target: np.ndarray, valid: np.ndarray | None) -> d
     def layers_at(layers, exponent):
         return [(_quantise(w, exponent) * 2.0**-exponent, _quantise(b, exponent) * 2.0**-exponent) for w, b in layers]
 
-    if spec.hidden:
-        counted = np.ones(target.shape, bool) if valid is None else valid
+    counted = np.ones(target.shape, bool) if valid is None else valid
 
+    def model_mse(synthesis, taps):
+        values = synthesise(spec, fit.latents, fit.step, synthesis, basis, mean, ys, xs, taps=taps)
+        return float(np.mean((values - target)[counted] ** 2))
+
+    taps = None
+    if spec.filtered:
+        base = model_mse(fit.synthesis, fit.taps)
+        exponent = _coarsest(lambda e: model_mse(fit.synthesis, _quantise(fit.taps, e) * 2.0**-e) <= 1.002 * base, 30)
+        out["filter"] = (exponent, _quantise(fit.taps, exponent))
+        taps = out["filter"][1] * 2.0**-exponent
+    if spec.hidden:
         def synthesis_mse(exponent):
-            values = synthesise(spec, fit.latents, fit.step, layers_at(fit.synthesis, exponent), basis, mean, ys, xs)
-            return float(np.mean((values - target)[counted] ** 2))
+            return model_mse(layers_at(fit.synthesis, exponent), taps)
 
         base = synthesis_mse(30)
         exponent = _coarsest(lambda e: synthesis_mse(e) <= 1.01 * base, 30)
@@ -231,7 +248,7 @@ def arm_from_params(params: dict, spec: GridSpec) -> tuple[list, int]:
 def pack(spec: GridSpec, step: float, params: dict, latents: list[np.ndarray]) -> bytes:
     """The payload bytes of a quantised model (layout in the module docstring)."""
     head = _HEAD.pack(spec.components, spec.hidden, spec.arm_hidden, len(spec.channels))
-    head += bytes(spec.channels) + struct.pack("<d", step)
+    head += bytes(spec.channels) + bytes([_FILTERED * spec.filtered]) + struct.pack("<d", step)
     symbols, scales, array_heads = [], [], b""
     for name, _ in param_arrays(spec):
         exponent, ints = params[name]
@@ -254,12 +271,15 @@ def _cursor(payload: bytes) -> ByteCursor:
     return ByteCursor(payload, 0, GridStreamError, "grid payload ends early")
 
 
-def _read_head(reader: ByteCursor, bands: int, height: int, width: int) -> tuple[GridSpec, float]:
+def _read_head(reader: ByteCursor, bands: int, height: int, width: int, version: int) -> tuple[GridSpec, float]:
     components, hidden, arm_hidden, levels = reader.unpack(_HEAD)
     channels = tuple(reader.take(levels))
+    options = reader.take(1)[0] if version >= 3 else 0
+    if options & ~_FILTERED:
+        raise GridStreamError(f"unknown grid options {options:#04x}")
     (step,) = struct.unpack("<d", reader.take(8))
     try:
-        spec = GridSpec(bands, height, width, components, channels, hidden, arm_hidden)
+        spec = GridSpec(bands, height, width, components, channels, hidden, arm_hidden, bool(options & _FILTERED))
     except ValueError as exc:
         raise GridStreamError(str(exc)) from None
     _check_sizes(spec)
@@ -286,7 +306,7 @@ def decode_work(spec: GridSpec) -> int:
     """Multiply-adds of decoding a block: each latent's ARM (plus LATENT_WORK), then at each pixel
     the synthesis MLP, the basis product and the channels' interpolation (CHANNEL_WORK each)."""
     per_latent = sum(o * i for o, i in spec.arm_shapes()) + LATENT_WORK
-    per_pixel = (sum(o * i for o, i in spec.synthesis_shapes()) + spec.components * spec.bands
+    per_pixel = (sum(o * i for o, i in spec.synthesis_shapes()) + spec.components * (spec.bands + 9 * spec.filtered)
                  + CHANNEL_WORK * (spec.components + sum(spec.channels)))
     return latent_count(spec) * per_latent + spec.height * spec.width * per_pixel
 
@@ -315,10 +335,11 @@ def _check_sizes(spec: GridSpec) -> None:
                               f"decoder's limit of {limit} ({stream.MAX_WORK_PER_VALUE} per value)")
 
 
-def unpack(payload: bytes, bands: int, height: int, width: int):
-    """(spec, step, mean, basis, synthesis layers, latents) from a payload (after its affine)."""
+def unpack(payload: bytes, bands: int, height: int, width: int, version: int = stream.VERSION):
+    """(spec, step, mean, basis, filter taps or None, synthesis layers, latents) from a payload (after
+    its affine) of format ``version``."""
     reader = _cursor(payload)
-    spec, step = _read_head(reader, bands, height, width)
+    spec, step = _read_head(reader, bands, height, width, version)
     arrays = param_arrays(spec)
     heads = [reader.unpack(_ARRAY) for _ in arrays]
     params = {}
@@ -344,20 +365,21 @@ def unpack(payload: bytes, bands: int, height: int, width: int):
         raise GridStreamError(f"corrupt latent stream: {exc}") from None
     mean = params["mean"][1] * 2.0 ** -params["mean"][0]
     basis = np.stack([params[f"basis{r}"][1] * 2.0 ** -params[f"basis{r}"][0] for r in range(spec.components)])
+    taps = params["filter"][1] * 2.0 ** -params["filter"][0] if spec.filtered else None
     synthesis = dequantised_layers(params, "synthesis", len(spec.synthesis_shapes()))
-    return spec, step, mean, basis, synthesis, latents
+    return spec, step, mean, basis, taps, synthesis, latents
 
 
-def describe(data: bytes, block_shape: tuple[int, int, int]) -> dict:
+def describe(data: bytes, block_shape: tuple[int, int, int], version: int = stream.VERSION) -> dict:
     """:func:`model_parts` of a payload (after its affine)."""
-    return model_parts(data[AFFINE.size :], *block_shape)
+    return model_parts(data[AFFINE.size :], *block_shape, version)
 
 
-def model_parts(payload: bytes, bands: int, height: int, width: int) -> dict:
+def model_parts(payload: bytes, bands: int, height: int, width: int, version: int = stream.VERSION) -> dict:
     """The model's ``spec`` and ``step``, and the bytes of the payload's parts: ``head_bytes``
     (architecture, step, array heads), ``parameter_bytes`` and ``latent_bytes`` (nothing decoded)."""
     reader = _cursor(payload)
-    spec, step = _read_head(reader, bands, height, width)
+    spec, step = _read_head(reader, bands, height, width, version)
     reader.take(_ARRAY.size * len(param_arrays(spec)))
     head = reader.pos
     parameters = _STREAM.size + reader.unpack(_STREAM)[0]
@@ -365,9 +387,9 @@ def model_parts(payload: bytes, bands: int, height: int, width: int) -> dict:
             "latent_bytes": len(payload) - head - parameters}
 
 
-def decode(data: bytes, block_shape: tuple[int, int, int], ys, xs) -> np.ndarray:
-    """Values (bands, len(ys), len(xs)) at pixel positions ``ys`` x ``xs``."""
+def decode(data: bytes, block_shape: tuple[int, int, int], ys, xs, version: int = stream.VERSION) -> np.ndarray:
+    """Values (bands, len(ys), len(xs)) at pixel positions ``ys`` x ``xs``, from a payload of format ``version``."""
     offset, scale = ByteCursor(data, 0, GridStreamError, "grid payload ends early").unpack(AFFINE)
-    spec, step, mean, basis, synthesis, latents = unpack(data[AFFINE.size :], *block_shape)
+    spec, step, mean, basis, taps, synthesis, latents = unpack(data[AFFINE.size :], *block_shape, version)
     return synthesise(spec, latents, step, synthesis, basis, mean, np.asarray(ys, float), np.asarray(xs, float),
-                      (scale, offset))
+                      (scale, offset), taps)

@@ -37,11 +37,11 @@ def _encode(cube: np.ndarray, budget_bits: int, fixed_bits: int, codec) -> bytes
     return encode(cube, candidates, codec)
 
 
-def decode(data: bytes, block_shape: tuple[int, int, int], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    return payload.decode(data, block_shape, ys, xs)
+def decode(data: bytes, block_shape: tuple[int, int, int], ys: np.ndarray, xs: np.ndarray, version: int) -> np.ndarray:
+    return payload.decode(data, block_shape, ys, xs)  # the same payload in every version
 
 
-def describe(data: bytes, block_shape: tuple[int, int, int]) -> dict:
+def describe(data: bytes, block_shape: tuple[int, int, int], version: int) -> dict:
     spec = payload.unpack(data, block_shape)[0]
     return {"depth": spec.depth, "width": spec.width, "n_params": spec.n_params}
 
