@@ -48,8 +48,8 @@ MAX_WORK_PER_VALUE = 2**15
 """The most decoding work a stream may declare per value of its block, in multiply-adds (costs
 that are not products counted as the multiply-adds that take as long: grid
 ``payload.decode_work``, SIREN ``payload.work_per_pixel``), so that decoding time grows at most
-in proportion to the block's size. 7x the most that a grid stream the encoder writes needs
-(4,680, one band; tests/test_fuzz.py); the SIREN encoder refuses blocks over it."""
+in proportion to the block's size. 11x the most that a grid stream the encoder writes needs
+(2,979, one band; tests/test_fuzz.py); the SIREN encoder refuses blocks over it."""
 
 DTYPES = {1: np.dtype("float32"), 2: np.dtype("float64"), 3: np.dtype("uint16"), 4: np.dtype("int16"), 5: np.dtype("uint8")}
 DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
