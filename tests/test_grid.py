@@ -13,7 +13,7 @@ from xr_inr.methods.grid import arm as lc
 from xr_inr.methods.grid import fitting
 from xr_inr.methods.grid import model as grid_model
 from xr_inr.methods.grid.fitting import GridModel
-from xr_inr.methods.grid.model import GridSpec, synthesise, upsample_matrix
+from xr_inr.methods.grid.model import GridSpec, filter_images, synthesise, upsample_matrix
 from xr_inr.methods.grid.payload import SCALAR_LOSS, choose_spec, decode, pack, unpack, water_filling_components
 from xr_inr.metrics import psnr, sam_deg
 
@@ -41,6 +41,18 @@ def random_model(spec, seed=0):
     latents = [z[0].detach().numpy().astype(np.int64) for z in model.latents]
     return model, latents, layers(model.synthesis), layers(model.arm), model.basis[0].detach().double().numpy(), \
         model.mean[0].detach().double().numpy(), model.taps[0].detach().double().numpy()
+
+
+def test_a_filter_tap_adds_the_neighbour_at_its_offset_the_edges_repeated():
+    """docs/format.md: taps row-major over (dy, dx) in -1, 0, 1; a correlation, the edge pixel read outside."""
+    images = np.arange(12.0).reshape(1, 3, 4)
+    right, up = np.zeros((1, 9)), np.zeros((1, 9))
+    right[0, 5] = 0.5  # (dy, dx) = (0, +1)
+    up[0, 1] = 2.0  # (-1, 0)
+    shifted_left = np.concatenate([images[:, :, 1:], images[:, :, -1:]], axis=2)
+    shifted_down = np.concatenate([images[:, :1], images[:, :-1]], axis=1)
+    assert np.array_equal(filter_images(images, right), images + 0.5 * shifted_left)
+    assert np.array_equal(filter_images(images, up), images + 2.0 * shifted_down)
 
 
 def test_upsampling_is_exact_on_the_pixels_and_linear_between():

@@ -72,7 +72,7 @@ def param_arrays(spec: GridSpec) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def estimated_param_bits(spec: GridSpec) -> float:
-    """A guess of the parameter bits before fitting: 6 bits per network weight, 4 per basis value
+    """A guess of the parameter bits before fitting: 6 bits per network weight or filter tap, 4 per basis value
     and the payload's heads (set a little above the parameter bytes of early encodes; at high
     fidelity the real ones can be larger, which :func:`pack_within_budget` corrects)."""
     n_net = sum(o * i + o for o, i in spec.synthesis_shapes() + spec.arm_shapes()) + 9 * spec.components * spec.filtered
