@@ -263,7 +263,7 @@ def test_config_round_trip():
 
 
 def test_effort_picks_the_steps_unless_they_are_given():
-    assert [INRCodec(effort=e).steps for e in ("fast", "default", "best")] == [50, 1000, 2000]
+    assert [INRCodec(effort=e).steps for e in ("fast", "default", "best")] == [100, 1000, 2000]
     assert INRCodec(method="siren", effort="fast").steps == 500
     assert INRCodec(effort="fast", steps=7).steps == 7
     assert "effort" not in INRCodec().get_config()  # configs written without it stay as they were

@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
                                                   "(default: all bands, at most 128 x 128 pixels)")
     p.add_argument("--method", choices=("grid", "siren"), default="grid", help="the codec's method (default grid)")
     p.add_argument("--effort", choices=("fast", "default", "best"), default="default",
-                   help="encode time against quality (grid: 50, 1000 or 2000 fitting steps per chunk; "
+                   help="encode time against quality (grid: 100, 1000 or 2000 fitting steps per chunk; "
                         "best after brief fits of three architectures)")
     p.add_argument("--steps", type=int, help="fitting steps per chunk instead of the effort's")
     where = p.add_mutually_exclusive_group()

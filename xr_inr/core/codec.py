@@ -24,7 +24,7 @@ from .stream import DTYPE_CODES
 
 METHODS = ("grid", "siren")
 EFFORTS = ("fast", "default", "best")
-STEPS = {"grid": {"fast": 50, "default": 1000, "best": 2000}, "siren": {"fast": 500, "default": 2000, "best": 4000}}
+STEPS = {"grid": {"fast": 100, "default": 1000, "best": 2000}, "siren": {"fast": 500, "default": 2000, "best": 4000}}
 """Adam steps of the (final) fit for each method and effort (measured for "grid": docs/method.md)."""
 DEFAULT_LR = {"grid": 1e-2, "siren": 2e-4}
 DEFAULT_BPPPB = 0.1
@@ -66,7 +66,7 @@ class INRCodec(Codec):
         chunk) are left out of the fit and restored exactly (``"NaN"`` or NaN
         for float arrays). None (default): every element is fitted.
     effort : "fast", "default" or "best": encode time against quality, by the
-        number of fitting steps (grid: 50, 1000, 2000; siren: 500, 2000, 4000),
+        number of fitting steps (grid: 100, 1000, 2000; siren: 500, 2000, 4000),
         unless ``steps`` is given; "best" also picks the grid's architecture
         among its neighbours by brief fits (:func:`xr_inr.methods.grid.fitting.searched_spec`,
         unless ``components`` is given). Decoding never needs it.
