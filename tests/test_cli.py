@@ -65,7 +65,7 @@ def test_compress_uses_the_workers_asked_for_and_shows_progress(crop_geotiff, tm
                      "--bpppb", "1", "--effort", "fast"]) == 0
     assert seen == [1]
     stored = zarr.open_group(out, mode="r")["cube"].metadata.codecs[0].to_dict()["configuration"]
-    assert stored["effort"] == "fast" and stored["steps"] == 50
+    assert stored["effort"] == "fast" and stored["steps"] == 100
     captured = capsys.readouterr()
     assert "xr-inr fit (1 chunks)" in captured.err and "1/1" in captured.err
     assert f"{out}: cube" in captured.out and "bpppb" in captured.out
