@@ -125,8 +125,8 @@ class GridModel(torch.nn.Module):
     Each block starts as quantised PCA: its coefficient images are its PCA
     coefficients divided by its ``step``, the synthesis MLP's output layer and
     the coefficient images' filters are zero, and the ARM predicts each latent
-    as the mean of its 4 nearest context points. The ARM is the float twin of :func:`xr_inr.methods.grid.arm.arm_integers`
-    (ReLU, clipped; Mitchell's log2).
+    as the mean of its 4 nearest context points. The ARM is the float twin of
+    :func:`xr_inr.methods.grid.arm.arm_integers` (ReLU, clipped; Mitchell's log2).
 
     ``steps`` (blocks,), ``means`` (blocks, bands), ``bases`` (blocks, components, bands),
     ``coefficients`` (blocks, pixels, components).

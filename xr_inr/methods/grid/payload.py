@@ -72,8 +72,8 @@ def param_arrays(spec: GridSpec) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def estimated_param_bits(spec: GridSpec) -> float:
-    """A guess of the parameter bits before fitting: 6 bits per network weight or filter tap, 4 per basis value
-    and the payload's heads (set a little above the parameter bytes of early encodes; at high
+    """A guess of the parameter bits before fitting: 6 bits per network weight or filter tap, 4 per
+    basis value and the payload's heads (set a little above the parameter bytes of early encodes; at high
     fidelity the real ones can be larger, which :func:`pack_within_budget` corrects)."""
     n_net = sum(o * i + o for o, i in spec.synthesis_shapes() + spec.arm_shapes()) + 9 * spec.components * spec.filtered
     heads = _HEAD.size + len(spec.channels) + 1 + 8 + _ARRAY.size * len(param_arrays(spec)) + 2 * (_STREAM.size + 4)
