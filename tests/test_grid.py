@@ -439,6 +439,7 @@ def test_the_training_distortion_from_the_coefficients_is_the_values_mse(jasper_
     budget = 0.2 * target.size
     spec = fitting.block_spec(target, None, budget)
     monkeypatch.setattr(fitting, "RATE_ROWS", 100)
+    monkeypatch.setattr(fitting.GridTraining, "solve_linear_parts", lambda self: None)  # gradients away from 0
     for valids in ([None, None], [None, valid]):
         training = fitting.GridTraining([target, target[:, ::-1].copy()], valids, spec, [0.9 * budget] * 2)
         rows = training.model.contexts.shape[0]
@@ -530,6 +531,45 @@ def test_each_block_ends_training_in_its_best_rounded_state(jasper_crop, monkeyp
     assert all(torch.equal(a[0], b[0]) for a, b in zip(final, offered[0]))  # spoilt: back to the noisy phase's end
     assert not torch.equal(final[0][0], offered[1][0][0])
     assert any(all(torch.equal(a[1], b[1]) for a, b in zip(final, state)) for state in offered)
+
+
+def test_after_training_the_filters_then_the_basis_and_mean_are_solved_by_least_squares(jasper_crop, monkeypatch):
+    """After training, each unmasked block's filter taps are solved for its rounded latents (without a
+    synthesis MLP, exactly: the distortion's gradient in them vanishes), then its basis and mean; the
+    distortion falls; a batch with a masked block is left as it was."""
+    cube = jasper_crop.astype(np.float64)
+    target = (cube - cube.min()) / (cube.max() - cube.min())
+    budget = 0.2 * target.size
+    spec = GridSpec(**{**fitting.block_spec(target, None, budget).__dict__, "channels": (0,), "hidden": 0})
+    monkeypatch.setattr(fitting.GridTraining, "solve_linear_parts", lambda self: None)
+    training = fitting.GridTraining([target, target[:, ::-1].copy()], [None, None], spec, [0.9 * budget] * 2)
+    training.train(30)
+    monkeypatch.undo()
+    model = training.model
+    latents = [torch.round(z) for z in model.latents]
+
+    def distortion_and_gradients():
+        model.zero_grad()
+        value = training._training_distortion(latents)
+        value.sum().backward()
+        return value.detach(), [p.grad.norm(dim=tuple(range(1, p.ndim))) for p in (model.taps, model.basis, model.mean)]
+
+    before, (taps, basis, mean) = distortion_and_gradients()
+    with torch.no_grad():
+        training._solve_taps(latents)
+    _, (solved_taps, _, _) = distortion_and_gradients()
+    assert (solved_taps < 1e-3 * taps).all()
+    training.solve_linear_parts()
+    after, (_, solved_basis, solved_mean) = distortion_and_gradients()
+    assert (after < before).all()
+    assert (solved_basis < 1e-3 * basis).all() and (solved_mean < 1e-3 * mean).all()
+
+    valid = np.ones(target.shape, bool)
+    valid[:, :3] = False
+    masked = fitting.GridTraining([target, target], [None, valid], spec, [0.9 * budget] * 2)
+    parameters = [p.detach().clone() for p in masked.model.parameters()]
+    masked.solve_linear_parts()
+    assert all(torch.equal(a, b) for a, b in zip(parameters, masked.model.parameters(), strict=True))
 
 
 def test_an_over_budget_stream_first_moves_latents_off_their_rounding_boundaries(jasper_crop):

@@ -390,6 +390,14 @@ def choose_step(coefficients: np.ndarray, shape: tuple[int, int], latent_bits: f
     return max(hi, float(np.abs(coefficients).max()) / MAX_LATENT)
 
 
+def _solved(normal: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """The least-squares solution of the normal equations ``normal`` x = ``rhs`` (float64), a little
+    ridge keeping a constant image or an unused basis vector from making them singular."""
+    ridge = 1e-9 * normal.diagonal().mean().clamp_min(1e-30)
+    return torch.linalg.solve(normal + ridge * torch.eye(normal.shape[0], dtype=normal.dtype, device=normal.device),
+                              rhs)
+
+
 class _BestRounded:
     """The parameters of each block of a training in the offered state of least rate-distortion cost
     with rounded latents, MSE + lambda * bits / values at the current lambda: the rounded phase of
@@ -560,7 +568,54 @@ class GridTraining:
             if iteration >= noise_steps - 1 and (iteration % 10 == 9 or iteration in (noise_steps - 1, steps - 1)):
                 best.offer()
         best.restore()
+        self.solve_linear_parts()
         return self
+
+    @torch.no_grad()
+    def solve_linear_parts(self) -> None:
+        """The parts of each unmasked block's model that its values depend on linearly, solved by least
+        squares for its rounded latents, and kept where the distortion falls: first the filter taps (the
+        synthesis MLP's output held as it is), then the basis and mean. Short fits leave them far from
+        their optimum (docs/method.md, "The linear parts solved after training")."""
+        if self._weights is not None:  # a masked block's normal equations differ from band to band
+            return
+        model = self.model
+        latents = [torch.round(z) for z in model.latents]
+        parameters = ([model.taps] if self.spec.filtered else []) + [model.basis, model.mean]
+        for solve in ([self._solve_taps] if self.spec.filtered else []) + [self._solve_basis]:
+            before = self._training_distortion(latents).tolist()
+            saved = [p.detach().clone() for p in parameters]
+            solve(latents)
+            after = self._training_distortion(latents).tolist()
+            for b, (old, new) in enumerate(zip(before, after, strict=True)):
+                if not new < old:
+                    for parameter, kept in zip(parameters, saved, strict=True):
+                        parameter[b] = kept[b]
+
+    def _solve_taps(self, latents: list[torch.Tensor]) -> None:
+        model, (k, height, width) = self.model, (self.spec.components, self.spec.height, self.spec.width)
+        pred, _ = model(latents)
+        for b, step in enumerate(model.steps):
+            images = F.pad(latents[0][b : b + 1, :k].double(), (1, 1, 1, 1), mode="replicate")[0]
+            # shifted[p, r, a]: image r's neighbour at offset a (row-major over -1, 0, 1) of pixel p, times the step
+            shifted = step * torch.stack([images[:, i : i + height, j : j + width].reshape(k, -1)
+                                          for i in range(3) for j in range(3)], dim=2).transpose(0, 1)
+            basis = model.basis[b].double()
+            gram = basis @ basis.T
+            filtered = torch.einsum("pra,ra->pr", shifted, model.taps[b].double())  # what the taps add now
+            residual = (self._x[b] - pred[b]).double() @ basis.T + filtered @ gram  # (pixels, k)
+            rhs = torch.einsum("pra,pr->ra", shifted, residual).reshape(-1)
+            normal = (torch.einsum("pra,psb->rasb", shifted, shifted) * gram[:, None, :, None]).reshape(9 * k, 9 * k)
+            model.taps[b] = _solved(normal, rhs).reshape(k, 9).to(model.taps.dtype)
+
+    def _solve_basis(self, latents: list[torch.Tensor]) -> None:
+        coefficients = self.model.coefficients(latents).double()
+        ones = torch.ones_like(coefficients[:, :, :1])
+        for b in range(self.model.blocks):
+            design = torch.cat([coefficients[b], ones[b]], dim=1)  # (pixels, k + 1)
+            solution = _solved(design.T @ design, design.T @ self._x[b].double())
+            self.model.basis[b] = solution[:-1].to(self.model.basis.dtype)
+            self.model.mean[b] = solution[-1].to(self.model.mean.dtype)
 
     def lambdas_per_value(self) -> list[float]:
         """Each block's lambda over its number of values: the weight of a bit in its loss."""
