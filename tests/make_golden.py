@@ -5,8 +5,8 @@ every decoder must output (tests/test_golden.py compares the sha256 of the
 decoded arrays; SIREN streams, whose float32 decoder is not bit-exact across
 BLAS kernels, against the arrays in siren_reference.npz within a tolerance).
 Version-1 streams (xr-inr 0.1.0) and version-2 streams (xr-inr 0.2) and their
-entries are kept as they were; version 3 changed the grid payload only, so its
-grid streams are written beside them, named ``v3_<name>``.
+entries are kept as they were; versions 3 and 4 changed the grid payload only, so
+their grid streams are written beside them, named ``v3_<name>`` and ``v4_<name>``.
 """
 
 import hashlib

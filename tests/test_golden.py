@@ -1,7 +1,7 @@
 """Golden streams: every decoder must give the recorded arrays, whatever the threads, SIMD paths or BLAS.
 
 The streams in tests/fixtures/golden/ were written by tests/make_golden.py
-(format versions 2 and 3) or by xr-inr 0.1.0 (version 1). Grid, raw and constant
+(format versions 2 to 4) or by xr-inr 0.1.0 (version 1). Grid, raw and constant
 streams must decode bit for bit (sha256 of the array); SIREN streams, whose
 float32 network is evaluated with BLAS and numpy's sin, within the tolerance
 docs/format.md states.
@@ -48,7 +48,7 @@ def test_golden_streams_decode_to_their_recorded_arrays(name):
 
 
 def test_version_1_grid_streams_are_refused_naming_both_versions():
-    with pytest.raises(StreamError, match=r"version 1 \(xr-inr 0\.1\.0\).*versions 2 to 3"):
+    with pytest.raises(StreamError, match=r"version 1 \(xr-inr 0\.1\.0\).*versions 2 to 4"):
         decode_block((GOLDEN / "v1_grid_uint16.xinr").read_bytes())
 
 

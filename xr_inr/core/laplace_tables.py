@@ -54,6 +54,12 @@ def low_bits(j: np.ndarray) -> np.ndarray:
     return np.maximum(np.minimum(j, SCALE_MAX - 1) // 8 - 2, 0).astype(np.int64)
 
 
+def table_offsets(table: np.ndarray) -> np.ndarray:
+    """Offset index ``a`` (the location at ``a / 8`` from the centre) of each table index (0 for the
+    split scales, whose tables ignore it)."""
+    return np.where(table < FIRST_SPLIT_TABLE, table % OFFSETS - OFFSETS // 2, 0)
+
+
 TABLE_LOW_BITS = np.concatenate([np.zeros(FIRST_SPLIT_TABLE, np.int64), low_bits(np.arange(SPLIT, SCALE_MAX))])
 """Bits ``k`` split off a residual coded with each table (indexed by :func:`table_index`)."""
 

@@ -23,9 +23,10 @@ from enum import IntEnum
 import numpy as np
 
 MAGIC = b"XINR"
-VERSION = 3
-"""The format version written. Version 2 (xr-inr 0.2) differs in the grid payload's head only (no
-options byte: no filters on the coefficient images), and is read as it was. Version 1 (xr-inr 0.1.0)
+VERSION = 4
+"""The format version written. Version 3 (xr-inr 0.3) differs in the grid payload's options only (no
+pulls of the coefficient images' latents: bit 1 refused); version 2 (xr-inr 0.2) in the grid
+payload's head (no options byte: no filters on the coefficient images); both are read as they were. Version 1 (xr-inr 0.1.0)
 differs in the grid payload (pure-Python rANS under a float ARM): its constant, raw and SIREN
 streams read as version 2; its grid streams are refused with a :class:`StreamError` naming the
 versions that decode."""

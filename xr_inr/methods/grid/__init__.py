@@ -45,7 +45,7 @@ def describe(data: bytes, block_shape: tuple[int, int, int], version: int) -> di
     described = payload.describe(data, block_shape, version)
     spec = described.pop("spec")
     return {"components": spec.components, "channels": spec.channels, "hidden": spec.hidden,
-            "arm_hidden": spec.arm_hidden, "filtered": spec.filtered, **described}
+            "arm_hidden": spec.arm_hidden, "filtered": spec.filtered, "pulled": spec.pulled, **described}
 
 
 def over_budget_reason(codec, shape) -> str:

@@ -339,22 +339,46 @@ def encode_latents(spec, arm, e: int, latents: list[np.ndarray], encoder) -> Non
             entropy.encode_residuals(encoder, padded[:, points].reshape(-1).astype(np.int64) - centre, table, grouped)
 
 
-def decode_latents(spec, arm, e: int, decoder) -> list[np.ndarray]:
-    """The integer latent grids (float64, (channels, gh, gw) per level) that :func:`encode_latents` coded."""
+def decode_latents(spec, arm, e: int, decoder) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The integer latent grids (float64, (channels, gh, gw) per level) that :func:`encode_latents` coded,
+    and, where ``spec.pulled``, the coefficient images' :func:`coder_locations` (k, h, w)."""
     model = CodingModel(arm, e)
-    latents = []
+    latents, locations = [], None
     for level, channels in enumerate(spec.level_channels()):
         h, w = spec.level_shape(level)
         padded = np.zeros((channels, h * w + 1), np.int16)
+        located = np.zeros((channels, h * w)) if level == 0 and spec.pulled else None
         if channels:
             for points, context, stride in phases(h, w):
                 centre, table, grouped = model.phase_parameters(padded, context, stride)
+                if located is not None:
+                    located[:, points] = coder_locations(centre, table).reshape(channels, -1)
                 if grouped is None:
                     grouped = entropy.grouping(table)
                 order, tables, _, counts = grouped
                 place(padded, points, centre, order, entropy.decode_grouped(decoder, tables, counts))
         latents.append(padded[:, :-1].reshape(channels, h, w).astype(np.float64))
-    return latents
+        if located is not None:
+            locations = located[: spec.components].reshape(spec.components, h, w)
+    return latents, locations
+
+
+def coder_locations(centre: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Where the entropy coder centred each latent's Laplace: its centre plus the table's offset
+    (eighths; none for the split scales), from :func:`coding_indices` (float64, exact)."""
+    return centre + lt.table_offsets(table) / 8.0
+
+
+def latent_locations(spec, arm, e: int, latents: list[np.ndarray]) -> np.ndarray:
+    """The coefficient images' :func:`coder_locations` (k, h, w), as :func:`decode_latents` finds them,
+    from the integer ``latents`` (every phase at once, as in :func:`latent_bits`)."""
+    h, w = spec.level_shape(0)
+    flat = np.asarray(latents[0]).reshape(latents[0].shape[0], -1)
+    points, context, stride = all_contexts(h, w)
+    centre, table, _ = CodingModel(arm, e).phase_parameters(_padded(flat), context, stride)
+    out = np.zeros(flat.shape)
+    out[:, points] = coder_locations(centre, table).reshape(flat.shape[0], -1)
+    return out[: spec.components].reshape(spec.components, h, w)
 
 
 def latent_bits(spec, arm, e: int, latents: list[np.ndarray]) -> float:

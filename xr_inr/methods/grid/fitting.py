@@ -390,14 +390,6 @@ def choose_step(coefficients: np.ndarray, shape: tuple[int, int], latent_bits: f
     return max(hi, float(np.abs(coefficients).max()) / MAX_LATENT)
 
 
-def _solved(normal: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """The least-squares solution of the normal equations ``normal`` x = ``rhs`` (float64), a little
-    ridge keeping a constant image or an unused basis vector from making them singular."""
-    ridge = 1e-9 * normal.diagonal().mean().clamp_min(1e-30)
-    return torch.linalg.solve(normal + ridge * torch.eye(normal.shape[0], dtype=normal.dtype, device=normal.device),
-                              rhs)
-
-
 class _BestRounded:
     """The parameters of each block of a training in the offered state of least rate-distortion cost
     with rounded latents, MSE + lambda * bits / values at the current lambda: the rounded phase of
@@ -568,54 +560,7 @@ class GridTraining:
             if iteration >= noise_steps - 1 and (iteration % 10 == 9 or iteration in (noise_steps - 1, steps - 1)):
                 best.offer()
         best.restore()
-        self.solve_linear_parts()
         return self
-
-    @torch.no_grad()
-    def solve_linear_parts(self) -> None:
-        """The parts of each unmasked block's model that its values depend on linearly, solved by least
-        squares for its rounded latents, and kept where the distortion falls: first the filter taps (the
-        synthesis MLP's output held as it is), then the basis and mean. Short fits leave them far from
-        their optimum (docs/method.md, "The linear parts solved after training")."""
-        if self._weights is not None:  # a masked block's normal equations differ from band to band
-            return
-        model = self.model
-        latents = [torch.round(z) for z in model.latents]
-        parameters = ([model.taps] if self.spec.filtered else []) + [model.basis, model.mean]
-        for solve in ([self._solve_taps] if self.spec.filtered else []) + [self._solve_basis]:
-            before = self._training_distortion(latents).tolist()
-            saved = [p.detach().clone() for p in parameters]
-            solve(latents)
-            after = self._training_distortion(latents).tolist()
-            for b, (old, new) in enumerate(zip(before, after, strict=True)):
-                if not new < old:
-                    for parameter, kept in zip(parameters, saved, strict=True):
-                        parameter[b] = kept[b]
-
-    def _solve_taps(self, latents: list[torch.Tensor]) -> None:
-        model, (k, height, width) = self.model, (self.spec.components, self.spec.height, self.spec.width)
-        pred, _ = model(latents)
-        for b, step in enumerate(model.steps):
-            images = F.pad(latents[0][b : b + 1, :k].double(), (1, 1, 1, 1), mode="replicate")[0]
-            # shifted[p, r, a]: image r's neighbour at offset a (row-major over -1, 0, 1) of pixel p, times the step
-            shifted = step * torch.stack([images[:, i : i + height, j : j + width].reshape(k, -1)
-                                          for i in range(3) for j in range(3)], dim=2).transpose(0, 1)
-            basis = model.basis[b].double()
-            gram = basis @ basis.T
-            filtered = torch.einsum("pra,ra->pr", shifted, model.taps[b].double())  # what the taps add now
-            residual = (self._x[b] - pred[b]).double() @ basis.T + filtered @ gram  # (pixels, k)
-            rhs = torch.einsum("pra,pr->ra", shifted, residual).reshape(-1)
-            normal = (torch.einsum("pra,psb->rasb", shifted, shifted) * gram[:, None, :, None]).reshape(9 * k, 9 * k)
-            model.taps[b] = _solved(normal, rhs).reshape(k, 9).to(model.taps.dtype)
-
-    def _solve_basis(self, latents: list[torch.Tensor]) -> None:
-        coefficients = self.model.coefficients(latents).double()
-        ones = torch.ones_like(coefficients[:, :, :1])
-        for b in range(self.model.blocks):
-            design = torch.cat([coefficients[b], ones[b]], dim=1)  # (pixels, k + 1)
-            solution = _solved(design.T @ design, design.T @ self._x[b].double())
-            self.model.basis[b] = solution[:-1].to(self.model.basis.dtype)
-            self.model.mean[b] = solution[-1].to(self.model.mean.dtype)
 
     def lambdas_per_value(self) -> list[float]:
         """Each block's lambda over its number of values: the weight of a bit in its loss."""
@@ -918,7 +863,7 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
     steered to the measured bits left for its latents (the budget less the real parameter bytes,
     in the ARM's training bits), and the
     streams not yet done are packed again, :data:`RATE_FIXES` times at most. Each block gets
-    its stream within budget of the least MSE (the trained model's; the last stream when none is
+    its stream within budget of the least MSE (the one it decodes to; the last stream when none is
     within budget): in small blocks, where the parameters' bytes dominate, a larger stream is
     not always a better one.
     """
@@ -936,12 +881,12 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
     for attempt in range(RATE_FIXES + 1):
         fits = dict(zip(active, training.results(active), strict=True))
         packed = per_block(lambda b: _packed(fits[b], targets[b], valids[b]), active)
-        for b, payload in zip(list(active), packed, strict=True):
+        for b, (payload, mse) in zip(list(active), packed, strict=True):
             fit = fits[b]
             payloads[b] = payload
             size = 8 * len(payloads[b]) + fixed_bits[b]
-            if size <= budget_bits[b] and (best[b] is None or fit.mse < best[b][0]):
-                best[b] = (fit.mse, payloads[b])
+            if size <= budget_bits[b] and (best[b] is None or mse < best[b][0]):
+                best[b] = (mse, payloads[b])
             if size > budget_bits[b] and attempt < RATE_FIXES:
                 trimmed = _trimmed(training, b, targets[b], valids[b], budget_bits[b], fixed_bits[b], size)
                 if trimmed is not None and (best[b] is None or trimmed[0] < best[b][0]):
@@ -970,9 +915,11 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
     return [payload if chosen is None else chosen[1] for payload, chosen in zip(payloads, best, strict=True)]
 
 
-def _packed(fit: GridFit, target: np.ndarray, valid: np.ndarray | None) -> bytes:
-    """The payload of a trained model, its parameters quantised for ``target`` (:func:`quantised_parameters`)."""
-    return pack(fit.spec, fit.step, quantised_parameters(fit, target, valid), fit.latents)
+def _packed(fit: GridFit, target: np.ndarray, valid: np.ndarray | None) -> tuple[bytes, float]:
+    """The payload of a trained model, its parameters quantised for ``target`` (:func:`quantised_parameters`),
+    and the MSE it decodes to."""
+    params, mse = quantised_parameters(fit, target, valid)
+    return pack(fit.spec, fit.step, params, fit.latents), mse
 
 
 def _trimmed(training: GridTraining, b: int, target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
@@ -988,8 +935,8 @@ def _trimmed(training: GridTraining, b: int, target: np.ndarray, valid: np.ndarr
         moved[indices[:count]] = values[:count]
         training.set_block_latents(b, moved)
         [fit] = training.results([b])
-        payload = _packed(fit, target, valid)
-        return fit.mse, payload, 8 * len(payload) + fixed_bits
+        payload, mse = _packed(fit, target, valid)
+        return mse, payload, 8 * len(payload) + fixed_bits
 
     aim = (1 + FILL) / 2 * budget_bits
     over, over_size, fits = 0, size, len(indices)  # counts of moves: over budget, within it

@@ -59,6 +59,9 @@ class GridSpec:
     filtered: bool = False
     """Whether each coefficient image has a 3 x 3 filter (:func:`filter_images`; streams of format
     version 2 have none)."""
+    pulled: bool = False
+    """Whether each coefficient image's latents are pulled towards the entropy coder's locations
+    (:func:`pull_images`; format version 4 on)."""
 
     def __post_init__(self):
         if min(self.bands, self.height, self.width, self.components, self.arm_hidden) < 1 or self.hidden < 0:
@@ -103,6 +106,15 @@ def filter_images(images: np.ndarray, taps: np.ndarray) -> np.ndarray:
         dy, dx = divmod(tap, 3)
         out += taps[:, tap, None, None] * padded[:, dy:dy + height, dx:dx + width]
     return out
+
+
+def pull_images(images: np.ndarray, locations: np.ndarray, pull: np.ndarray) -> np.ndarray:
+    """Integer coefficient images (k, h, w) pulled towards the ``locations`` (k, h, w) the entropy
+    coder centred their Laplaces on: with d = location - latent, each latent plus
+    ``pull[r, 0]`` clip(d, -1/2, 1/2) + ``pull[r, 1]`` clip(d, -2, 2) (float64)."""
+    images = np.asarray(images, np.float64)
+    d = locations - images
+    return images + pull[:, 0, None, None] * np.clip(d, -0.5, 0.5) + pull[:, 1, None, None] * np.clip(d, -2.0, 2.0)
 
 
 def gelu(x: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -202,23 +214,30 @@ def upsampled_features(spec: GridSpec, latents: list[np.ndarray], ys: np.ndarray
     return np.concatenate(features, axis=1)
 
 
-def synthesise(spec: GridSpec, latents, step, synthesis, basis, mean, ys, xs, affine=None,
-               taps: np.ndarray | None = None) -> np.ndarray:
-    """Normalised values (bands, len(ys), len(xs)) at the pixel positions ``ys`` x ``xs``; with
-    ``affine`` (scale, offset), those values times scale plus offset. ``taps``: the coefficient
-    images' filters (:func:`filter_images`) when ``spec.filtered``."""
+def coefficients_at(spec: GridSpec, latents, step, synthesis, ys, xs, taps: np.ndarray | None = None) -> np.ndarray:
+    """(len(ys) * len(xs), k): at the pixel positions ``ys`` x ``xs``, the coefficient images (filtered by
+    ``taps`` where ``spec.filtered``: :func:`filter_images`) interpolated and times ``step``, plus the
+    synthesis MLP's output."""
     if spec.filtered:  # on the whole pixel grid, before any interpolation
         level0 = np.asarray(latents[0], np.float64)
         level0 = np.concatenate([filter_images(level0[: spec.components], taps), level0[spec.components :]])
         latents = [level0, *latents[1:]]
     features = upsampled_features(spec, latents, ys, xs)
     features[:, : spec.components] *= step
-    coefficients = features[:, : spec.components]
-    if spec.hidden:  # GELU between linear layers, none after the last, whose output is added
-        *hidden, (weight, bias) = synthesis
-        x = features
-        for w, b in hidden:
-            x = gelu(matmul(x, w.T), b)
-        coefficients = _added_output(features, matmul(x, weight.T), bias)
+    if not spec.hidden:
+        return features[:, : spec.components]
+    *hidden, (weight, bias) = synthesis  # GELU between linear layers, none after the last, whose output is added
+    x = features
+    for w, b in hidden:
+        x = gelu(matmul(x, w.T), b)
+    return _added_output(features, matmul(x, weight.T), bias)
+
+
+def synthesise(spec: GridSpec, latents, step, synthesis, basis, mean, ys, xs, affine=None,
+               taps: np.ndarray | None = None) -> np.ndarray:
+    """Normalised values (bands, len(ys), len(xs)) at the pixel positions ``ys`` x ``xs``; with
+    ``affine`` (scale, offset), those values times scale plus offset (:func:`coefficients_at` times the
+    basis, plus the mean)."""
+    coefficients = coefficients_at(spec, latents, step, synthesis, ys, xs, taps)
     values = matmul(basis.T, coefficients.T)  # (bands, pixels): C order, no transposed copy
     return _spectra(values, mean, affine).reshape(spec.bands, len(ys), len(xs))

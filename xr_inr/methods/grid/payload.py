@@ -5,14 +5,16 @@ Payload layout (little-endian), after the stream header:
     affine    offset, scale (2 x f64): the model predicts (value - offset) / scale
     head      components, hidden, arm_hidden, levels (4 x u8), channels (levels x u8),
               options (u8, format version 3 on: bit 0, the coefficient images'
-              filters), coefficient step (f64)
+              filters; version 4 on: bit 1, their latents pulled towards the coder's
+              locations), coefficient step (f64)
     params    per parameter array its exponent e (values are integers times
               2**-e, i8) and Laplace scale index j (i8, see
               :mod:`xr_inr.core.laplace_tables`); then the length (u32) and the
               range-coded stream of every array's integers (offset index 0).
               The mean spectrum and basis vectors are coded as differences
               along the bands. The ARM's arrays share one exponent. The
-              filters, when present, are one array (components x 9) after the basis.
+              filters, when present, are one array (components x 9) after the basis,
+              then the pulls, when present (components x 2).
     latents   length (u32) and range-coded stream of the latents
               (:func:`xr_inr.methods.grid.arm.encode_latents`)
 
@@ -31,11 +33,15 @@ from ...core import entropy, stream
 from ...core import laplace_tables as lt
 from ...core.stream import AFFINE, ByteCursor, StreamError
 from . import arm as lc
-from .model import GridSpec, synthesise
+from .model import GridSpec, pull_images, synthesise
+from .solve import LinearParts, solved_linear_parts
 
 _HEAD = struct.Struct("<BBBB")
 _FILTERED = 1
 """Bit of the head's options byte (format version 3 on): each coefficient image has a 3 x 3 filter."""
+_PULLED = 2
+"""Bit of the head's options byte (format version 4 on): each coefficient image's latents are pulled
+towards the entropy coder's locations (:func:`~xr_inr.methods.grid.model.pull_images`)."""
 _ARRAY = struct.Struct("<bb")
 _STREAM = struct.Struct("<I")
 
@@ -65,6 +71,8 @@ def param_arrays(spec: GridSpec) -> list[tuple[str, tuple[int, ...]]]:
     arrays = [("mean", (spec.bands,))] + [(f"basis{r}", (spec.bands,)) for r in range(spec.components)]
     if spec.filtered:
         arrays.append(("filter", (spec.components, 9)))
+    if spec.pulled:
+        arrays.append(("pull", (spec.components, 2)))
     for prefix, shapes in (("synthesis", spec.synthesis_shapes()), ("arm", spec.arm_shapes())):
         for index, (out_f, in_f) in enumerate(shapes):
             arrays += [(f"{prefix}{index}.weight", (out_f, in_f)), (f"{prefix}{index}.bias", (out_f,))]
@@ -126,7 +134,7 @@ def choose_spec(bands: int, height: int, width: int, budget_bits: float, compone
             candidates = [(min(k, limit), *sizes) for k, *sizes in candidates] + [(limit, *candidates[-1][1:])]
     chosen = None
     for k, channels, hidden, arm_hidden in candidates:
-        spec = GridSpec(bands, height, width, min(k, bands), channels, hidden, arm_hidden, filtered=True)
+        spec = GridSpec(bands, height, width, min(k, bands), channels, hidden, arm_hidden, filtered=True, pulled=True)
         if chosen is None or estimated_param_bits(spec) <= FIXED_SHARE * budget_bits:
             chosen = spec
     return chosen
@@ -157,68 +165,83 @@ def _coarsest(good, finest: int) -> int:
     return hi
 
 
-def quantised_parameters(fit, target: np.ndarray, valid: np.ndarray | None) -> dict[str, tuple[int, np.ndarray]]:
-    """Every parameter array as (exponent, integers), the step of each chosen for its effect:
+def quantised_parameters(fit, target: np.ndarray, valid: np.ndarray | None) -> tuple[dict[str, tuple[int, np.ndarray]], float]:
+    """Every parameter array as (exponent, integers), and the MSE the stream will decode to. The ARM is
+    quantised first; then, where no element is masked, the pulls, filters, basis and mean are solved for
+    the latents and the coder's locations (:func:`~xr_inr.methods.grid.solve.solved_linear_parts`). The
+    step of each array is chosen for its effect:
 
-    * mean and basis: the added error stays ~1/50 of the fit's MSE;
-    * the coefficient images' filters: the coarsest exponent that raises the MSE by under 0.2 %
-      (a few taps per image: a finer step costs little);
-    * synthesis MLP: the coarsest exponent that raises the MSE by under 1 %;
     * ARM: the coarsest exponent that raises the latents' bits (exact integer model)
-      by under 0.5 % (no finer than keeps its integers within +-2**13).
+      by under 0.5 % (no finer than keeps its integers within +-2**13);
+    * mean and basis: the added error stays ~1/50 of the MSE;
+    * the coefficient images' pulls, then their filters: the coarsest exponent that raises the MSE by
+      under 0.2 % (a few values per image: a finer step costs little);
+    * synthesis MLP: the coarsest exponent that raises the MSE by under 1 %.
     """
     spec = fit.spec
-    mse = max(fit.mse, 1e-12)
-    out = {"mean": (_finest_exponent(mse / 50, fit.mean), None)}
+    largest = max(max(np.abs(w).max(), np.abs(b).max()) for w, b in fit.arm)
+    finest = int(np.clip(math.floor(math.log2((2**13 - 1) / max(largest, 1e-30))), 2, lc.MAX_EXPONENT))
+
+    def arm_at(e):
+        return lc.prepare_arm([(_quantise(w, e), _quantise(b, e)) for w, b in fit.arm], e)
+
+    base = lc.latent_bits(spec, arm_at(finest), finest, fit.latents)
+    exponent = _coarsest(lambda e: lc.latent_bits(spec, arm_at(e), e, fit.latents) <= 1.005 * base + 8, finest)
+    out = {}
+    for index, (w, b) in enumerate(fit.arm):
+        out[f"arm{index}.weight"] = (exponent, _quantise(w, exponent))
+        out[f"arm{index}.bias"] = (exponent, _quantise(b, exponent))
+    locations = lc.latent_locations(spec, arm_at(exponent), exponent, fit.latents) if spec.pulled else None
+    if valid is None:
+        parts = solved_linear_parts(fit, target, locations)
+    else:  # a masked block keeps its trained parts (their equations differ from band to band)
+        parts = LinearParts(np.zeros((spec.components, 2)) if spec.pulled else None, fit.taps, fit.basis, fit.mean,
+                            fit.mse)
+
+    mse = max(parts.mse, 1e-12)
+    out["mean"] = (_finest_exponent(mse / 50, parts.mean), None)
     rms = np.maximum(fit.coefficient_rms, 1e-12)
     for r in range(spec.components):
-        out[f"basis{r}"] = (_finest_exponent(mse / (50 * spec.components * rms[r] ** 2), fit.basis[r]), None)
-    for name in list(out):
+        out[f"basis{r}"] = (_finest_exponent(mse / (50 * spec.components * rms[r] ** 2), parts.basis[r]), None)
+    for name in ["mean"] + [f"basis{r}" for r in range(spec.components)]:
         exponent = out[name][0]
-        source = fit.mean if name == "mean" else fit.basis[int(name[5:])]
-        out[name] = (exponent, _quantise(source, exponent))
+        out[name] = (exponent, _quantise(parts.mean if name == "mean" else parts.basis[int(name[5:])], exponent))
     mean = out["mean"][1] * 2.0 ** -out["mean"][0]
     basis = np.stack([out[f"basis{r}"][1] * 2.0 ** -out[f"basis{r}"][0] for r in range(spec.components)])
     ys, xs = np.arange(spec.height, dtype=np.float64), np.arange(spec.width, dtype=np.float64)
+    counted = np.ones(target.shape, bool) if valid is None else valid
+
+    def model_mse(synthesis, taps, pull):
+        latents = fit.latents
+        if spec.pulled:
+            images = pull_images(latents[0][: spec.components], locations, pull)
+            latents = [np.concatenate([images, latents[0][spec.components :]]), *latents[1:]]
+        values = synthesise(spec, latents, fit.step, synthesis, basis, mean, ys, xs, taps=taps)
+        return float(np.mean((values - target)[counted] ** 2))
 
     def layers_at(layers, exponent):
         return [(_quantise(w, exponent) * 2.0**-exponent, _quantise(b, exponent) * 2.0**-exponent) for w, b in layers]
 
-    counted = np.ones(target.shape, bool) if valid is None else valid
-
-    def model_mse(synthesis, taps):
-        values = synthesise(spec, fit.latents, fit.step, synthesis, basis, mean, ys, xs, taps=taps)
-        return float(np.mean((values - target)[counted] ** 2))
-
-    taps = None
+    taps, pull = parts.taps, parts.pull
+    if spec.pulled:
+        base = model_mse(fit.synthesis, taps, pull)
+        exponent = _coarsest(lambda e: model_mse(fit.synthesis, taps, _quantise(pull, e) * 2.0**-e) <= 1.002 * base, 30)
+        out["pull"] = (exponent, _quantise(pull, exponent))
+        pull = out["pull"][1] * 2.0**-exponent
     if spec.filtered:
-        base = model_mse(fit.synthesis, fit.taps)
-        exponent = _coarsest(lambda e: model_mse(fit.synthesis, _quantise(fit.taps, e) * 2.0**-e) <= 1.002 * base, 30)
-        out["filter"] = (exponent, _quantise(fit.taps, exponent))
+        base = model_mse(fit.synthesis, taps, pull)
+        exponent = _coarsest(lambda e: model_mse(fit.synthesis, _quantise(taps, e) * 2.0**-e, pull) <= 1.002 * base, 30)
+        out["filter"] = (exponent, _quantise(taps, exponent))
         taps = out["filter"][1] * 2.0**-exponent
+    synthesis = fit.synthesis
     if spec.hidden:
-        def synthesis_mse(exponent):
-            return model_mse(layers_at(fit.synthesis, exponent), taps)
-
-        base = synthesis_mse(30)
-        exponent = _coarsest(lambda e: synthesis_mse(e) <= 1.01 * base, 30)
+        base = model_mse(layers_at(fit.synthesis, 30), taps, pull)
+        exponent = _coarsest(lambda e: model_mse(layers_at(fit.synthesis, e), taps, pull) <= 1.01 * base, 30)
         for index, (w, b) in enumerate(fit.synthesis):
             out[f"synthesis{index}.weight"] = (exponent, _quantise(w, exponent))
             out[f"synthesis{index}.bias"] = (exponent, _quantise(b, exponent))
-
-    largest = max(max(np.abs(w).max(), np.abs(b).max()) for w, b in fit.arm)
-    finest = int(np.clip(math.floor(math.log2((2**13 - 1) / max(largest, 1e-30))), 2, lc.MAX_EXPONENT))
-
-    def arm_bits(e):
-        return lc.latent_bits(spec, lc.prepare_arm([(_quantise(w, e), _quantise(b, e)) for w, b in fit.arm], e), e,
-                              fit.latents)
-
-    base = arm_bits(finest)
-    exponent = _coarsest(lambda e: arm_bits(e) <= 1.005 * base + 8, finest)
-    for index, (w, b) in enumerate(fit.arm):
-        out[f"arm{index}.weight"] = (exponent, _quantise(w, exponent))
-        out[f"arm{index}.bias"] = (exponent, _quantise(b, exponent))
-    return out
+        synthesis = layers_at(fit.synthesis, exponent)
+    return out, model_mse(synthesis, taps, pull)
 
 
 def dequantised_layers(params: dict, prefix: str, count: int):
@@ -248,7 +271,7 @@ def arm_from_params(params: dict, spec: GridSpec) -> tuple[list, int]:
 def pack(spec: GridSpec, step: float, params: dict, latents: list[np.ndarray]) -> bytes:
     """The payload bytes of a quantised model (layout in the module docstring)."""
     head = _HEAD.pack(spec.components, spec.hidden, spec.arm_hidden, len(spec.channels))
-    head += bytes(spec.channels) + bytes([_FILTERED * spec.filtered]) + struct.pack("<d", step)
+    head += bytes(spec.channels) + bytes([_FILTERED * spec.filtered | _PULLED * spec.pulled]) + struct.pack("<d", step)
     symbols, scales, array_heads = [], [], b""
     for name, _ in param_arrays(spec):
         exponent, ints = params[name]
@@ -275,11 +298,12 @@ def _read_head(reader: ByteCursor, bands: int, height: int, width: int, version:
     components, hidden, arm_hidden, levels = reader.unpack(_HEAD)
     channels = tuple(reader.take(levels))
     options = reader.take(1)[0] if version >= 3 else 0
-    if options & ~_FILTERED:
-        raise GridStreamError(f"unknown grid options {options:#04x}")
+    if options & ~(_FILTERED | _PULLED * (version >= 4)):
+        raise GridStreamError(f"unknown grid options {options:#04x} for format version {version}")
     (step,) = struct.unpack("<d", reader.take(8))
     try:
-        spec = GridSpec(bands, height, width, components, channels, hidden, arm_hidden, bool(options & _FILTERED))
+        spec = GridSpec(bands, height, width, components, channels, hidden, arm_hidden, bool(options & _FILTERED),
+                        bool(options & _PULLED))
     except ValueError as exc:
         raise GridStreamError(str(exc)) from None
     _check_sizes(spec)
@@ -306,7 +330,8 @@ def decode_work(spec: GridSpec) -> int:
     """Multiply-adds of decoding a block: each latent's ARM (plus LATENT_WORK), then at each pixel
     the synthesis MLP, the basis product and the channels' interpolation (CHANNEL_WORK each)."""
     per_latent = sum(o * i for o, i in spec.arm_shapes()) + LATENT_WORK
-    per_pixel = (sum(o * i for o, i in spec.synthesis_shapes()) + spec.components * (spec.bands + 9 * spec.filtered)
+    per_pixel = (sum(o * i for o, i in spec.synthesis_shapes())
+                 + spec.components * (spec.bands + 9 * spec.filtered + 2 * spec.pulled)
                  + CHANNEL_WORK * (spec.components + sum(spec.channels)))
     return latent_count(spec) * per_latent + spec.height * spec.width * per_pixel
 
@@ -337,7 +362,7 @@ def _check_sizes(spec: GridSpec) -> None:
 
 def unpack(payload: bytes, bands: int, height: int, width: int, version: int = stream.VERSION):
     """(spec, step, mean, basis, filter taps or None, synthesis layers, latents) from a payload (after
-    its affine) of format ``version``."""
+    its affine) of format ``version``; the coefficient images pulled where ``spec.pulled``."""
     reader = _cursor(payload)
     spec, step = _read_head(reader, bands, height, width, version)
     arrays = param_arrays(spec)
@@ -360,9 +385,13 @@ def unpack(payload: bytes, bands: int, height: int, width: int, version: int = s
     if reader.pos != len(payload):
         raise GridStreamError(f"{len(payload) - reader.pos} unexpected bytes after the grid payload")
     try:
-        latents = lc.decode_latents(spec, *arm_from_params(params, spec), latent_decoder)
+        latents, locations = lc.decode_latents(spec, *arm_from_params(params, spec), latent_decoder)
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise GridStreamError(f"corrupt latent stream: {exc}") from None
+    if spec.pulled:
+        pull = params["pull"][1] * 2.0 ** -params["pull"][0]
+        latents[0] = np.concatenate([pull_images(latents[0][: spec.components], locations, pull),
+                                     latents[0][spec.components :]])
     mean = params["mean"][1] * 2.0 ** -params["mean"][0]
     basis = np.stack([params[f"basis{r}"][1] * 2.0 ** -params[f"basis{r}"][0] for r in range(spec.components)])
     taps = params["filter"][1] * 2.0 ** -params["filter"][0] if spec.filtered else None
