@@ -12,7 +12,7 @@ for the coded latents").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,13 +27,15 @@ fragile (filter taps in the hundreds on an 11 x 6 block)."""
 @dataclass
 class LinearParts:
     """A block's pulls (k, 2) or None, filter taps (k, 9) or None, basis (k, bands), mean (bands), and the
-    MSE they give."""
+    MSE they give (with, while solving, the coefficients (pixels, k) and residual (pixels, bands))."""
 
     pull: np.ndarray | None
     taps: np.ndarray | None
     basis: np.ndarray
     mean: np.ndarray
     mse: float
+    coefficients: np.ndarray | None = field(default=None, repr=False)
+    residual: np.ndarray | None = field(default=None, repr=False)
 
 
 def solved_linear_parts(fit, target: np.ndarray, locations: np.ndarray | None,
@@ -55,8 +57,9 @@ def solved_linear_parts(fit, target: np.ndarray, locations: np.ndarray | None,
         return coefficients_at(spec, latents, fit.step, fit.synthesis, ys, xs, parts.taps)
 
     def with_mse(parts: LinearParts) -> LinearParts:
-        residual = values - parts.mean - coefficients(parts) @ parts.basis
-        parts.mse = float(np.mean(residual**2))
+        parts.coefficients = coefficients(parts)
+        parts.residual = values - parts.mean - parts.coefficients @ parts.basis
+        parts.mse = float(np.mean(parts.residual**2))
         return parts
 
     def tap_columns(parts: LinearParts) -> np.ndarray:  # (pixels, k, 9): each tap's neighbour, times the step
@@ -77,8 +80,7 @@ def solved_linear_parts(fit, target: np.ndarray, locations: np.ndarray | None,
         pixels, _, c = design.shape
         current = getattr(parts, name)
         gram = parts.basis @ parts.basis.T
-        held = values - parts.mean - coefficients(parts) @ parts.basis  # residual now
-        residual = held @ parts.basis.T + np.einsum("prc,rc->pr", design, current) @ gram  # (pixels, k)
+        residual = parts.residual @ parts.basis.T + np.einsum("prc,rc->pr", design, current) @ gram  # (pixels, k)
         flat = design.reshape(pixels, k * c)
         normal = (flat.T @ flat).reshape(k, c, k, c) * gram[:, None, :, None]
         rhs = np.einsum("prc,pr->rc", design, residual)
@@ -86,7 +88,7 @@ def solved_linear_parts(fit, target: np.ndarray, locations: np.ndarray | None,
         return with_mse(LinearParts(**{**parts.__dict__, name: solution.reshape(k, c)}))
 
     def solve_basis(parts: LinearParts) -> LinearParts:
-        design = np.concatenate([coefficients(parts), np.ones((height * width, 1))], axis=1)
+        design = np.concatenate([parts.coefficients, np.ones((height * width, 1))], axis=1)
         current = np.concatenate([parts.basis, parts.mean[None]])
         solution = _ridge_solution(design.T @ design, design.T @ values, current)
         return with_mse(LinearParts(parts.pull, parts.taps, solution[:-1], solution[-1], 0.0))
@@ -101,6 +103,7 @@ def solved_linear_parts(fit, target: np.ndarray, locations: np.ndarray | None,
         solved = solve(parts)
         if solved.mse < parts.mse:
             parts = solved
+    parts.coefficients = parts.residual = None
     return parts
 
 
