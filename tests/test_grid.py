@@ -586,6 +586,11 @@ def test_the_pulls_filters_basis_and_mean_are_solved_by_least_squares_for_the_co
     assert mse(*solved) == pytest.approx(parts.mse, rel=1e-9)
     trained = mse(np.zeros((spec.components, 2)), fit.taps, fit.basis, fit.mean)
     assert parts.mse < trained and np.abs(parts.pull).max() > 0.05
+    every_pixel = solve.SOLVE_PIXELS
+    monkeypatch.setattr(solve, "SOLVE_PIXELS", 800)  # the equations from every other pixel: most of the gain
+    sampled = solve.solved_linear_parts(fit, target, locations)
+    assert parts.mse <= sampled.mse < parts.mse + 0.5 * (trained - parts.mse)
+    monkeypatch.setattr(solve, "SOLVE_PIXELS", every_pixel)
     if hidden:
         return
     start = (np.zeros((spec.components, 2)), fit.taps, fit.basis, fit.mean)
