@@ -246,9 +246,11 @@ def test_payload_round_trip_and_corruption():
     spec, step, mean2, basis2, taps2, synthesis2, latents2 = unpack(payload, SPEC.bands, SPEC.height, SPEC.width)
     assert spec == SPEC and step == 0.05
     assert np.allclose(mean2, mean) and np.allclose(basis2, basis) and np.allclose(taps2, taps)
-    locations = lc.latent_locations(SPEC, *arm_from_params(params, SPEC), latents)  # the coefficient images come back pulled
+    # the coefficient images come back pulled towards the coder's locations
+    locations = lc.latent_locations(SPEC, *arm_from_params(params, SPEC), latents)
     pulled = pull_images(latents[0][:3], locations, params["pull"][1] / 8)
-    assert np.array_equal(latents2[0], np.concatenate([pulled, latents[0][3:]])) and not np.array_equal(pulled, latents[0][:3])
+    assert np.array_equal(latents2[0], np.concatenate([pulled, latents[0][3:]]))
+    assert not np.array_equal(pulled, latents[0][:3])
     assert all(np.array_equal(a, b) for a, b in zip(latents[1:], latents2[1:], strict=True))
     ys, xs = np.arange(9.0), np.arange(11.0)
     assert decode(AFFINE.pack(0.0, 1.0) + payload, (7, 9, 11), ys, xs).shape == (7, 9, 11)
@@ -580,7 +582,8 @@ def test_the_pulls_filters_basis_and_mean_are_solved_by_least_squares_for_the_co
     def mse(pull, taps, basis, mean):
         images = pull_images(fit.latents[0][: spec.components], locations, pull)
         latents = [np.concatenate([images, fit.latents[0][spec.components :]]), *fit.latents[1:]]
-        return np.mean((synthesise(spec, latents, fit.step, fit.synthesis, basis, mean, ys, xs, taps=taps) - target) ** 2)
+        values = synthesise(spec, latents, fit.step, fit.synthesis, basis, mean, ys, xs, taps=taps)
+        return np.mean((values - target) ** 2)
 
     solved = (parts.pull, parts.taps, parts.basis, parts.mean)
     assert mse(*solved) == pytest.approx(parts.mse, rel=1e-9)

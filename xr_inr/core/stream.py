@@ -26,10 +26,10 @@ MAGIC = b"XINR"
 VERSION = 4
 """The format version written. Version 3 (xr-inr 0.3) differs in the grid payload's options only (no
 pulls of the coefficient images' latents: bit 1 refused); version 2 (xr-inr 0.2) in the grid
-payload's head (no options byte: no filters on the coefficient images); both are read as they were. Version 1 (xr-inr 0.1.0)
-differs in the grid payload (pure-Python rANS under a float ARM): its constant, raw and SIREN
-streams read as version 2; its grid streams are refused with a :class:`StreamError` naming the
-versions that decode."""
+payload's head (no options byte: no filters on the coefficient images); both are read as they were.
+Version 1 (xr-inr 0.1.0) differs in the grid payload (pure-Python rANS under a float ARM): its
+constant, raw and SIREN streams read as version 2; its grid streams are refused with a
+:class:`StreamError` naming the versions that decode."""
 HAS_NAN = 1
 HAS_FILL = 2
 """The block was fitted on its valid region only: it decodes to a larger (padded)

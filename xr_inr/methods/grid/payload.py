@@ -165,7 +165,8 @@ def _coarsest(good, finest: int) -> int:
     return hi
 
 
-def quantised_parameters(fit, target: np.ndarray, valid: np.ndarray | None) -> tuple[dict[str, tuple[int, np.ndarray]], float]:
+def quantised_parameters(fit, target: np.ndarray,
+                         valid: np.ndarray | None) -> tuple[dict[str, tuple[int, np.ndarray]], float]:
     """Every parameter array as (exponent, integers), and the MSE the stream will decode to. The ARM is
     quantised first; then, where no element is masked, the pulls, filters, basis and mean are solved for
     the latents and the coder's locations (:func:`~xr_inr.methods.grid.solve.solved_linear_parts`). The

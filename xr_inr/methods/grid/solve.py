@@ -43,11 +43,10 @@ class LinearParts:
 
 
 def solved_linear_parts(fit, target: np.ndarray, locations: np.ndarray | None,
-                        parts: tuple[str, ...] = ("pull", "taps", "basis")) -> LinearParts:
+                        which: tuple[str, ...] = ("pull", "taps", "basis")) -> LinearParts:
     """``fit``'s linear parts solved for its integer latents and ``target`` (bands, h, w, no element
     masked); ``locations``: the coefficient images' coder locations (k, h, w) where ``fit.spec.pulled``;
-    ``parts``: those solved, of "pull", "taps" and "basis" (with the mean), the others as trained."""
-    names = parts
+    ``which``: those solved, of "pull", "taps" and "basis" (with the mean), the others as trained."""
     spec = fit.spec
     k, height, width = spec.components, spec.height, spec.width
     ys, xs = np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64)
@@ -104,7 +103,7 @@ def solved_linear_parts(fit, target: np.ndarray, locations: np.ndarray | None,
     solves = {"pull": (lambda p: solve_images(p, "pull", pull_columns)) if spec.pulled else None,
               "taps": (lambda p: solve_images(p, "taps", tap_columns)) if spec.filtered else None,
               "basis": solve_basis}
-    for solve in (solves[name] for name in ("pull", "taps", "basis") if name in names and solves[name]):
+    for solve in (solves[name] for name in ("pull", "taps", "basis") if name in which and solves[name]):
         solved = solve(parts)
         if solved.mse < parts.mse:
             parts = solved
