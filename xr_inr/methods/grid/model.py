@@ -117,6 +117,13 @@ def pull_images(images: np.ndarray, locations: np.ndarray, pull: np.ndarray) -> 
     return images + pull[:, 0, None, None] * np.clip(d, -0.5, 0.5) + pull[:, 1, None, None] * np.clip(d, -2.0, 2.0)
 
 
+def pulled_latents(spec: GridSpec, latents: list[np.ndarray], locations: np.ndarray, pull: np.ndarray) -> list:
+    """``latents`` (one grid per level) with level 0's coefficient images pulled (:func:`pull_images`)."""
+    level0 = np.asarray(latents[0], np.float64)
+    images = pull_images(level0[: spec.components], locations, pull)
+    return [np.concatenate([images, level0[spec.components :]]), *latents[1:]]
+
+
 def gelu(x: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """GELU (tanh approximation, torch's ``approximate="tanh"``) of ``x`` + ``bias`` (a row per
     point), in place: x + bias, then 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))),

@@ -33,7 +33,7 @@ from ...core import entropy, stream
 from ...core import laplace_tables as lt
 from ...core.stream import AFFINE, ByteCursor, StreamError
 from . import arm as lc
-from .model import GridSpec, pull_images, synthesise
+from .model import GridSpec, pulled_latents, synthesise
 from .solve import LinearParts, solved_linear_parts
 
 _HEAD = struct.Struct("<BBBB")
@@ -213,10 +213,7 @@ def quantised_parameters(fit, target: np.ndarray,
     counted = np.ones(target.shape, bool) if valid is None else valid
 
     def model_mse(synthesis, taps, pull):
-        latents = fit.latents
-        if spec.pulled:
-            images = pull_images(latents[0][: spec.components], locations, pull)
-            latents = [np.concatenate([images, latents[0][spec.components :]]), *latents[1:]]
+        latents = pulled_latents(spec, fit.latents, locations, pull) if spec.pulled else fit.latents
         values = synthesise(spec, latents, fit.step, synthesis, basis, mean, ys, xs, taps=taps)
         return float(np.mean((values - target)[counted] ** 2))
 
@@ -391,8 +388,7 @@ def unpack(payload: bytes, bands: int, height: int, width: int, version: int = s
         raise GridStreamError(f"corrupt latent stream: {exc}") from None
     if spec.pulled:
         pull = params["pull"][1] * 2.0 ** -params["pull"][0]
-        latents[0] = np.concatenate([pull_images(latents[0][: spec.components], locations, pull),
-                                     latents[0][spec.components :]])
+        latents = pulled_latents(spec, latents, locations, pull)
     mean = params["mean"][1] * 2.0 ** -params["mean"][0]
     basis = np.stack([params[f"basis{r}"][1] * 2.0 ** -params[f"basis{r}"][0] for r in range(spec.components)])
     taps = params["filter"][1] * 2.0 ** -params["filter"][0] if spec.filtered else None

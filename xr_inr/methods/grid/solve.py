@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .model import coefficients_at, filter_images, pull_images
+from .model import coefficients_at, filter_images, pull_images, pulled_latents
 
 SOLVE_PIXELS = 16_384
 """The equations read every n-th pixel, n the least that leaves at most this many (a 128 x 128 block reads
@@ -55,9 +55,7 @@ def solved_linear_parts(fit, target: np.ndarray, locations: np.ndarray | None,
     rows = slice(None, None, -(-height * width // SOLVE_PIXELS))  # the pixels the equations read
 
     def coefficients(parts: LinearParts) -> np.ndarray:
-        latents = fit.latents
-        if spec.pulled:
-            latents = [np.concatenate([pull_images(images, locations, parts.pull), latents[0][k:]]), *latents[1:]]
+        latents = pulled_latents(spec, fit.latents, locations, parts.pull) if spec.pulled else fit.latents
         return coefficients_at(spec, latents, fit.step, fit.synthesis, ys, xs, parts.taps)
 
     def with_mse(parts: LinearParts) -> LinearParts:
