@@ -28,6 +28,13 @@ def test_residuals_round_trip_with_split_bits_and_escapes(spread):
     data = entropy.stream_bytes(encoder)
     assert np.array_equal(entropy.decode_residuals(entropy.new_decoder(data), table), r)
     assert abs(8 * len(data) - entropy.residual_bits(r, table)) <= 0.01 * 8 * len(data) + 64
+    k = lt.TABLE_LOW_BITS[table]  # each symbol's bits: its table's -log2 frequency, its low bits, its escape
+    q = (r + ((1 << k) >> 1)) >> k
+    inside = np.abs(q) < lt.HALF_ALPHABET
+    frequency = lt.load()[table[inside], q[inside] + lt.HALF_ALPHABET]
+    bits = entropy.symbol_bits(r, table)
+    np.testing.assert_allclose(bits[inside], lt.PRECISION - np.log2(frequency) + k[inside])
+    assert (bits[~inside] > lt.PRECISION - np.log2(lt.load()[table[~inside]].max(axis=1)) + 5).all()
 
 
 def test_a_batch_decodes_in_the_order_it_was_coded_whatever_the_tables():

@@ -142,14 +142,21 @@ def decode_grouped(decoder, tables: np.ndarray, counts: np.ndarray) -> np.ndarra
     return q
 
 
-def residual_bits(r: np.ndarray, table: np.ndarray) -> float:
-    """Code length in bits of :func:`encode_residuals` (the tables' ideal bits, escapes included)."""
+def symbol_bits(r: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Code length in bits of each residual of :func:`encode_residuals` (the tables' ideal bits,
+    escapes included)."""
     k = lt.TABLE_LOW_BITS[table]
     q = (r + ((1 << k) >> 1)) >> k
-    symbols = np.clip(q, -_M, _M) + _M
-    bits = _table_bits()[table, symbols].sum() + k.sum()
-    excess = np.abs(q[np.abs(q) >= _M]) - _M + 1
-    return float(bits + (np.log2(_ESCAPE_LENGTHS) + np.floor(np.log2(excess))).sum())
+    bits = _table_bits()[table, np.clip(q, -_M, _M) + _M] + k
+    escaped = np.abs(q) >= _M
+    if escaped.any():
+        bits[escaped] += np.log2(_ESCAPE_LENGTHS) + np.floor(np.log2(np.abs(q[escaped]) - _M + 1))
+    return bits
+
+
+def residual_bits(r: np.ndarray, table: np.ndarray) -> float:
+    """Code length in bits of :func:`encode_residuals` (the sum of :func:`symbol_bits`)."""
+    return float(symbol_bits(r, table).sum())
 
 
 def new_encoder():

@@ -369,16 +369,25 @@ def coder_locations(centre: np.ndarray, table: np.ndarray) -> np.ndarray:
     return centre + lt.table_offsets(table) / 8.0
 
 
-def latent_locations(spec, arm, e: int, latents: list[np.ndarray]) -> np.ndarray:
-    """The coefficient images' :func:`coder_locations` (k, h, w), as :func:`decode_latents` finds them,
-    from the integer ``latents`` (every phase at once, as in :func:`latent_bits`)."""
+def coefficient_coding(spec, arm, e: int, latents: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(centre, table index) of each coefficient image's latents (k, h, w each) as
+    :func:`encode_latents` codes them, from the integer ``latents`` (every phase at once, as in
+    :func:`latent_bits`)."""
     h, w = spec.level_shape(0)
     flat = np.asarray(latents[0]).reshape(latents[0].shape[0], -1)
     points, context, stride = all_contexts(h, w)
     centre, table, _ = CodingModel(arm, e).phase_parameters(_padded(flat), context, stride)
-    out = np.zeros(flat.shape)
-    out[:, points] = coder_locations(centre, table).reshape(flat.shape[0], -1)
-    return out[: spec.components].reshape(spec.components, h, w)
+    out = []
+    for values in (centre, table):
+        placed = np.zeros(flat.shape, values.dtype)
+        placed[:, points] = values.reshape(flat.shape[0], -1)
+        out.append(placed[: spec.components].reshape(spec.components, h, w))
+    return out[0], out[1]
+
+
+def latent_locations(spec, arm, e: int, latents: list[np.ndarray]) -> np.ndarray:
+    """The coefficient images' :func:`coder_locations` (k, h, w), as :func:`decode_latents` finds them."""
+    return coder_locations(*coefficient_coding(spec, arm, e, latents))
 
 
 def latent_bits(spec, arm, e: int, latents: list[np.ndarray]) -> float:

@@ -31,6 +31,7 @@ from . import arm as lc
 from .model import GridSpec, upsample_matrix
 from .payload import (ARCHITECTURES, choose_spec, decode, estimated_param_bits, model_parts, pack,
                       quantised_parameters)
+from .rounding import rounded_again
 
 LOG2_SCALES = (-4.0, 13.0)  # the entropy coder's range of log2 Laplace scales
 RATE_SAMPLE = 8
@@ -671,6 +672,9 @@ neighbour where that is nearer the ARM's location, as few as bring the stream wi
 at a small cost, where a coarser step re-rounds every latent (docs/method.md)."""
 TRIM_TRIES = 6
 """Streams packed at most to find how many latents to move (:data:`TRIM_BAND`), by false position."""
+ROUNDING_PASSES = {"fast": 0, "default": 4, "best": 8}
+"""Passes of :func:`~xr_inr.methods.grid.rounding.rounded_again` after packing, per effort (about 0.6 s
+each on a 100 x 100 block; the fast effort's 5 s leave no room for them)."""
 FINE_TUNE_FROM = 0.1
 """... when some block's step changed by at least 2**this (7 %): smaller changes are packed again at
 once (the fine-tuning bought nothing measurable after them, and cost the default effort 7 % more time)."""
@@ -688,7 +692,8 @@ def encode(cubes: list[np.ndarray], budget_bits: list[float], fixed_bits: list[f
         affines.append(AFFINE.pack(lo, scale))
     search_steps = SEARCH_STEPS if codec.effort == "best" else 0
     models = fit_and_pack(targets, valids, budget_bits, fixed_bits, components=codec.components, steps=codec.steps,
-                          lr=codec.lr, seed=codec.seed, device=codec.device, search_steps=search_steps)
+                          lr=codec.lr, seed=codec.seed, device=codec.device, search_steps=search_steps,
+                          rounding_passes=ROUNDING_PASSES[codec.effort])
     return [affine + model for affine, model in zip(affines, models, strict=True)]
 
 
@@ -761,7 +766,8 @@ def _device_slot(device: str | None):
 
 def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], budget_bits: list[float],
                  fixed_bits: list[float], components: int | None = None, steps: int = 1000, lr: float = 1e-2,
-                 seed: int = 0, device: str | None = None, search_steps: int = 0) -> list[bytes]:
+                 seed: int = 0, device: str | None = None, search_steps: int = 0,
+                 rounding_passes: int = 0) -> list[bytes]:
     """Fit and pack each target (bands, h, w, normalised to [0, 1]) within its ``budget_bits`` when it can;
     blocks that get the same architecture (:func:`block_spec`) are fitted together as one batch
     (:func:`fit_batch`), halved as long as the device runs out of memory.
@@ -770,7 +776,8 @@ def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], bud
     that :func:`searched_spec` finds by brief fits of this many steps, when it is another, and keeps
     the stream that decodes better (:func:`stream_error`).
 
-    ``fixed_bits``: what the rest of each stream (header, mask, affine, checksum) takes.
+    ``fixed_bits``: what the rest of each stream (header, mask, affine, checksum) takes;
+    ``rounding_passes``: see :func:`pack_within_budget`.
     """
     batches: dict[GridSpec, list[int]] = {}
     specs = per_block(lambda i: block_spec(targets[i], valids[i], budget_bits[i], components),
@@ -788,7 +795,7 @@ def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], bud
             with _device_slot(device):
                 packed = fit_batch(spec, [targets[i] for i in members], [valids[i] for i in members],
                                    [budget_bits[i] for i in members], [fixed_bits[i] for i in members],
-                                   steps=steps, lr=lr, seed=seed, device=device)
+                                   steps=steps, lr=lr, seed=seed, device=device, rounding_passes=rounding_passes)
         except torch.OutOfMemoryError:
             if len(members) == 1:
                 raise
@@ -841,18 +848,19 @@ def stream_error(payload: bytes, target: np.ndarray, valid: np.ndarray | None,
 
 def fit_batch(spec: GridSpec, targets: list[np.ndarray], valids: list[np.ndarray | None], budget_bits: list[float],
               fixed_bits: list[float], steps: int = 1000, lr: float = 1e-2, seed: int = 0,
-              device: str | None = None) -> list[bytes]:
-    """Train blocks of one ``spec`` as one batch (:class:`GridTraining`) and pack each within its budget."""
+              device: str | None = None, rounding_passes: int = 0) -> list[bytes]:
+    """Train blocks of one ``spec`` as one batch (:class:`GridTraining`) and pack each within its budget
+    (:func:`pack_within_budget`)."""
     latent_bits = [max(TRAIN_FILL * (budget - fixed - estimated_param_bits(spec)), 0.02 * budget)
                    for budget, fixed in zip(budget_bits, fixed_bits, strict=True)]
     training = GridTraining(targets, valids, spec, latent_bits, lr=lr, seed=seed, device=device).train(steps)
     return pack_within_budget(training, targets, valids, budget_bits, fixed_bits,
-                              fine_tune_steps=min(FINE_TUNE_STEPS, max(1, steps // 25)))
+                              fine_tune_steps=min(FINE_TUNE_STEPS, max(1, steps // 25)), rounding_passes=rounding_passes)
 
 
 def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids: list[np.ndarray | None],
                        budget_bits: list[float], fixed_bits: list[float],
-                       fine_tune_steps: int = FINE_TUNE_STEPS) -> list[bytes]:
+                       fine_tune_steps: int = FINE_TUNE_STEPS, rounding_passes: int = 0) -> list[bytes]:
     """Pack each trained model of a batch and bring its stream into [:data:`FILL`, 1] x its budget.
 
     A stream over budget is first trimmed (:func:`_trimmed`: a few latents moved off their rounding
@@ -865,7 +873,9 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
     streams not yet done are packed again, :data:`RATE_FIXES` times at most. Each block gets
     its stream within budget of the least MSE (the one it decodes to; the last stream when none is
     within budget): in small blocks, where the parameters' bytes dominate, a larger stream is
-    not always a better one.
+    not always a better one. With ``rounding_passes``, that stream's latents (or the last one's) are
+    then rounded again (:func:`~xr_inr.methods.grid.rounding.rounded_again`), the stream kept where
+    it decodes better within budget.
     """
     spec = training.spec
     n_coefficients = spec.components * spec.height * spec.width
@@ -876,17 +886,18 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
     log2_ratio = [0.0] * blocks
     latent_bits = list(training.latent_bits)
     payloads: list[bytes] = [b""] * blocks
-    best: list[tuple[float, bytes] | None] = [None] * blocks  # (MSE, stream) of the best try within budget
+    best: list[tuple[float, bytes, GridFit] | None] = [None] * blocks  # (MSE, stream, fit): the best try within budget
+    last: list[GridFit | None] = [None] * blocks
     active = list(range(blocks))
     for attempt in range(RATE_FIXES + 1):
         fits = dict(zip(active, training.results(active), strict=True))
         packed = per_block(lambda b: _packed(fits[b], targets[b], valids[b]), active)
         for b, (payload, mse) in zip(list(active), packed, strict=True):
-            fit = fits[b]
+            fit = last[b] = fits[b]
             payloads[b] = payload
             size = 8 * len(payloads[b]) + fixed_bits[b]
             if size <= budget_bits[b] and (best[b] is None or mse < best[b][0]):
-                best[b] = (mse, payloads[b])
+                best[b] = (mse, payloads[b], fit)
             if size > budget_bits[b] and attempt < RATE_FIXES:
                 trimmed = _trimmed(training, b, targets[b], valids[b], budget_bits[b], fixed_bits[b], size)
                 if trimmed is not None and (best[b] is None or trimmed[0] < best[b][0]):
@@ -912,6 +923,13 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
             break
         if max(abs(log2_ratio[b]) for b in active) >= FINE_TUNE_FROM:
             training.fine_tune(fine_tune_steps, latent_bits)  # the blocks done train on, unused
+    if rounding_passes:
+        def rounded(b: int):
+            again = rounded_again(last[b] if best[b] is None else best[b][2], targets[b], valids[b],
+                                  budget_bits[b] - fixed_bits[b], aim[b] - fixed_bits[b], rounding_passes)
+            return best[b] if again is None or best[b] is not None and best[b][0] <= again[0] else again
+
+        best = per_block(rounded, list(range(blocks)))
     return [payload if chosen is None else chosen[1] for payload, chosen in zip(payloads, best, strict=True)]
 
 
@@ -923,33 +941,33 @@ def _packed(fit: GridFit, target: np.ndarray, valid: np.ndarray | None) -> tuple
 
 
 def _trimmed(training: GridTraining, b: int, target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
-             fixed_bits: float, size: float) -> tuple[float, bytes] | None:
-    """(MSE, stream) of block ``b`` brought within ``budget_bits`` from ``size`` (over it) by the fewest
+             fixed_bits: float, size: float) -> tuple[float, bytes, GridFit] | None:
+    """(MSE, stream, fit) of block ``b`` brought within ``budget_bits`` from ``size`` (over it) by the fewest
     :meth:`GridTraining.boundary_moves` found in :data:`TRIM_TRIES` packings, aiming into [:data:`FILL`, 1]
     of the budget; None when even all the moves leave it over budget. The latents are left as they were."""
     indices, values = training.boundary_moves(b)
     saved = training.block_latents(b)
 
-    def stream(count: int) -> tuple[float, bytes, float]:
+    def stream(count: int) -> tuple[float, bytes, float, GridFit]:
         moved = saved.clone()
         moved[indices[:count]] = values[:count]
         training.set_block_latents(b, moved)
         [fit] = training.results([b])
         payload, mse = _packed(fit, target, valid)
-        return mse, payload, 8 * len(payload) + fixed_bits
+        return mse, payload, 8 * len(payload) + fixed_bits, fit
 
     aim = (1 + FILL) / 2 * budget_bits
     over, over_size, fits = 0, size, len(indices)  # counts of moves: over budget, within it
-    mse, payload, fits_size = stream(fits)
-    found = (mse, payload) if fits_size <= budget_bits else None
+    mse, payload, fits_size, fit = stream(fits)
+    found = (mse, payload, fit) if fits_size <= budget_bits else None
     for _ in range(TRIM_TRIES - 1):
         if found is None or fits_size >= FILL * budget_bits or fits - over <= 1:
             break
         count = over + round((over_size - aim) / (over_size - fits_size) * (fits - over))  # false position
         count = min(max(count, over + 1), fits - 1)
-        mse, payload, size = stream(count)
+        mse, payload, size, fit = stream(count)
         if size <= budget_bits:
-            fits, fits_size, found = count, size, (mse, payload)
+            fits, fits_size, found = count, size, (mse, payload, fit)
         else:
             over, over_size = count, size
     training.set_block_latents(b, saved)

@@ -33,7 +33,7 @@ from ...core import entropy, stream
 from ...core import laplace_tables as lt
 from ...core.stream import AFFINE, ByteCursor, StreamError
 from . import arm as lc
-from .model import GridSpec, pulled_latents, synthesise
+from .model import GridSpec, coefficients_at, pulled_latents, synthesise
 from .solve import LinearParts, solved_linear_parts
 
 _HEAD = struct.Struct("<BBBB")
@@ -212,29 +212,39 @@ def quantised_parameters(fit, target: np.ndarray,
     ys, xs = np.arange(spec.height, dtype=np.float64), np.arange(spec.width, dtype=np.float64)
     counted = np.ones(target.shape, bool) if valid is None else valid
 
-    def model_mse(synthesis, taps, pull):
+    def model_mse(synthesis, taps, pull):  # what the stream decodes to
         latents = pulled_latents(spec, fit.latents, locations, pull) if spec.pulled else fit.latents
         values = synthesise(spec, latents, fit.step, synthesis, basis, mean, ys, xs, taps=taps)
         return float(np.mean((values - target)[counted] ** 2))
+
+    searched_mse = model_mse  # for the exponents: without a mask, from the coefficients C alone (k / bands
+    if valid is None:  # of the work): |X - m - C B|^2 = |X - m|^2 - <C, 2 (X - m) B^T - C B B^T>
+        centred = target.reshape(spec.bands, -1).T - mean
+        projected, gram, total = centred @ basis.T, basis @ basis.T, float(np.sum(centred**2))
+
+        def searched_mse(synthesis, taps, pull):
+            latents = pulled_latents(spec, fit.latents, locations, pull) if spec.pulled else fit.latents
+            c = coefficients_at(spec, latents, fit.step, synthesis, ys, xs, taps)
+            return (total - float(np.sum(c * (2 * projected - c @ gram)))) / target.size
 
     def layers_at(layers, exponent):
         return [(_quantise(w, exponent) * 2.0**-exponent, _quantise(b, exponent) * 2.0**-exponent) for w, b in layers]
 
     taps, pull = parts.taps, parts.pull
     if spec.pulled:
-        base = model_mse(fit.synthesis, taps, pull)
-        exponent = _coarsest(lambda e: model_mse(fit.synthesis, taps, _quantise(pull, e) * 2.0**-e) <= 1.002 * base, 30)
+        base = searched_mse(fit.synthesis, taps, pull)
+        exponent = _coarsest(lambda e: searched_mse(fit.synthesis, taps, _quantise(pull, e) * 2.0**-e) <= 1.002 * base, 30)
         out["pull"] = (exponent, _quantise(pull, exponent))
         pull = out["pull"][1] * 2.0**-exponent
     if spec.filtered:
-        base = model_mse(fit.synthesis, taps, pull)
-        exponent = _coarsest(lambda e: model_mse(fit.synthesis, _quantise(taps, e) * 2.0**-e, pull) <= 1.002 * base, 30)
+        base = searched_mse(fit.synthesis, taps, pull)
+        exponent = _coarsest(lambda e: searched_mse(fit.synthesis, _quantise(taps, e) * 2.0**-e, pull) <= 1.002 * base, 30)
         out["filter"] = (exponent, _quantise(taps, exponent))
         taps = out["filter"][1] * 2.0**-exponent
     synthesis = fit.synthesis
     if spec.hidden:
-        base = model_mse(layers_at(fit.synthesis, 30), taps, pull)
-        exponent = _coarsest(lambda e: model_mse(layers_at(fit.synthesis, e), taps, pull) <= 1.01 * base, 30)
+        base = searched_mse(layers_at(fit.synthesis, 30), taps, pull)
+        exponent = _coarsest(lambda e: searched_mse(layers_at(fit.synthesis, e), taps, pull) <= 1.01 * base, 30)
         for index, (w, b) in enumerate(fit.synthesis):
             out[f"synthesis{index}.weight"] = (exponent, _quantise(w, exponent))
             out[f"synthesis{index}.bias"] = (exponent, _quantise(b, exponent))
@@ -245,6 +255,16 @@ def quantised_parameters(fit, target: np.ndarray,
 def dequantised_layers(params: dict, prefix: str, count: int):
     return [(params[f"{prefix}{i}.weight"][1] * 2.0 ** -params[f"{prefix}{i}.weight"][0],
              params[f"{prefix}{i}.bias"][1] * 2.0 ** -params[f"{prefix}{i}.bias"][0]) for i in range(count)]
+
+
+def dequantised(params: dict, spec: GridSpec) -> tuple:
+    """(mean, basis, filter taps or None, pulls or None, synthesis layers) of quantised ``params``."""
+    def array(name):
+        return params[name][1] * 2.0 ** -params[name][0]
+
+    return (array("mean"), np.stack([array(f"basis{r}") for r in range(spec.components)]),
+            array("filter") if spec.filtered else None, array("pull") if spec.pulled else None,
+            dequantised_layers(params, "synthesis", len(spec.synthesis_shapes())))
 
 
 def _pack_stream(encoder) -> bytes:
@@ -386,13 +406,9 @@ def unpack(payload: bytes, bands: int, height: int, width: int, version: int = s
         latents, locations = lc.decode_latents(spec, *arm_from_params(params, spec), latent_decoder)
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise GridStreamError(f"corrupt latent stream: {exc}") from None
+    mean, basis, taps, pull, synthesis = dequantised(params, spec)
     if spec.pulled:
-        pull = params["pull"][1] * 2.0 ** -params["pull"][0]
         latents = pulled_latents(spec, latents, locations, pull)
-    mean = params["mean"][1] * 2.0 ** -params["mean"][0]
-    basis = np.stack([params[f"basis{r}"][1] * 2.0 ** -params[f"basis{r}"][0] for r in range(spec.components)])
-    taps = params["filter"][1] * 2.0 ** -params["filter"][0] if spec.filtered else None
-    synthesis = dequantised_layers(params, "synthesis", len(spec.synthesis_shapes()))
     return spec, step, mean, basis, taps, synthesis, latents
 
 

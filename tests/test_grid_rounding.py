@@ -1,0 +1,95 @@
+"""The coefficient latents rounded again for rate and distortion (xr_inr.methods.grid.rounding)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from xr_inr.methods.grid import arm as lc
+from xr_inr.methods.grid import fitting, rounding
+from xr_inr.methods.grid.model import GridSpec, filter_images, pulled_latents, synthesise
+from xr_inr.methods.grid.payload import arm_from_params, dequantised, pack, quantised_parameters
+
+
+@pytest.fixture(scope="module")
+def trained(jasper_crop):
+    """A 40 x 40 x 40 block at 0.2 bpppb, trained briefly: (fit, normalised target, payload budget in bits)."""
+    cube = jasper_crop.astype(np.float64)
+    target = (cube - cube.min()) / (cube.max() - cube.min())
+    budget = 0.2 * target.size
+    spec = fitting.block_spec(target, None, budget)
+    spec = GridSpec(**{**spec.__dict__, "channels": (0, 1, 1), "hidden": 8})  # an MLP too, whose share is left out
+    assert spec.filtered and spec.pulled
+    [fit] = fitting.GridTraining([target], [None], spec, [0.8 * budget]).train(60).results()
+    return fit, target, budget
+
+
+def test_the_filters_adjoint_is_its_transpose():
+    """<filter(x) - x, y> = <x, adjoint(y) - y> for any x, y: the edges' repeated pixels included."""
+    rng = np.random.default_rng(0)
+    x, y, taps = rng.normal(size=(3, 5, 7)), rng.normal(size=(3, 5, 7)), rng.normal(size=(3, 9))
+    assert np.sum(filter_images(x, taps) * y) == pytest.approx(np.sum(x * rounding._filter_adjoint(y, taps)), rel=1e-12)
+    assert np.sum((filter_images(x, taps) - x) * y) != pytest.approx(np.sum(x * y[:, ::-1]), rel=1e-3)
+
+
+def test_the_error_gradient_from_the_coefficients_is_that_of_the_decoded_values(trained):
+    """Without a mask the gradient comes from the coefficients alone; with a mask of every element from the
+    decoded values: the same numbers."""
+    fit, target, _ = trained
+    params, _ = quantised_parameters(fit, target, None)
+    location = lc.latent_locations(fit.spec, *arm_from_params(params, fit.spec), fit.latents)
+    unmasked = rounding._error_gradient(fit, params, target, None)(fit.latents, location)
+    masked = rounding._error_gradient(fit, params, target, np.ones(target.shape, bool))(fit.latents, location)
+    assert np.abs(unmasked).max() > 0
+    np.testing.assert_allclose(unmasked, masked, rtol=1e-9, atol=1e-12 * np.abs(masked).max())
+
+
+def test_a_pass_lowers_the_squared_error_plus_lambda_times_the_bits(trained):
+    """One pass at lambda moves latents by one where their error plus lambda times their bits falls: the exact
+    cost (decoded squared error, the coder's bits, the other parameters held) falls, and so would neither the
+    error nor the bits alone at a lambda far from the start."""
+    fit, target, _ = trained
+    params, _ = quantised_parameters(fit, target, None)
+    arm, e = arm_from_params(params, fit.spec)
+    mean, basis, taps, pull, synthesis = dequantised(params, fit.spec)
+    ys, xs = np.arange(fit.spec.height, dtype=float), np.arange(fit.spec.width, dtype=float)
+    k = fit.spec.components
+
+    def cost(latents, lam):  # (squared error + lam bits, squared error, bits), as decoded and coded
+        location = lc.latent_locations(fit.spec, arm, e, latents)
+        values = synthesise(fit.spec, pulled_latents(fit.spec, latents, location, pull), fit.step, synthesis, basis,
+                            mean, ys, xs, taps=taps)
+        sse, bits = float(np.sum((values - target) ** 2)), lc.latent_bits(fit.spec, arm, e, latents)
+        return sse + lam * bits, sse, bits
+
+    lam = rounding.start_lambda(fit, params, target, None)
+    assert lam > 0
+    for scale in (1.0, 0.1, 10.0):
+        moved = rounding.moved_latents(fit, params, target, None, scale * lam)
+        changed = moved[0][:k] != fit.latents[0][:k]
+        assert changed.any() and np.abs(moved[0][:k] - fit.latents[0][:k]).max() == 1
+        assert all(np.array_equal(a, b) for a, b in zip(moved[1:], fit.latents[1:]))
+        assert np.array_equal(moved[0][k:], fit.latents[0][k:])
+        before, after = cost(fit.latents, scale * lam), cost(moved, scale * lam)
+        assert after[0] < before[0]
+        if scale == 0.1:
+            assert after[1] < before[1]  # a low lambda buys error with bits
+        if scale == 10.0:
+            assert after[2] < before[2]  # a high one bits with error
+
+
+def test_rounding_again_keeps_the_best_stream_within_budget(trained):
+    """rounded_again returns a stream within its budget that decodes to the MSE it reports, better than the
+    stream of the latents as trained, and None when no stream fits."""
+    fit, target, budget = trained
+    params, mse = quantised_parameters(fit, target, None)
+    size = 8 * len(pack(fit.spec, fit.step, params, fit.latents))
+    again = rounding.rounded_again(fit, target, None, size, 0.995 * size, 4)
+    assert again is not None
+    rounded_mse, payload, rounded_fit = again
+    assert 8 * len(payload) <= size and rounded_mse < mse
+    over, decoded_mse = fitting.stream_error(payload, target, None, size)
+    assert not over and decoded_mse == pytest.approx(rounded_mse, rel=1e-9)
+    assert pack(rounded_fit.spec, rounded_fit.step, quantised_parameters(rounded_fit, target, None)[0],
+                rounded_fit.latents) == payload
+    assert rounding.rounded_again(dataclasses.replace(fit), target, None, 64.0, 60.0, 2) is None
