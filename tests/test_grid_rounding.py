@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from xr_inr import INRCodec
 from xr_inr.methods.grid import arm as lc
 from xr_inr.methods.grid import fitting, rounding
 from xr_inr.methods.grid.model import GridSpec, filter_images, pulled_latents, synthesise
@@ -45,9 +46,9 @@ def test_the_error_gradient_from_the_coefficients_is_that_of_the_decoded_values(
 
 
 def test_a_pass_lowers_the_squared_error_plus_lambda_times_the_bits(trained):
-    """One pass at lambda moves latents by one where their error plus lambda times their bits falls: the exact
-    cost (decoded squared error, the coder's bits, the other parameters held) falls, and so would neither the
-    error nor the bits alone at a lambda far from the start."""
+    """One pass at lambda moves coefficient latents by one where their error plus lambda times their bits falls:
+    the exact cost (decoded squared error plus lambda times the coder's bits, the other parameters held) falls;
+    at a tenth of the start lambda the squared error falls, at ten times it the bits."""
     fit, target, _ = trained
     params, _ = quantised_parameters(fit, target, None)
     arm, e = arm_from_params(params, fit.spec)
@@ -93,3 +94,20 @@ def test_rounding_again_keeps_the_best_stream_within_budget(trained):
     assert pack(rounded_fit.spec, rounded_fit.step, quantised_parameters(rounded_fit, target, None)[0],
                 rounded_fit.latents) == payload
     assert rounding.rounded_again(dataclasses.replace(fit), target, None, 64.0, 60.0, 2) is None
+
+
+@pytest.mark.parametrize("effort", ["fast", "default", "best"])
+def test_the_default_and_best_efforts_round_again(jasper_crop, effort, monkeypatch):
+    """The packer rounds every block's stream again with its effort's passes (none for the fast effort)."""
+    passes = []
+
+    def recording(fit, target, valid, budget_bits, aim_bits, count):
+        passes.append(count)
+        return rounding.rounded_again(fit, target, valid, budget_bits, aim_bits, count)
+
+    monkeypatch.setattr(fitting, "rounded_again", recording)
+    monkeypatch.setattr(fitting, "SEARCH_STEPS", 5)
+    INRCodec(bpppb=0.5, effort=effort, steps=20).encode(jasper_crop[:8, :16, :16].astype(np.float32))
+    expected = fitting.ROUNDING_PASSES[effort]
+    assert expected == (0 if effort == "fast" else 4 if effort == "default" else 8)
+    assert passes and set(passes) == {expected} if expected else not passes

@@ -69,7 +69,9 @@ class INRCodec(Codec):
         number of fitting steps (grid: 100, 1000, 2000; siren: 500, 2000, 4000),
         unless ``steps`` is given; "best" also picks the grid's architecture
         among its neighbours by brief fits (:func:`xr_inr.methods.grid.fitting.searched_spec`,
-        unless ``components`` is given). Decoding never needs it.
+        unless ``components`` is given); "default" and "best" round the grid's latents
+        again after packing (:data:`xr_inr.methods.grid.fitting.ROUNDING_PASSES`). Decoding
+        never needs it.
     chunk_shape, dtype : the Zarr array's chunk shape and dtype, given together
         (``to_zarr`` sets them for Zarr format 2, whose compressor gets no chunk
         spec): ``decode`` refuses a stream of another layout
@@ -183,7 +185,7 @@ class INRCodec(Codec):
             config[key] = getattr(self, key)
         if self.psnr is not None:  # encode-only, absent otherwise: configs without a target stay as they were
             config["psnr"] = self.psnr
-        if self.effort != "default":  # encode-only (steps holds its effect), recorded where chosen
+        if self.effort != "default":  # encode-only, recorded where chosen
             config["effort"] = self.effort
         if self.fill_value is not None:  # JSON has no NaN: stored as the string "NaN"
             config["fill_value"] = "NaN" if math.isnan(self.fill_value) else self.fill_value

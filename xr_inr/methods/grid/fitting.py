@@ -855,7 +855,8 @@ def fit_batch(spec: GridSpec, targets: list[np.ndarray], valids: list[np.ndarray
                    for budget, fixed in zip(budget_bits, fixed_bits, strict=True)]
     training = GridTraining(targets, valids, spec, latent_bits, lr=lr, seed=seed, device=device).train(steps)
     return pack_within_budget(training, targets, valids, budget_bits, fixed_bits,
-                              fine_tune_steps=min(FINE_TUNE_STEPS, max(1, steps // 25)), rounding_passes=rounding_passes)
+                              fine_tune_steps=min(FINE_TUNE_STEPS, max(1, steps // 25)),
+                              rounding_passes=rounding_passes)
 
 
 def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids: list[np.ndarray | None],

@@ -233,12 +233,14 @@ def quantised_parameters(fit, target: np.ndarray,
     taps, pull = parts.taps, parts.pull
     if spec.pulled:
         base = searched_mse(fit.synthesis, taps, pull)
-        exponent = _coarsest(lambda e: searched_mse(fit.synthesis, taps, _quantise(pull, e) * 2.0**-e) <= 1.002 * base, 30)
+        exponent = _coarsest(lambda e: searched_mse(fit.synthesis, taps, _quantise(pull, e) * 2.0**-e) <= 1.002 * base,
+                             30)
         out["pull"] = (exponent, _quantise(pull, exponent))
         pull = out["pull"][1] * 2.0**-exponent
     if spec.filtered:
         base = searched_mse(fit.synthesis, taps, pull)
-        exponent = _coarsest(lambda e: searched_mse(fit.synthesis, _quantise(taps, e) * 2.0**-e, pull) <= 1.002 * base, 30)
+        exponent = _coarsest(lambda e: searched_mse(fit.synthesis, _quantise(taps, e) * 2.0**-e, pull) <= 1.002 * base,
+                             30)
         out["filter"] = (exponent, _quantise(taps, exponent))
         taps = out["filter"][1] * 2.0**-exponent
     synthesis = fit.synthesis
