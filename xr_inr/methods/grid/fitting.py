@@ -672,7 +672,7 @@ neighbour where that is nearer the ARM's location, as few as bring the stream wi
 at a small cost, where a coarser step re-rounds every latent (docs/method.md)."""
 TRIM_TRIES = 6
 """Streams packed at most to find how many latents to move (:data:`TRIM_BAND`), by false position."""
-ROUNDING_PASSES = {"fast": 0, "default": 4, "best": 8}
+ROUNDING_PASSES = {"fast": 0, "default": 6, "best": 8}
 """Passes of :func:`~xr_inr.methods.grid.rounding.rounded_again` after packing, per effort (about 0.6 s
 each on a 100 x 100 block; the fast effort's 5 s leave no room for them)."""
 FINE_TUNE_FROM = 0.1

@@ -2,9 +2,10 @@
 
 Encoder side (numpy). Training leaves each latent the integer nearest its trained value. Once the ARM is
 quantised and the linear parts solved (:func:`~xr_inr.methods.grid.payload.quantised_parameters`), what
-another integer would cost is known: its own bits under the Laplace the coder centres on it (exact,
-:func:`~xr_inr.core.entropy.symbol_bits`), and the squared error it adds, through its pull, its image's
-filter and the basis (to second order; the synthesis MLP's share is left out). :func:`rounded_again`
+another integer would cost is known: the bits it changes (its own under the Laplace the coder centres on
+it, :func:`~xr_inr.core.entropy.symbol_bits`, and a share of those of the neighbours whose contexts read
+it), and the squared error it adds, through its pull, its image's filter and the basis (to second
+order; the synthesis MLP's share is left out). :func:`rounded_again`
 moves coefficient latents by one where the squared error plus lambda times the bits falls (as video
 coders' rate-distortion optimised quantisation does), in passes over :data:`LATTICE` squared
 interleaved sub-lattices, each from the coder's parameters and the error of the latents as the previous
@@ -34,6 +35,9 @@ ELASTICITY = 5
 a stream's size moved by about a fifth of a change of lambda, in logarithms (San Diego, Samson and
 Hydice Urban at 0.2 bpppb). Choosing lambda in each pass for the moves' predicted bits instead missed
 the aim by up to 20 %: a latent moved changes its neighbours' bits too."""
+WINDOW = 5
+"""A moved latent shares in the change of the bits of the latents within this many pixels (square, centred
+on it): those whose contexts read it, in the finest phases (docs/method.md)."""
 MAX_LATENT = 2**13
 """No latent is moved beyond this magnitude (the fit's own bound on the coefficient latents)."""
 
@@ -97,8 +101,8 @@ def start_lambda(fit, params, target: np.ndarray, valid: np.ndarray | None) -> f
 
 def moved_latents(fit, params, target: np.ndarray, valid: np.ndarray | None, lam: float) -> list[np.ndarray]:
     """``fit``'s latents with each coefficient latent moved by -1, 0 or +1, whichever gives the least
-    squared error (``target``'s, over the ``valid`` elements) plus ``lam`` times its own bits, one
-    sub-lattice of :data:`LATTICE` x :data:`LATTICE` after another."""
+    squared error (``target``'s, over the ``valid`` elements) plus ``lam`` times the bits it changes, one
+    sub-lattice of :data:`LATTICE` x :data:`LATTICE` after another (:func:`_bits_changes`)."""
     spec, step, k = fit.spec, fit.step, fit.spec.components
     arm, e = arm_from_params(params, spec)
     _, basis, taps, pull, _ = dequantised(params, spec)
@@ -116,21 +120,49 @@ def moved_latents(fit, params, target: np.ndarray, valid: np.ndarray | None, lam
             if taps is not None:
                 gradient = _filter_adjoint(gradient, taps)
             at = (slice(None), slice(sy, None, LATTICE), slice(sx, None, LATTICE))
-            n, centre, table = images[at], centre[at], table[at]
+            n = images[at].copy()
 
             def pulled(values):
                 return pull_images(values, location[at], pull) if spec.pulled else values.astype(np.float64)
 
-            base, bits = pulled(n), entropy.symbol_bits(n - centre, table)
+            base = pulled(n)
             best_cost, best_move = np.zeros(n.shape), np.zeros(n.shape, np.int64)
-            for move in (-1, 1):
+            for move, bits_change in zip((-1, 1), _bits_changes(spec, arm, e, latents, at, centre, table)):
                 change = pulled(n + move) - base
-                cost = (2 * step * change * gradient[at] + change**2 * curvature[:, None, None]
-                        + lam * (entropy.symbol_bits(n + move - centre, table) - bits))
+                cost = 2 * step * change * gradient[at] + change**2 * curvature[:, None, None] + lam * bits_change
                 better = (cost < best_cost) & (np.abs(n + move) <= MAX_LATENT)
                 best_cost[better], best_move[better] = cost[better], move
             images[at] = n + best_move
     return latents
+
+
+def _bits_changes(spec, arm, e: int, latents: list[np.ndarray], at: tuple, centre: np.ndarray,
+                  table: np.ndarray) -> list[np.ndarray]:
+    """For the coefficient latents at ``at`` (a sub-lattice), the bits that moving each by -1, then by +1
+    changes: its own, exact with all of them moved alike, and its share of the change in the other
+    latents' bits within :data:`WINDOW` (whose contexts read it), each of those shared evenly among the
+    moved latents in its window. ``centre`` and ``table``: the coder's, before any move."""
+    images = latents[0][: spec.components]
+    bits = entropy.symbol_bits(images - centre, table)
+    moved = np.zeros(images.shape[1:], bool)
+    moved[at[1:]] = True
+    sharing = np.maximum(_window_sums(moved[None].astype(np.float64)), 1.0)
+    out = []
+    for move in (-1, 1):
+        images[at] += move
+        moved_centre, moved_table = lc.coefficient_coding(spec, arm, e, latents)
+        change = entropy.symbol_bits(images - moved_centre, moved_table) - bits
+        images[at] -= move
+        out.append(change[at] + _window_sums(np.where(moved, 0.0, change) / sharing)[at])
+    return out
+
+
+def _window_sums(values: np.ndarray) -> np.ndarray:
+    """Each point's sum of ``values`` (k, h, w) over the :data:`WINDOW` x :data:`WINDOW` pixels around it
+    (zero beyond the edges)."""
+    r, n = WINDOW // 2, WINDOW
+    total = np.pad(values, ((0, 0), (r + 1, r), (r + 1, r))).cumsum(1).cumsum(2)
+    return total[:, n:, n:] - total[:, :-n, n:] - total[:, n:, :-n] + total[:, :-n, :-n]
 
 
 def _filter_adjoint(gradient: np.ndarray, taps: np.ndarray) -> np.ndarray:
