@@ -5,8 +5,8 @@ quantised and the linear parts solved (:func:`~xr_inr.methods.grid.payload.quant
 another integer would cost is known: the bits it changes (its own under the Laplace the coder centres on
 it, :func:`~xr_inr.core.entropy.symbol_bits`, and a share of those of the neighbours whose contexts read
 it), and the squared error it adds, through its pull, its image's filter and the basis (to second
-order; the synthesis MLP's share is left out). :func:`rounded_again`
-moves coefficient latents by one where the squared error plus lambda times the bits falls (as video
+order; the synthesis MLP's share is left out). :func:`rounded_again` moves coefficient latents by one
+where the squared error plus lambda times the bits falls (as video
 coders' rate-distortion optimised quantisation does), in passes over :data:`LATTICE` squared
 interleaved sub-lattices, each from the coder's parameters and the error of the latents as the previous
 one left them. After each pass the linear parts are solved again and the stream packed, and lambda is
@@ -33,8 +33,8 @@ for 1.3 times the time)."""
 ELASTICITY = 5
 """After each pass lambda is multiplied by (stream size / aim) to this power (clipped to a factor of 4):
 a stream's size moved by about a fifth of a change of lambda, in logarithms (San Diego, Samson and
-Hydice Urban at 0.2 bpppb). Choosing lambda in each pass for the moves' predicted bits instead missed
-the aim by up to 20 %: a latent moved changes its neighbours' bits too."""
+Hydice Urban at 0.2 bpppb). Choosing lambda in each pass for the moves' predicted own bits instead missed
+the aim by up to 20 % (docs/method.md)."""
 WINDOW = 5
 """A moved latent shares in the change of the bits of the latents within this many pixels (square, centred
 on it): those whose contexts read it, in the finest phases (docs/method.md)."""
