@@ -92,7 +92,7 @@ def start_lambda(fit, params, target: np.ndarray, valid: np.ndarray | None) -> f
     reduce) per coefficient latent."""
     spec = fit.spec
     arm, e = arm_from_params(params, spec)
-    location = lc.coder_locations(*lc.coefficient_coding(spec, arm, e, fit.latents)) if spec.pulled else None
+    location = lc.latent_locations(spec, arm, e, fit.latents) if spec.pulled else None
     basis = dequantised(params, spec)[1]
     flat = _error_gradient(fit, params, target, valid)(fit.latents, location).reshape(spec.components, -1)
     in_span = float(np.sum(flat * (np.linalg.pinv(basis @ basis.T) @ flat)))
