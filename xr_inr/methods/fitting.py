@@ -11,9 +11,11 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 class Adam:
-    """Adam, computed as ``torch.optim.Adam`` computes it one tensor at a time (its default on the
-    CPU), bit for bit, without ``torch.optim``: that imports ``torch._dynamo`` and sympy on first
-    use, about 2.4 s of every fresh worker process (its first chunk's fit).
+    """Adam, computed as ``torch.optim.Adam(fused=True)`` computes it (its one fused kernel per group of
+    parameters), bit for bit, without ``torch.optim``: that imports ``torch._dynamo`` and sympy on first
+    use, about 2.4 s of every fresh worker process (its first chunk's fit). One call per group keeps
+    the Python calls, which hold the GIL, few: two fits in threads overlap more (docs/method.md, "Encoding
+    cost: what each lever bought").
 
     ``groups``: parameters, or dicts of ``"params"`` and any other keys (kept, like ``"lr"``, in
     :attr:`param_groups`). Parameters without a gradient are left alone, as torch does."""
@@ -33,25 +35,18 @@ class Adam:
 
     @torch.no_grad()
     def step(self) -> None:
-        """One step of every parameter with a gradient, each group's in a few multi-tensor calls
-        (fewer Python calls, which hold the GIL: two fits in threads overlap more; on the CPU the
-        same arithmetic per tensor)."""
+        """One step of every parameter with a gradient."""
         beta1, beta2 = self._betas
         for group in self.param_groups:
             params = [param for param in group["params"] if param.grad is not None]
             if not params:
                 continue
             for param in params:
-                if param not in self._state:
-                    self._state[param] = [0, torch.zeros_like(param), torch.zeros_like(param)]
-            states = [self._state[param] for param in params]
-            for state in states:
-                state[0] += 1
-            grads, means, mean_squares = [p.grad for p in params], [s[1] for s in states], [s[2] for s in states]
-            torch._foreach_lerp_(means, grads, 1 - beta1)
-            torch._foreach_mul_(mean_squares, beta2)
-            torch._foreach_addcmul_(mean_squares, grads, grads, value=1 - beta2)
-            denominators = torch._foreach_sqrt(mean_squares)
-            torch._foreach_div_(denominators, [(1 - beta2 ** s[0]) ** 0.5 for s in states])
-            torch._foreach_add_(denominators, self._eps)
-            torch._foreach_addcdiv_(params, means, denominators, [-group["lr"] / (1 - beta1 ** s[0]) for s in states])
+                if param not in self._state:  # the step count as torch's fused Adam keeps it: float32, beside the parameter
+                    self._state[param] = [torch.zeros((), dtype=torch.float32, device=param.device),
+                                          torch.zeros_like(param), torch.zeros_like(param)]
+            steps, means, mean_squares = (list(parts) for parts in zip(*(self._state[param] for param in params)))
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(params, [p.grad for p in params], means, mean_squares, [], steps, lr=group["lr"],
+                               beta1=beta1, beta2=beta2, weight_decay=0.0, eps=self._eps, amsgrad=False,
+                               maximize=False)
