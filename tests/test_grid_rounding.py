@@ -97,6 +97,29 @@ def test_rounding_again_keeps_the_best_stream_within_budget(trained):
     assert rounding.rounded_again(dataclasses.replace(fit), target, None, 64.0, 60.0, 2) is None
 
 
+def test_passes_go_on_while_the_last_stream_is_over_budget(trained, monkeypatch):
+    """Aimed over its budget, every pass lands over it: up to LANDING passes follow the effort's, lambda
+    growing by LANDING_STEP more each time; aimed under it, the effort's passes only."""
+    fit, target, _ = trained
+    params, _ = quantised_parameters(fit, target, None)
+    size = 8 * len(pack(fit.spec, fit.step, params, fit.latents))
+    lambdas = []
+    moved = rounding.moved_latents
+
+    def recording(fit, params, target, valid, lam):
+        lambdas.append(lam)
+        return moved(fit, params, target, valid, lam)
+
+    monkeypatch.setattr(rounding, "moved_latents", recording)
+    monkeypatch.setattr(rounding, "ELASTICITY", 0.0)  # lambda left alone by the controller
+    rounding.rounded_again(fit, target, None, 0.5 * size, size, 2)
+    assert lambdas == pytest.approx([lambdas[0]] * 3 + [lambdas[0] * 1.5, lambdas[0] * 1.5 * 1.5**2])
+    assert rounding.LANDING == 3
+    lambdas.clear()
+    rounding.rounded_again(fit, target, None, 2 * size, size, 2)
+    assert len(lambdas) == 2
+
+
 @pytest.mark.parametrize("effort", ["fast", "default", "best"])
 def test_the_default_and_best_efforts_round_again(jasper_crop, effort, monkeypatch):
     """The packer rounds every block's stream again with its effort's passes (none for the fast effort)."""
