@@ -42,7 +42,7 @@ class Adam:
             if not params:
                 continue
             for param in params:
-                if param not in self._state:  # the step count as torch's fused Adam keeps it: float32, beside the parameter
+                if param not in self._state:  # the step count as torch's fused Adam keeps it: float32, on the device
                     self._state[param] = [torch.zeros((), dtype=torch.float32, device=param.device),
                                           torch.zeros_like(param), torch.zeros_like(param)]
             steps, means, mean_squares = (list(parts) for parts in zip(*(self._state[param] for param in params)))
