@@ -743,3 +743,12 @@ def test_batches_on_one_gpu_train_a_few_at_a_time(device, monkeypatch):
     for thread in threads:
         thread.join()
     assert peak[0] <= fitting.GPU_FITS if device == "cuda" else peak[0] > fitting.GPU_FITS
+
+
+def test_the_packers_first_guess_of_a_doubling_saving_follows_the_rate():
+    """About 1 bit per latent per doubling of the step at high rates (wide latents); at the floor, 0.05,
+    where every latent rounds to 0 at either step."""
+    rng = np.random.default_rng(0)
+    assert 0.9 < fitting.doubling_saving(rng.laplace(scale=200.0, size=(4, 40, 40))) < 1.1
+    assert 0.9 < fitting.doubling_saving(rng.laplace(scale=2.0, size=(4, 40, 40))) < 1.1
+    assert fitting.doubling_saving(rng.uniform(-0.45, 0.45, size=(4, 40, 40))) == 0.05

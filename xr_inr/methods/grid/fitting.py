@@ -867,7 +867,8 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
     A stream over budget is first trimmed (:func:`_trimmed`: a few latents moved off their rounding
     boundaries). While a stream is still over budget or under :data:`FILL` of it, its coefficient step is
     coarsened or refined by what the gap to the middle of that range should take, learning
-    from each try how many bits a doubling of the step is worth per latent; the batch is then
+    from each try how many bits a doubling of the step is worth per latent (first guess:
+    :func:`doubling_saving`); the batch is then
     fine-tuned (``fine_tune_steps``; not after changes under :data:`FINE_TUNE_FROM`), each lambda
     steered to the measured bits left for its latents (the budget less the real parameter bytes,
     in the ARM's training bits), and the
@@ -882,7 +883,8 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
     n_coefficients = spec.components * spec.height * spec.width
     blocks = len(targets)
     aim = [(1 + FILL) / 2 * budget for budget in budget_bits]
-    saving = [1.0] * blocks  # bits per latent per doubling of the step: 1 at high rates
+    images = training.model.latents[0][:, : spec.components].detach().cpu().numpy().astype(np.float64)
+    saving = [doubling_saving(images[b]) for b in range(blocks)]  # bits per latent per doubling of the step
     previous: list[float | None] = [None] * blocks
     log2_ratio = [0.0] * blocks
     latent_bits = list(training.latent_bits)
@@ -932,6 +934,14 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
 
         best = per_block(rounded, list(range(blocks)))
     return [payload if chosen is None else chosen[1] for payload, chosen in zip(payloads, best, strict=True)]
+
+
+def doubling_saving(images: np.ndarray) -> float:
+    """Bits per latent that a doubling of the step saves coefficient images (k, h, w) of trained (float)
+    latents, by the static estimate (:func:`estimate_bits`) for a step 2**0.25 coarser: the packer's first
+    guess, 1 at high rates and far less where most latents are 0 (docs/method.md, "Longer fits")."""
+    saved = estimate_bits(np.round(images)) - estimate_bits(np.round(images / 2**0.25))
+    return float(np.clip(saved / (0.25 * images.size), 0.05, 2.0))
 
 
 def _packed(fit: GridFit, target: np.ndarray, valid: np.ndarray | None) -> tuple[bytes, float]:
