@@ -9,7 +9,8 @@ from xr_inr import INRCodec
 from xr_inr.core import entropy
 from xr_inr.methods.grid import arm as lc
 from xr_inr.methods.grid import fitting, rounding
-from xr_inr.methods.grid.model import GridSpec, filter_images, pulled_latents, synthesise
+from xr_inr.methods.grid.model import (GridSpec, filter_images, pulled_latents, synthesis_inputs, synthesise,
+                                      synthesised)
 from xr_inr.methods.grid.payload import arm_from_params, dequantised, pack, quantised_parameters
 
 
@@ -20,7 +21,7 @@ def trained(jasper_crop):
     target = (cube - cube.min()) / (cube.max() - cube.min())
     budget = 0.2 * target.size
     spec = fitting.block_spec(target, None, budget)
-    spec = GridSpec(**{**spec.__dict__, "channels": (0, 1, 1), "hidden": 8})  # an MLP too, whose share is left out
+    spec = GridSpec(**{**spec.__dict__, "channels": (0, 1, 1), "hidden": 8})  # an MLP too
     assert spec.filtered and spec.pulled
     [fit] = fitting.GridTraining([target], [None], spec, [0.8 * budget]).train(60).results()
     return fit, target, budget
@@ -44,6 +45,33 @@ def test_the_error_gradient_from_the_coefficients_is_that_of_the_decoded_values(
     masked = rounding._error_gradient(fit, params, target, np.ones(target.shape, bool))(fit.latents, location)
     assert np.abs(unmasked).max() > 0
     np.testing.assert_allclose(unmasked, masked, rtol=1e-9, atol=1e-12 * np.abs(masked).max())
+
+
+def test_a_moves_error_goes_through_the_synthesis_mlp(trained):
+    """The Jacobian of the coefficients with respect to the MLP's coefficient inputs (the identity plus the MLP's)
+    is that of central differences, and the squared sizes it gives are those of each column times the basis."""
+    fit, target, _ = trained
+    params, _ = quantised_parameters(fit, target, None)
+    _, basis, taps, pull, _ = dequantised(params, fit.spec)
+    location = lc.latent_locations(fit.spec, *arm_from_params(params, fit.spec), fit.latents)
+    spec, k = fit.spec, fit.spec.components
+    rng = np.random.default_rng(0)
+    synthesis = [(rng.normal(size=shape) / np.sqrt(shape[1]), rng.normal(size=shape[0]))
+                 for shape in spec.synthesis_shapes()]  # the briefly trained one rounds to zero
+    jacobian = rounding._synthesis_jacobian(spec, fit.latents, location, fit.step, taps, pull, synthesis)
+    ys, xs = np.arange(spec.height, dtype=float), np.arange(spec.width, dtype=float)
+    features = synthesis_inputs(spec, pulled_latents(spec, fit.latents, location, pull), fit.step, ys, xs, taps)
+    change, eps = rng.normal(size=(features.shape[0], k)), 1e-5
+    plus, minus = features.copy(), features.copy()
+    plus[:, :k] += eps * change
+    minus[:, :k] -= eps * change
+    numeric = (synthesised(spec, plus, synthesis) - synthesised(spec, minus, synthesis)) / (2 * eps)
+    np.testing.assert_allclose(np.einsum("por,pr->po", jacobian, change), numeric, rtol=1e-6, atol=1e-8)
+    assert np.abs(numeric - change).max() > 0.1  # the MLP's share is not negligible here
+    gram = basis @ basis.T
+    sizes = rounding._squared_sizes(jacobian, gram, rows=7)
+    np.testing.assert_allclose(sizes[5], [np.sum((jacobian[5, :, r] @ basis) ** 2) for r in range(k)], rtol=1e-10)
+    np.testing.assert_allclose(sizes, np.einsum("por,os,psr->pr", jacobian, gram, jacobian), rtol=1e-10)
 
 
 def test_a_pass_lowers_the_squared_error_plus_lambda_times_the_bits(trained):

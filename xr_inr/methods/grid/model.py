@@ -221,16 +221,27 @@ def upsampled_features(spec: GridSpec, latents: list[np.ndarray], ys: np.ndarray
     return np.concatenate(features, axis=1)
 
 
-def coefficients_at(spec: GridSpec, latents, step, synthesis, ys, xs, taps: np.ndarray | None = None) -> np.ndarray:
-    """(len(ys) * len(xs), k): at the pixel positions ``ys`` x ``xs``, the coefficient images (filtered by
-    ``taps`` where ``spec.filtered``: :func:`filter_images`) interpolated and times ``step``, plus the
-    synthesis MLP's output."""
+def synthesis_inputs(spec: GridSpec, latents, step, ys, xs, taps: np.ndarray | None = None) -> np.ndarray:
+    """(len(ys) * len(xs), all channels): what the synthesis MLP reads at the pixel positions ``ys`` x ``xs``,
+    the coefficient images (filtered by ``taps`` where ``spec.filtered``: :func:`filter_images`) times
+    ``step`` first, then the other channels, all interpolated (:func:`upsampled_features`)."""
     if spec.filtered:  # on the whole pixel grid, before any interpolation
         level0 = np.asarray(latents[0], np.float64)
         level0 = np.concatenate([filter_images(level0[: spec.components], taps), level0[spec.components :]])
         latents = [level0, *latents[1:]]
     features = upsampled_features(spec, latents, ys, xs)
     features[:, : spec.components] *= step
+    return features
+
+
+def coefficients_at(spec: GridSpec, latents, step, synthesis, ys, xs, taps: np.ndarray | None = None) -> np.ndarray:
+    """(len(ys) * len(xs), k): the coefficients at the pixel positions ``ys`` x ``xs``
+    (:func:`synthesised` of :func:`synthesis_inputs`)."""
+    return synthesised(spec, synthesis_inputs(spec, latents, step, ys, xs, taps), synthesis)
+
+
+def synthesised(spec: GridSpec, features: np.ndarray, synthesis) -> np.ndarray:
+    """(pixels, k): :func:`synthesis_inputs`' coefficient columns plus the synthesis MLP's output for them."""
     if not spec.hidden:
         return features[:, : spec.components]
     *hidden, (weight, bias) = synthesis  # GELU between linear layers, none after the last, whose output is added

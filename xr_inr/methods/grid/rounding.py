@@ -4,8 +4,8 @@ Encoder side (numpy). Training leaves each latent the integer nearest its traine
 quantised and the linear parts solved (:func:`~xr_inr.methods.grid.payload.quantised_parameters`), what
 another integer would cost is known: the bits it changes (its own under the Laplace the coder centres on
 it, :func:`~xr_inr.core.entropy.symbol_bits`, and a share of those of the neighbours whose contexts read
-it), and the squared error it adds, through its pull, its image's filter and the basis (to second
-order; the synthesis MLP's share is left out). :func:`rounded_again` moves coefficient latents by one
+it), and the squared error it adds, through its pull, its image's filter, the synthesis MLP (its Jacobian
+where the pass starts) and the basis, to second order. :func:`rounded_again` moves coefficient latents by one
 where the squared error plus lambda times the bits falls (as video
 coders' rate-distortion optimised quantisation does), in passes over :data:`LATTICE` squared
 interleaved sub-lattices, each from the coder's parameters and the error of the latents as the previous
@@ -23,7 +23,7 @@ import numpy as np
 
 from ...core import entropy
 from . import arm as lc
-from .model import coefficients_at, pull_images, pulled_latents, synthesise
+from .model import coefficients_at, gelu, pull_images, pulled_latents, synthesis_inputs, synthesise
 from .payload import arm_from_params, dequantised, pack, quantised_parameters
 
 LATTICE = 2
@@ -112,21 +112,27 @@ def start_lambda(fit, params, target: np.ndarray, valid: np.ndarray | None) -> f
 def moved_latents(fit, params, target: np.ndarray, valid: np.ndarray | None, lam: float) -> list[np.ndarray]:
     """``fit``'s latents with each coefficient latent moved by -1, 0 or +1, whichever gives the least
     squared error (``target``'s, over the ``valid`` elements) plus ``lam`` times the bits it changes, one
-    sub-lattice of :data:`LATTICE` x :data:`LATTICE` after another (:func:`_bits_changes`)."""
+    sub-lattice of :data:`LATTICE` x :data:`LATTICE` after another (:func:`_bits_changes`). A move's error
+    goes through the synthesis MLP as its Jacobian where the pass starts has it (:func:`_synthesis_jacobian`)."""
     spec, step, k = fit.spec, fit.step, fit.spec.components
     arm, e = arm_from_params(params, spec)
-    _, basis, taps, pull, _ = dequantised(params, spec)
+    _, basis, taps, pull, synthesis = dequantised(params, spec)
     error_gradient = _error_gradient(fit, params, target, valid)
     latents = [np.array(z, np.int64) for z in fit.latents]
     images = latents[0][:k]  # a view: moved in place
     kernel = np.zeros((k, 9)) if taps is None else taps.copy()
     kernel[:, 4] += 1.0  # a latent's share of its filtered image: itself plus the centre tap
-    curvature = step**2 * np.sum(basis**2, axis=1) * np.sum(kernel**2, axis=1)  # per image, away from edges
+    jacobian = curvature = None
     for sy in range(LATTICE):
         for sx in range(LATTICE):
             centre, table = lc.coefficient_coding(spec, arm, e, latents)
             location = lc.coder_locations(centre, table) if spec.pulled else None
-            gradient = error_gradient(latents, location)
+            if jacobian is None:
+                jacobian = _synthesis_jacobian(spec, latents, location, step, taps, pull, synthesis)
+                curvature = step**2 * _squared_sizes(jacobian, basis @ basis.T) * np.sum(kernel**2, axis=1)
+                curvature = curvature.T.reshape(k, spec.height, spec.width)  # per pixel, away from edges
+            gradient = error_gradient(latents, location).reshape(k, -1).T
+            gradient = np.matmul(gradient[:, None], jacobian)[:, 0].T.reshape(k, spec.height, spec.width)
             if taps is not None:
                 gradient = _filter_adjoint(gradient, taps)
             at = (slice(None), slice(sy, None, LATTICE), slice(sx, None, LATTICE))
@@ -139,11 +145,68 @@ def moved_latents(fit, params, target: np.ndarray, valid: np.ndarray | None, lam
             best_cost, best_move = np.zeros(n.shape), np.zeros(n.shape, np.int64)
             for move, bits_change in zip((-1, 1), _bits_changes(spec, arm, e, latents, at, centre, table)):
                 change = pulled(n + move) - base
-                cost = 2 * step * change * gradient[at] + change**2 * curvature[:, None, None] + lam * bits_change
+                cost = 2 * step * change * gradient[at] + change**2 * curvature[at] + lam * bits_change
                 better = (cost < best_cost) & (np.abs(n + move) <= MAX_LATENT)
                 best_cost[better], best_move[better] = cost[better], move
             images[at] = n + best_move
     return latents
+
+
+def _synthesis_jacobian(spec, latents, location, step, taps, pull, synthesis) -> np.ndarray:
+    """(pixels, k, k): how each pixel's coefficients (:func:`~xr_inr.methods.grid.model.synthesised`) move
+    with the coefficient images times the step there (its inputs' first k): the identity plus the synthesis
+    MLP's Jacobian. Leaving the MLP out, passes of Samson at 0.05 bpppb raised both the error and the bits
+    (docs/method.md, "The latents rounded again")."""
+    k, pixels = spec.components, spec.height * spec.width
+    identity = np.broadcast_to(np.eye(k), (pixels, k, k))
+    if not spec.hidden:
+        return identity
+    if spec.pulled:
+        latents = pulled_latents(spec, latents, location, pull)
+    ys, xs = np.arange(spec.height, dtype=np.float64), np.arange(spec.width, dtype=np.float64)
+    x = synthesis_inputs(spec, latents, step, ys, xs, taps)
+    *hidden, (weight, _) = synthesis
+    carried = None  # (pixels, units, k): how a hidden layer's outputs move with the k inputs
+    for w, b in hidden:
+        pre = x @ w.T + b
+        slope = _gelu_slope(pre)
+        x = gelu(pre, np.zeros_like(b))
+        carried = (w[:, :k] if carried is None else w @ carried) * slope[:, :, None]
+    return identity + weight @ carried
+
+
+def _squared_sizes(jacobian: np.ndarray, gram: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """(pixels, k): the squared size of the spectrum that a unit change of each input moves each pixel by,
+    J_r^T B B^T J_r for each column J_r of ``jacobian`` and ``gram`` = B B^T (a few thousand pixels at a time:
+    memory)."""
+    out = np.empty((jacobian.shape[0], jacobian.shape[2]))
+    for start in range(0, jacobian.shape[0], rows):
+        part = jacobian[start : start + rows]
+        out[start : start + rows] = np.sum(part * (gram @ part), axis=1)
+    return out
+
+
+def _gelu_slope(x: np.ndarray) -> np.ndarray:
+    """The derivative of :func:`~xr_inr.methods.grid.model.gelu` (torch's tanh approximation) at ``x``:
+    0.5 (1 + t) + 0.5 a x (1 - t^2) (1 + 3 c x^2), with t = tanh(a x (1 + c x^2))."""
+    a, c = 0.7978845608028654, 0.044715
+    square = x * x
+    t = square * c
+    t += 1.0
+    t *= x
+    t *= a
+    np.tanh(t, out=t)
+    slope = t * t
+    np.subtract(1.0, slope, out=slope)
+    slope *= x
+    slope *= 0.5 * a
+    square *= 3 * c
+    square += 1.0
+    slope *= square
+    t += 1.0
+    t *= 0.5
+    slope += t
+    return slope
 
 
 def _bits_changes(spec, arm, e: int, latents: list[np.ndarray], at: tuple, centre: np.ndarray,
