@@ -15,8 +15,8 @@ from xr_inr.methods.grid import model as grid_model
 from xr_inr.methods.grid import solve
 from xr_inr.methods.grid.fitting import GridModel
 from xr_inr.methods.grid.model import GridSpec, filter_images, pull_images, synthesise, upsample_matrix
-from xr_inr.methods.grid.payload import (SCALAR_LOSS, arm_from_params, choose_spec, decode, pack, unpack,
-                                         water_filling_components)
+from xr_inr.methods.grid.payload import (SCALAR_LOSS, arm_from_params, choose_spec, decode, pack,
+                                         quantised_parameters, unpack, water_filling_components)
 from xr_inr.metrics import psnr, sam_deg
 
 SPEC = GridSpec(bands=7, height=9, width=11, components=3, channels=(1, 2, 1), hidden=6, arm_hidden=5, filtered=True,
@@ -573,7 +573,7 @@ def test_the_pulls_filters_basis_and_mean_are_solved_by_least_squares_for_the_co
     assert spec.pulled and spec.filtered and spec.hidden == hidden
     training = fitting.GridTraining([target], [None], spec, [0.9 * budget])
     [fit] = training.train(30).results()
-    prepared, e = arm_from_params(fitting.quantised_parameters(fit, target, None)[0], spec)
+    prepared, e = arm_from_params(quantised_parameters(fit, target, None)[0], spec)
     locations = lc.latent_locations(spec, prepared, e, fit.latents)
     monkeypatch.setattr(solve, "RIDGE", 1e-12)
     parts = solve.solved_linear_parts(fit, target, locations)
@@ -636,7 +636,7 @@ def test_an_over_budget_stream_first_moves_latents_off_their_rounding_boundaries
     assert ((values - location[indices]).abs() < (rounded[indices] - location[indices]).abs()).all()
 
     fit = training.results()[0]
-    natural = 8 * len(pack(training.spec, fit.step, fitting.quantised_parameters(fit, target, None)[0], fit.latents))
+    natural = 8 * len(pack(training.spec, fit.step, quantised_parameters(fit, target, None)[0], fit.latents))
     step = training.model.steps[0]
     tight = natural / (1 + 0.3 * (1 - fitting.FILL))  # 0.3 % under the trained stream
     [payload] = fitting.pack_within_budget(training, [target], [None], [tight], [0.0])

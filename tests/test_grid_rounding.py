@@ -1,7 +1,5 @@
 """The coefficient latents rounded again for rate and distortion (xr_inr.methods.grid.rounding)."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -11,7 +9,7 @@ from xr_inr.methods.grid import arm as lc
 from xr_inr.methods.grid import fitting, rounding
 from xr_inr.methods.grid.model import (GridSpec, filter_images, pulled_latents, synthesis_inputs, synthesise,
                                       synthesised)
-from xr_inr.methods.grid.payload import arm_from_params, dequantised, pack, quantised_parameters
+from xr_inr.methods.grid.payload import arm_from_params, dequantised, packed, quantised_parameters
 
 
 @pytest.fixture(scope="module")
@@ -112,25 +110,23 @@ def test_rounding_again_keeps_the_best_stream_within_budget(trained):
     """rounded_again returns a stream within its budget that decodes to the MSE it reports, better than the
     stream of the latents as trained, and None when no stream fits."""
     fit, target, budget = trained
-    params, mse = quantised_parameters(fit, target, None)
-    size = 8 * len(pack(fit.spec, fit.step, params, fit.latents))
-    again = rounding.rounded_again(fit, target, None, size, 0.995 * size, 4)
+    start = packed(fit, target, None)
+    size = 8 * len(start.payload)
+    again = rounding.rounded_again(start, target, None, size, 0.995 * size, 4)
     assert again is not None
-    rounded_mse, payload, rounded_fit = again
-    assert 8 * len(payload) <= size and rounded_mse < mse
-    over, decoded_mse = fitting.stream_error(payload, target, None, size)
-    assert not over and decoded_mse == pytest.approx(rounded_mse, rel=1e-9)
-    assert pack(rounded_fit.spec, rounded_fit.step, quantised_parameters(rounded_fit, target, None)[0],
-                rounded_fit.latents) == payload
-    assert rounding.rounded_again(dataclasses.replace(fit), target, None, 64.0, 60.0, 2) is None
+    assert 8 * len(again.payload) <= size and again.mse < start.mse
+    over, decoded_mse = fitting.stream_error(again.payload, target, None, size)
+    assert not over and decoded_mse == pytest.approx(again.mse, rel=1e-9)
+    assert packed(again.fit, target, None)[:2] == again[:2]  # the MSE and payload it reports
+    assert rounding.rounded_again(start, target, None, 64.0, 60.0, 2) is None
 
 
 def test_passes_go_on_while_the_last_stream_is_over_budget(trained, monkeypatch):
     """Aimed over its budget, every pass lands over it: up to LANDING passes follow the effort's, lambda
     growing by LANDING_STEP more each time; aimed under it, the effort's passes only."""
     fit, target, _ = trained
-    params, _ = quantised_parameters(fit, target, None)
-    size = 8 * len(pack(fit.spec, fit.step, params, fit.latents))
+    start = packed(fit, target, None)
+    size = 8 * len(start.payload)
     lambdas = []
     moved = rounding.moved_latents
 
@@ -140,11 +136,11 @@ def test_passes_go_on_while_the_last_stream_is_over_budget(trained, monkeypatch)
 
     monkeypatch.setattr(rounding, "moved_latents", recording)
     monkeypatch.setattr(rounding, "ELASTICITY", 0.0)  # lambda left alone by the controller
-    rounding.rounded_again(fit, target, None, 0.5 * size, size, 2)
+    rounding.rounded_again(start, target, None, 0.5 * size, size, 2)
     assert lambdas == pytest.approx([lambdas[0]] * 3 + [lambdas[0] * 1.5, lambdas[0] * 1.5 * 1.5**2])
     assert rounding.LANDING == 3
     lambdas.clear()
-    rounding.rounded_again(fit, target, None, 2 * size, size, 2)
+    rounding.rounded_again(start, target, None, 2 * size, size, 2)
     assert len(lambdas) == 2
 
 
@@ -153,9 +149,9 @@ def test_the_default_and_best_efforts_round_again(jasper_crop, effort, monkeypat
     """The packer rounds every block's stream again with its effort's passes (none for the fast effort)."""
     passes = []
 
-    def recording(fit, target, valid, budget_bits, aim_bits, count):
+    def recording(start, target, valid, budget_bits, aim_bits, count):
         passes.append(count)
-        return rounding.rounded_again(fit, target, valid, budget_bits, aim_bits, count)
+        return rounding.rounded_again(start, target, valid, budget_bits, aim_bits, count)
 
     monkeypatch.setattr(fitting, "rounded_again", recording)
     monkeypatch.setattr(fitting, "SEARCH_STEPS", 5)

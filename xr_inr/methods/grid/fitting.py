@@ -29,8 +29,7 @@ from ...pca import pca
 from ..fitting import Adam, pick_device
 from . import arm as lc
 from .model import GridSpec, upsample_matrix
-from .payload import (ARCHITECTURES, choose_spec, decode, estimated_param_bits, model_parts, pack,
-                      quantised_parameters)
+from .payload import ARCHITECTURES, Packed, choose_spec, decode, estimated_param_bits, model_parts, packed
 from .rounding import rounded_again
 
 LOG2_SCALES = (-4.0, 13.0)  # the entropy coder's range of log2 Laplace scales
@@ -889,23 +888,23 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
     log2_ratio = [0.0] * blocks
     latent_bits = list(training.latent_bits)
     payloads: list[bytes] = [b""] * blocks
-    best: list[tuple[float, bytes, GridFit] | None] = [None] * blocks  # (MSE, stream, fit): the best try within budget
-    last: list[GridFit | None] = [None] * blocks
+    best: list[Packed | None] = [None] * blocks  # the best try within budget
+    last: list[Packed | None] = [None] * blocks
     active = list(range(blocks))
     for attempt in range(RATE_FIXES + 1):
         fits = dict(zip(active, training.results(active), strict=True))
-        packed = per_block(lambda b: _packed(fits[b], targets[b], valids[b]), active)
-        for b, (payload, mse) in zip(list(active), packed, strict=True):
-            fit = last[b] = fits[b]
-            payloads[b] = payload
+        streams = per_block(lambda b: packed(fits[b], targets[b], valids[b]), active)
+        for b, stream in zip(list(active), streams, strict=True):
+            last[b], fit = stream, stream.fit
+            payloads[b] = stream.payload
             size = 8 * len(payloads[b]) + fixed_bits[b]
-            if size <= budget_bits[b] and (best[b] is None or mse < best[b][0]):
-                best[b] = (mse, payloads[b], fit)
+            if size <= budget_bits[b] and (best[b] is None or stream.mse < best[b].mse):
+                best[b] = stream
             if size > budget_bits[b] and attempt < RATE_FIXES:
                 trimmed = _trimmed(training, b, targets[b], valids[b], budget_bits[b], fixed_bits[b], size)
-                if trimmed is not None and (best[b] is None or trimmed[0] < best[b][0]):
+                if trimmed is not None and (best[b] is None or trimmed.mse < best[b].mse):
                     best[b] = trimmed
-                if trimmed is not None and FILL * budget_bits[b] <= 8 * len(trimmed[1]) + fixed_bits[b]:
+                if trimmed is not None and FILL * budget_bits[b] <= 8 * len(trimmed.payload) + fixed_bits[b]:
                     active.remove(b)
                     continue
             if FILL * budget_bits[b] <= size <= budget_bits[b] or attempt == RATE_FIXES:
@@ -928,12 +927,12 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
             training.fine_tune(fine_tune_steps, latent_bits)  # the blocks done train on, unused
     if rounding_passes:
         def rounded(b: int):
-            again = rounded_again(last[b] if best[b] is None else best[b][2], targets[b], valids[b],
+            again = rounded_again(last[b] if best[b] is None else best[b], targets[b], valids[b],
                                   budget_bits[b] - fixed_bits[b], aim[b] - fixed_bits[b], rounding_passes)
-            return best[b] if again is None or best[b] is not None and best[b][0] <= again[0] else again
+            return best[b] if again is None or best[b] is not None and best[b].mse <= again.mse else again
 
         best = per_block(rounded, list(range(blocks)))
-    return [payload if chosen is None else chosen[1] for payload, chosen in zip(payloads, best, strict=True)]
+    return [payload if chosen is None else chosen.payload for payload, chosen in zip(payloads, best, strict=True)]
 
 
 def doubling_saving(images: np.ndarray) -> float:
@@ -944,41 +943,35 @@ def doubling_saving(images: np.ndarray) -> float:
     return float(np.clip(saved / (0.25 * images.size), 0.05, 2.0))
 
 
-def _packed(fit: GridFit, target: np.ndarray, valid: np.ndarray | None) -> tuple[bytes, float]:
-    """The payload of a trained model, its parameters quantised for ``target`` (:func:`quantised_parameters`),
-    and the MSE it decodes to."""
-    params, mse = quantised_parameters(fit, target, valid)
-    return pack(fit.spec, fit.step, params, fit.latents), mse
-
-
 def _trimmed(training: GridTraining, b: int, target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
-             fixed_bits: float, size: float) -> tuple[float, bytes, GridFit] | None:
-    """(MSE, stream, fit) of block ``b`` brought within ``budget_bits`` from ``size`` (over it) by the fewest
+             fixed_bits: float, size: float) -> Packed | None:
+    """The stream of block ``b`` brought within ``budget_bits`` from ``size`` (over it) by the fewest
     :meth:`GridTraining.boundary_moves` found in :data:`TRIM_TRIES` packings, aiming into [:data:`FILL`, 1]
     of the budget; None when even all the moves leave it over budget. The latents are left as they were."""
     indices, values = training.boundary_moves(b)
     saved = training.block_latents(b)
 
-    def stream(count: int) -> tuple[float, bytes, float, GridFit]:
+    def stream(count: int) -> tuple[Packed, float]:
         moved = saved.clone()
         moved[indices[:count]] = values[:count]
         training.set_block_latents(b, moved)
         [fit] = training.results([b])
-        payload, mse = _packed(fit, target, valid)
-        return mse, payload, 8 * len(payload) + fixed_bits, fit
+        tried = packed(fit, target, valid)
+        return tried, 8 * len(tried.payload) + fixed_bits
 
     aim = (1 + FILL) / 2 * budget_bits
     over, over_size, fits = 0, size, len(indices)  # counts of moves: over budget, within it
-    mse, payload, fits_size, fit = stream(fits)
-    found = (mse, payload, fit) if fits_size <= budget_bits else None
+    found, fits_size = stream(fits)
+    if fits_size > budget_bits:
+        found = None
     for _ in range(TRIM_TRIES - 1):
         if found is None or fits_size >= FILL * budget_bits or fits - over <= 1:
             break
         count = over + round((over_size - aim) / (over_size - fits_size) * (fits - over))  # false position
         count = min(max(count, over + 1), fits - 1)
-        mse, payload, size, fit = stream(count)
+        tried, size = stream(count)
         if size <= budget_bits:
-            fits, fits_size, found = count, size, (mse, payload, fit)
+            fits, fits_size, found = count, size, tried
         else:
             over, over_size = count, size
     training.set_block_latents(b, saved)

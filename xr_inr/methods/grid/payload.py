@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import struct
+from typing import NamedTuple
 
 import numpy as np
 
@@ -286,6 +287,21 @@ def arm_from_params(params: dict, spec: GridSpec) -> tuple[list, int]:
     ints = [params[name][1] for name in names]
     exponent = exponents.pop()
     return lc.prepare_arm(list(zip(ints[::2], ints[1::2])), exponent), exponent
+
+
+class Packed(NamedTuple):
+    """A fit's stream: the MSE it decodes to, its payload, the fit, and the fit's quantised parameters."""
+
+    mse: float
+    payload: bytes
+    fit: object
+    params: dict
+
+
+def packed(fit, target: np.ndarray, valid: np.ndarray | None) -> Packed:
+    """The stream of a trained model, its parameters quantised for ``target`` (:func:`quantised_parameters`)."""
+    params, mse = quantised_parameters(fit, target, valid)
+    return Packed(mse, pack(fit.spec, fit.step, params, fit.latents), fit, params)
 
 
 def pack(spec: GridSpec, step: float, params: dict, latents: list[np.ndarray]) -> bytes:

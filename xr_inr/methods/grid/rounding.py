@@ -24,7 +24,7 @@ import numpy as np
 from ...core import entropy
 from . import arm as lc
 from .model import coefficients_at, gelu, pull_images, pulled_latents, synthesis_inputs, synthesise
-from .payload import arm_from_params, dequantised, pack, quantised_parameters
+from .payload import Packed, arm_from_params, dequantised, packed
 
 LATTICE = 2
 """Latents moved together are this many pixels apart in both directions (the changes their 3 x 3 filters
@@ -48,25 +48,23 @@ MAX_LATENT = 2**13
 """No latent is moved beyond this magnitude (the fit's own bound on the coefficient latents)."""
 
 
-def rounded_again(fit, target: np.ndarray, valid: np.ndarray | None, budget_bits: float, aim_bits: float,
-                  passes: int) -> tuple[float, bytes, object] | None:
-    """(MSE, payload, fit) of the best stream within ``budget_bits`` among ``fit``'s and those of
-    ``passes`` passes of rounding again (:func:`moved_latents`; up to :data:`LANDING` more while the last
-    stream is over budget), lambda steered towards ``aim_bits``; None when none is within budget."""
-    params, mse = quantised_parameters(fit, target, valid)
-    payload = pack(fit.spec, fit.step, params, fit.latents)
-    best = (mse, payload, fit) if 8 * len(payload) <= budget_bits else None
+def rounded_again(start: Packed, target: np.ndarray, valid: np.ndarray | None, budget_bits: float, aim_bits: float,
+                  passes: int) -> Packed | None:
+    """The best stream within ``budget_bits`` among ``start`` and those of ``passes`` passes of rounding its
+    latents again (:func:`moved_latents`; up to :data:`LANDING` more while the last stream is over budget),
+    lambda steered towards ``aim_bits``; None when none is within budget."""
+    best = start if 8 * len(start.payload) <= budget_bits else None
+    fit, params = start.fit, start.params
     lam = start_lambda(fit, params, target, valid)
     done, over = 0, False
     while lam > 0 and (done < passes or over and done < passes + LANDING):
-        fit = dataclasses.replace(fit, latents=moved_latents(fit, params, target, valid, lam))
-        params, mse = quantised_parameters(fit, target, valid)
-        payload = pack(fit.spec, fit.step, params, fit.latents)
-        over = 8 * len(payload) > budget_bits
-        if not over and (best is None or mse < best[0]):
-            best = (mse, payload, fit)
+        stream = packed(dataclasses.replace(fit, latents=moved_latents(fit, params, target, valid, lam)), target, valid)
+        fit, params = stream.fit, stream.params
+        over = 8 * len(stream.payload) > budget_bits
+        if not over and (best is None or stream.mse < best.mse):
+            best = stream
         done += 1
-        factor = float(np.clip((8 * len(payload) / aim_bits) ** ELASTICITY, 0.25, 4.0))
+        factor = float(np.clip((8 * len(stream.payload) / aim_bits) ** ELASTICITY, 0.25, 4.0))
         lam *= max(factor, LANDING_STEP ** (done - passes)) if over and done >= passes else factor
     return best
 
