@@ -145,8 +145,9 @@ def test_passes_go_on_while_the_last_stream_is_over_budget(trained, monkeypatch)
 
 
 @pytest.mark.parametrize("effort", ["fast", "default", "best"])
-def test_the_default_and_best_efforts_round_again(jasper_crop, effort, monkeypatch):
-    """The packer rounds every block's stream again with its effort's passes (none for the fast effort)."""
+def test_every_effort_rounds_again(jasper_crop, effort, monkeypatch):
+    """The packer rounds every block's stream again with its effort's passes; the fast effort only blocks of
+    at most FAST_ROUNDING_LATENTS coefficient latents."""
     passes = []
 
     def recording(start, target, valid, budget_bits, aim_bits, count):
@@ -155,10 +156,15 @@ def test_the_default_and_best_efforts_round_again(jasper_crop, effort, monkeypat
 
     monkeypatch.setattr(fitting, "rounded_again", recording)
     monkeypatch.setattr(fitting, "SEARCH_STEPS", 5)
-    INRCodec(bpppb=0.5, effort=effort, steps=20).encode(jasper_crop[:8, :16, :16].astype(np.float32))
+    block = jasper_crop[:8, :16, :16].astype(np.float32)
+    INRCodec(bpppb=0.5, effort=effort, steps=20).encode(block)
     expected = fitting.ROUNDING_PASSES[effort]
-    assert expected == (0 if effort == "fast" else 6 if effort == "default" else 8)
-    assert passes and set(passes) == {expected} if expected else not passes
+    assert expected == {"fast": 2, "default": 6, "best": 8}[effort]
+    assert passes and set(passes) == {expected}
+    passes.clear()
+    monkeypatch.setattr(fitting, "FAST_ROUNDING_LATENTS", 16 * 16 - 1)  # under one coefficient image's
+    INRCodec(bpppb=0.5, effort=effort, steps=20).encode(block)
+    assert not passes if effort == "fast" else passes and set(passes) == {expected}
 
 
 def test_the_bits_a_move_changes_include_a_share_of_its_neighbours(trained):

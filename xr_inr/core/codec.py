@@ -69,9 +69,9 @@ class INRCodec(Codec):
         number of fitting steps (grid: 100, 1000, 2000; siren: 500, 2000, 4000),
         unless ``steps`` is given; "best" also picks the grid's architecture
         among its neighbours by brief fits (:func:`xr_inr.methods.grid.fitting.searched_spec`,
-        unless ``components`` is given); "default" and "best" round the grid's latents
-        again after packing (:data:`xr_inr.methods.grid.fitting.ROUNDING_PASSES`). Decoding
-        never needs it.
+        unless ``components`` is given); every effort rounds the grid's latents again after
+        packing, "fast" only in small blocks (:data:`xr_inr.methods.grid.fitting.ROUNDING_PASSES`).
+        Decoding never needs it.
     chunk_shape, dtype : the Zarr array's chunk shape and dtype, given together
         (``to_zarr`` sets them for Zarr format 2, whose compressor gets no chunk
         spec): ``decode`` refuses a stream of another layout

@@ -671,9 +671,13 @@ neighbour where that is nearer the ARM's location, as few as bring the stream wi
 at a small cost, where a coarser step re-rounds every latent (docs/method.md)."""
 TRIM_TRIES = 6
 """Streams packed at most to find how many latents to move (:data:`TRIM_BAND`), by false position."""
-ROUNDING_PASSES = {"fast": 0, "default": 6, "best": 8}
-"""Passes of :func:`~xr_inr.methods.grid.rounding.rounded_again` after packing, per effort (about 0.6 s
-each on a 100 x 100 block; the fast effort's 5 s leave no room for them)."""
+ROUNDING_PASSES = {"fast": 2, "default": 6, "best": 8}
+"""Passes of :func:`~xr_inr.methods.grid.rounding.rounded_again` after packing, per effort; the fast effort's
+only for blocks of at most :data:`FAST_ROUNDING_LATENTS` coefficient latents."""
+FAST_ROUNDING_LATENTS = 2**16
+"""A pass costs time in proportion to the coefficient latents (k h w): 0.1-0.3 s each up to this many
+(100 x 100 blocks of k <= 6, 64 x 64 ones of k <= 16), about 0.6 s at 200,000, where the fast effort's fit
+already takes up to 4 of its 5 s per block (docs/method.md, "The fast effort rounds again")."""
 FINE_TUNE_FROM = 0.1
 """... when some block's step changed by at least 2**this (7 %): smaller changes are packed again at
 once (the fine-tuning bought nothing measurable after them, and cost the default effort 7 % more time)."""
@@ -692,7 +696,8 @@ def encode(cubes: list[np.ndarray], budget_bits: list[float], fixed_bits: list[f
     search_steps = SEARCH_STEPS if codec.effort == "best" else 0
     models = fit_and_pack(targets, valids, budget_bits, fixed_bits, components=codec.components, steps=codec.steps,
                           lr=codec.lr, seed=codec.seed, device=codec.device, search_steps=search_steps,
-                          rounding_passes=ROUNDING_PASSES[codec.effort])
+                          rounding_passes=ROUNDING_PASSES[codec.effort],
+                          rounding_latents=FAST_ROUNDING_LATENTS if codec.effort == "fast" else None)
     return [affine + model for affine, model in zip(affines, models, strict=True)]
 
 
@@ -766,7 +771,7 @@ def _device_slot(device: str | None):
 def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], budget_bits: list[float],
                  fixed_bits: list[float], components: int | None = None, steps: int = 1000, lr: float = 1e-2,
                  seed: int = 0, device: str | None = None, search_steps: int = 0,
-                 rounding_passes: int = 0) -> list[bytes]:
+                 rounding_passes: int = 0, rounding_latents: int | None = None) -> list[bytes]:
     """Fit and pack each target (bands, h, w, normalised to [0, 1]) within its ``budget_bits`` when it can;
     blocks that get the same architecture (:func:`block_spec`) are fitted together as one batch
     (:func:`fit_batch`), halved as long as the device runs out of memory.
@@ -776,7 +781,8 @@ def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], bud
     the stream that decodes better (:func:`stream_error`).
 
     ``fixed_bits``: what the rest of each stream (header, mask, affine, checksum) takes;
-    ``rounding_passes``: see :func:`pack_within_budget`.
+    ``rounding_passes``: see :func:`pack_within_budget`; none for blocks of more than ``rounding_latents``
+    coefficient latents (None: no limit).
     """
     batches: dict[GridSpec, list[int]] = {}
     specs = per_block(lambda i: block_spec(targets[i], valids[i], budget_bits[i], components),
@@ -790,16 +796,18 @@ def fit_and_pack(targets: list[np.ndarray], valids: list[np.ndarray | None], bud
     tried: list[list[bytes]] = [[] for _ in targets]
 
     def fit(spec: GridSpec, members: list[int]) -> None:
+        latents = spec.components * spec.height * spec.width
+        passes = rounding_passes if rounding_latents is None or latents <= rounding_latents else 0
         try:
             with _device_slot(device):
-                packed = fit_batch(spec, [targets[i] for i in members], [valids[i] for i in members],
-                                   [budget_bits[i] for i in members], [fixed_bits[i] for i in members],
-                                   steps=steps, lr=lr, seed=seed, device=device, rounding_passes=rounding_passes)
+                payloads = fit_batch(spec, [targets[i] for i in members], [valids[i] for i in members],
+                                     [budget_bits[i] for i in members], [fixed_bits[i] for i in members],
+                                     steps=steps, lr=lr, seed=seed, device=device, rounding_passes=passes)
         except torch.OutOfMemoryError:
             if len(members) == 1:
                 raise
         else:
-            for i, payload in zip(members, packed, strict=True):
+            for i, payload in zip(members, payloads, strict=True):
                 tried[i].append(payload)
             return
         # here, out of the except clause, the exception and the batch's tensors it held are gone
