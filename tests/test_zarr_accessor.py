@@ -139,6 +139,34 @@ def test_one_fit_task_per_chunk_one_torch_thread_each(crop, monkeypatch):
     assert torch.get_num_threads() == before  # the user's setting comes back
 
 
+def test_fit_tasks_run_numpys_blas_on_one_thread_and_give_the_users_back(crop, monkeypatch):
+    """Fit tasks in threads each multiplying on every core slowed each other down: each task limits BLAS as
+    it limits torch, and the process's limit comes back after the fits."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import xr_inr.xarray_zarr.parallel as parallel
+
+    def blas_threads():
+        return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+    seen = []
+    original = parallel.encode_blocks
+
+    def spy(*args):
+        seen.append(blas_threads())
+        return original(*args)
+
+    monkeypatch.setattr(parallel, "encode_blocks", spy)
+    user = threadpool_limits(limits=2, user_api="blas")
+    try:
+        assert blas_threads() == {2}
+        crop.inr.compress(BPPPB, chunks=CHUNKS, **FAST)
+        assert seen == [{1}] * 4
+        assert blas_threads() == {2}
+    finally:
+        user.restore_original_limits()
+
+
 def test_fit_batch_fits_chunks_together_as_on_a_gpu(crop, compressed, monkeypatch):
     import xr_inr.xarray_zarr.parallel as parallel
 

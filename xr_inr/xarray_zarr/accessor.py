@@ -242,7 +242,7 @@ def run_fits(jobs: list[FitJob], *, scheduler=None, progress: bool = True, store
 
     chunks = sum(len(group) for _, group in todo)
     parallel.run(tasks, chunks, scheduler=scheduler, progress=progress, desc=f"xr-inr fit ({chunks} chunks)",
-                 on_result=finished)
+                 on_result=finished, blas_threads=jobs[0].torch_threads if jobs else None)
     result = {}
     for job in jobs:
         cube = CompressedCube(streams[job.name], job.shape, job.chunk_shape, job.dtype, job.band_axis,
@@ -318,7 +318,7 @@ class INRDataArrayAccessor:
         progress : show a per-chunk progress bar (tqdm); False for quiet.
         scheduler : a Dask scheduler name or a ``distributed.Client``; default:
             the client the user has open, else the threaded scheduler.
-        torch_threads : torch threads in each fit task (None: leave as is).
+        torch_threads : threads of torch, and of numpy's BLAS, in each fit task (None: leave as is).
         fit_batch : chunks fitted together in one task, as one batch (method
             "grid" at a fixed rate; chunks of the same architecture share a
             batch); default: 16 when the fits run on CUDA (``device`` None with
