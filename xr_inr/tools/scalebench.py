@@ -154,12 +154,10 @@ def cpu_seconds() -> float:
 
 
 def _warm() -> int:
-    """Load what a fit task imports (torch, the grid fitting code, the task's own module and with it
-    xarray and zarr: 0.9 s in a fresh process), so no run's clock counts it (a worker imports it once)."""
+    """Load what a fit imports (torch, the grid fitting code), so no run's clock counts it."""
     import torch
 
     from ..methods.grid import fitting  # noqa: F401
-    from ..xarray_zarr import parallel  # noqa: F401
 
     return torch.get_num_threads()
 
