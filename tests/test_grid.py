@@ -422,6 +422,24 @@ def test_a_batchs_cpu_work_in_threads_gives_the_streams_of_one_thread(jasper_cro
     assert encode_blocks(codec, blocks) == in_threads
 
 
+def test_a_batchs_threads_run_numpys_blas_on_one_thread_each_and_give_the_count_back():
+    """Threads each multiplying on every core slow each other down (packing took 1.6x as long in two
+    threads): while ``per_block`` runs blocks in threads, BLAS runs on one thread; after, as before."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads(_=None):
+        return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+    user = threadpool_limits(limits=2, user_api="blas")
+    try:
+        assert blas_threads() == {2}
+        assert fitting.per_block(blas_threads, [0, 1, 2]) == [{1}] * 3
+        assert blas_threads() == {2}
+        assert fitting.per_block(blas_threads, [0]) == [{2}]  # one block: no threads, the count as set
+    finally:
+        user.restore_original_limits()
+
+
 def test_training_steps_copy_lambda_and_the_steps_to_the_device_only_when_they_change(jasper_crop, monkeypatch):
     """A copy to a GPU waits for it: a training step must not make one when lambda and the steps are
     those of the step before (the same values either way)."""

@@ -108,6 +108,24 @@ def check_device(device: str | None) -> None:
                          "or None")
 
 
+def limit_blas(threads: int | None):
+    """numpy's BLAS limited to ``threads`` threads in this process: fits in several threads, each
+    multiplying on every core, slow each other down (two fit tasks in the threaded scheduler compressed
+    1.2x as fast as one instead of 1.65x: docs/benchmarks.md, "BLAS threads in fit tasks"). Returns
+    threadpoolctl's limiter (a context manager; its ``restore_original_limits`` gives the previous
+    counts back), or None where ``threads`` is None or threadpoolctl (the ``fit`` extra) is not installed.
+
+    Set it from the main thread where one can: OpenBLAS ignores a change made in another thread once
+    one was made in the main thread."""
+    if threads is None:
+        return None
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
 def valid_extent(chunk: np.ndarray, fill_value: float) -> tuple[int, ...]:
     """Shape of ``chunk`` without its trailing slices made only of ``fill_value`` (NaN matches NaN)."""
     is_fill = np.isnan(chunk) if math.isnan(fill_value) else chunk == fill_value

@@ -20,7 +20,7 @@ from dask.base import tokenize
 from dask.callbacks import Callback
 
 from ..core.codec import INRCodec
-from ..core.encode import collected_warnings, encode_blocks
+from ..core.encode import collected_warnings, encode_blocks, limit_blas
 from ..core.quality import encode_to_psnr
 
 TASK_PREFIX = "xr-inr-fit-"
@@ -93,7 +93,7 @@ def fit_task(blocks, padded_shape, fill_value, nodata: bool, config: dict,
 
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)
-        _limit_blas(torch_threads)
+        limit_blas(torch_threads)  # for worker processes; in this one :func:`run` set it from the main thread
     codec = INRCodec(**config)
     blocks = [np.asarray(block) for block in blocks]
     padded = tuple(int(n) for n in padded_shape)
@@ -166,12 +166,13 @@ def run(tasks: Sequence, total: int, *, scheduler=None, progress: bool = True, d
     on_result : called as ``on_result(position, results)`` in this process as each fit
         task finishes (``results``: what :func:`fit_task` returns, one per chunk; the writer
         stores the chunks then, so an interrupted run keeps them).
-    blas_threads : numpy's BLAS threads in this process while the fits run (:func:`_limit_blas`;
-        None: left as they are); the previous counts come back after.
+    blas_threads : numpy's BLAS threads in this process while the fits run (:func:`~xr_inr.core.encode.limit_blas`,
+        set here in the calling thread, before the tasks start; None: left as they are); the previous counts
+        come back after.
     """
     tasks = list(tasks)
     bar = _bar(total, desc, progress)
-    torch_threads, blas = _torch_threads(), _limit_blas(blas_threads)
+    torch_threads, blas = _torch_threads(), limit_blas(blas_threads)
     position = {task.key: i for i, task in enumerate(tasks)}
 
     def finished(i, result):
@@ -210,25 +211,6 @@ def _is_client(obj) -> bool:
 def _torch_threads() -> int | None:
     torch = sys.modules.get("torch")
     return torch.get_num_threads() if torch is not None else None
-
-
-def _limit_blas(threads: int | None):
-    """numpy's BLAS limited to ``threads`` threads in this process, as torch is: with its default of one
-    thread per core, two fit tasks in the threaded scheduler, each multiplying on every core, compressed
-    1.2x as fast as one instead of 1.65x (docs/benchmarks.md, "BLAS threads in fit tasks"). Returns
-    threadpoolctl's limiter (its ``restore_original_limits`` gives the previous counts back), or None where
-    ``threads`` is None or threadpoolctl (the ``fit`` extra) is not installed.
-
-    :func:`run` sets it from the thread that calls it, before the tasks start: OpenBLAS ignores a change
-    made in another thread once one was made in the main thread. Each task sets it too, for worker
-    processes (which Dask starts with one BLAS thread unless told otherwise)."""
-    if threads is None:
-        return None
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return None
-    return threadpool_limits(limits=threads, user_api="blas")
 
 
 def _restore_torch_threads(previous: int | None) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...core.encode import limit_blas
 from ...core.products import matmul
 from ...core.stream import AFFINE
 from ...pca import pca
@@ -745,10 +746,14 @@ def block_spec(target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
 
 def per_block(function, blocks: list) -> list:
     """``function`` of each of ``blocks``, in threads when there are several (a batch's CPU work between
-    or after its fits on a GPU: numpy's products and the compiled ARM release the GIL)."""
+    or after its fits on a GPU: numpy's products and the compiled ARM release the GIL), numpy's BLAS on
+    one thread each meanwhile: the blocks are the parallelism. Threads each multiplying on every core slow
+    each other down: four 100 x 100 x 198 blocks (default effort, 100 steps) packed in 9.6 s instead of 5.9 s
+    in two threads on two cores, the same bytes (docs/benchmarks.md, "BLAS threads in a batch")."""
     if len(blocks) <= 1:
         return [function(block) for block in blocks]
-    with ThreadPoolExecutor(min(len(blocks), os.cpu_count() or 1)) as pool:
+    workers = min(len(blocks), os.cpu_count() or 1)
+    with limit_blas(1) or contextlib.nullcontext(), ThreadPoolExecutor(workers) as pool:
         return list(pool.map(function, blocks))
 
 
