@@ -125,7 +125,7 @@ def test_the_cli_runs_it():
     assert exit_.value.code == 0
 
 
-def test_bench_batch_times_batched_fits_against_one_at_a_time(tmp_path):
+def test_bench_batch_times_batched_fits_against_one_at_a_time(tmp_path, capsys):
     from xr_inr.tools.batchbench import chunks_of
 
     cube = np.arange(2 * 10 * 12).reshape(2, 10, 12)
@@ -138,6 +138,8 @@ def test_bench_batch_times_batched_fits_against_one_at_a_time(tmp_path):
                      "--bpppb", "2", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["count"] == 3 and result["chunk"] == [40, 12, 12] and result["cpu_count"] == 2
+    lines = capsys.readouterr().out.splitlines()  # each measurement as it is done (a run cut short keeps them)
+    assert [line.split(":")[0] for line in lines[:3]] == ["batch 2", "batch 3", "CPU, one at a time, 1 thread"]
     assert [row["batch"] for row in result["batched"]] == [2, 3]
     assert 20 < result["cpu_median_psnr"] < 80 and set(result["cpu_phases_s"]) == {"setup", "training", "packing"}
     assert 0 < sum(result["cpu_phases_s"].values()) <= result["cpu_one_at_a_time_s"]

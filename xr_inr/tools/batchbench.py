@@ -94,10 +94,17 @@ def _median_psnr(chunks: list[np.ndarray], streams: list[bytes]) -> float:
     return float(np.median([psnr(chunk, decode_block(stream)) for chunk, stream in zip(chunks, streams, strict=True)]))
 
 
+def _log(log, what: str, chunks: int, seconds: float, phases: dict[str, float]) -> None:
+    if log is not None:
+        log(f"{what}: {chunks} chunks in {seconds:.1f} s, {chunks / seconds:.3f} chunks/s; seconds "
+            + ", ".join(f"{name} {value:.1f}" for name, value in phases.items()), flush=True)
+
+
 def run(data: str, bpppb: float = 0.1, size: int = 50, count: int = 16, batches: tuple[int, ...] = (16,),
         device: str | None = None, effort: str = "default", steps: int | None = None,
-        cpu_count: int | None = None) -> dict:
-    """One CPU measurement and one batched one per size in ``batches``, all of the same ``count`` chunks."""
+        cpu_count: int | None = None, log=None) -> dict:
+    """One CPU measurement and one batched one per size in ``batches``, all of the same ``count`` chunks;
+    ``log`` (e.g. ``print``), if given, is called with a line as each is done (a run cut short keeps them)."""
     import torch
 
     from ..core.codec import INRCodec
@@ -118,8 +125,10 @@ def run(data: str, bpppb: float = 0.1, size: int = 50, count: int = 16, batches:
             runs.append({"batch": batch, "batched_s": seconds, "batched_chunks_per_s": count / seconds,
                          "batched_phases_s": phases, "batched_median_psnr": _median_psnr(chunks, streams),
                          "batched_median_psnr_of_cpu_chunks": _median_psnr(cpu_chunks, streams[:len(cpu_chunks)])})
+            _log(log, f"batch {batch}", count, seconds, phases)
         torch.set_num_threads(1)
         single_s, single_streams, single_phases = _encode(INRCodec(**options, device="cpu"), cpu_chunks, 1)
+        _log(log, "CPU, one at a time, 1 thread", len(cpu_chunks), single_s, single_phases)
     finally:
         torch.set_num_threads(previous)
     for row in runs:
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     batches = tuple(int(b) for b in args.batch.split(","))
     result = run(args.data, args.bpppb, args.size, args.count, batches, args.device, args.effort, args.steps,
-                 args.cpu_count)
+                 args.cpu_count, log=print)
     n_cpu = result["cpu_count"]
     print("| device | chunks | batch | chunks/s | speedup | median PSNR dB (the CPU's chunks) | seconds per chunk: "
           "set-up, training, packing, rest |")
