@@ -422,6 +422,28 @@ def test_a_batchs_cpu_work_in_threads_gives_the_streams_of_one_thread(jasper_cro
     assert encode_blocks(codec, blocks) == in_threads
 
 
+def test_the_exponent_search_from_a_hint_finds_what_bisection_finds_in_two_tries_when_right():
+    """Packings of the same model search their parameters' exponents from the last packing's
+    (``hint``): the answer is bisection's for any hint (``good`` monotone), in 2 tries when the hint is it."""
+    from xr_inr.methods.grid.payload import _coarsest
+
+    for finest in (2, 3, 9, 30):
+        for answer in range(2, finest + 1):
+            tried = []
+
+            def good(e):
+                tried.append(e)
+                return e >= answer
+
+            expected = _coarsest(good, finest)
+            assert expected == answer
+            for hint in [None, *range(0, finest + 3)]:
+                tried.clear()
+                assert _coarsest(good, finest, hint) == answer, (finest, answer, hint)
+                if hint == answer and answer < finest:
+                    assert len(tried) <= 2
+
+
 def test_a_batchs_threads_run_numpys_blas_on_one_thread_each_and_give_the_count_back():
     """Threads each multiplying on every core slow each other down (packing took 1.6x as long in two
     threads): while ``per_block`` runs blocks in threads, BLAS runs on one thread; after, as before."""

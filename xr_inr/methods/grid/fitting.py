@@ -906,7 +906,7 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
     active = list(range(blocks))
     for attempt in range(RATE_FIXES + 1):
         fits = dict(zip(active, training.results(active), strict=True))
-        streams = per_block(lambda b: packed(fits[b], targets[b], valids[b]), active)
+        streams = per_block(lambda b: packed(fits[b], targets[b], valids[b], hint=last[b] and last[b].params), active)
         for b, stream in zip(list(active), streams, strict=True):
             last[b], fit = stream, stream.fit
             payloads[b] = stream.payload
@@ -914,7 +914,7 @@ def pack_within_budget(training: GridTraining, targets: list[np.ndarray], valids
             if size <= budget_bits[b] and (best[b] is None or stream.mse < best[b].mse):
                 best[b] = stream
             if size > budget_bits[b] and attempt < RATE_FIXES:
-                trimmed = _trimmed(training, b, targets[b], valids[b], budget_bits[b], fixed_bits[b], size)
+                trimmed = _trimmed(training, b, targets[b], valids[b], budget_bits[b], fixed_bits[b], stream)
                 if trimmed is not None and (best[b] is None or trimmed.mse < best[b].mse):
                     best[b] = trimmed
                 if trimmed is not None and FILL * budget_bits[b] <= 8 * len(trimmed.payload) + fixed_bits[b]:
@@ -957,8 +957,8 @@ def doubling_saving(images: np.ndarray) -> float:
 
 
 def _trimmed(training: GridTraining, b: int, target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
-             fixed_bits: float, size: float) -> Packed | None:
-    """The stream of block ``b`` brought within ``budget_bits`` from ``size`` (over it) by the fewest
+             fixed_bits: float, start: Packed) -> Packed | None:
+    """The stream of block ``b`` brought within ``budget_bits`` from ``start`` (over it) by the fewest
     :meth:`GridTraining.boundary_moves` found in :data:`TRIM_TRIES` packings, aiming into [:data:`FILL`, 1]
     of the budget; None when even all the moves leave it over budget. The latents are left as they were."""
     indices, values = training.boundary_moves(b)
@@ -969,11 +969,11 @@ def _trimmed(training: GridTraining, b: int, target: np.ndarray, valid: np.ndarr
         moved[indices[:count]] = values[:count]
         training.set_block_latents(b, moved)
         [fit] = training.results([b])
-        tried = packed(fit, target, valid)
+        tried = packed(fit, target, valid, hint=start.params)
         return tried, 8 * len(tried.payload) + fixed_bits
 
     aim = (1 + FILL) / 2 * budget_bits
-    over, over_size, fits = 0, size, len(indices)  # counts of moves: over budget, within it
+    over, over_size, fits = 0, 8 * len(start.payload) + fixed_bits, len(indices)  # counts of moves: over, within
     found, fits_size = stream(fits)
     if fits_size > budget_bits:
         found = None

@@ -58,7 +58,8 @@ def rounded_again(start: Packed, target: np.ndarray, valid: np.ndarray | None, b
     lam = start_lambda(fit, params, target, valid)
     done, over = 0, False
     while lam > 0 and (done < passes or over and done < passes + LANDING):
-        stream = packed(dataclasses.replace(fit, latents=moved_latents(fit, params, target, valid, lam)), target, valid)
+        moved = dataclasses.replace(fit, latents=moved_latents(fit, params, target, valid, lam))
+        stream = packed(moved, target, valid, hint=params)
         fit, params = stream.fit, stream.params
         over = 8 * len(stream.payload) > budget_bits
         if not over and (best is None or stream.mse < best.mse):
