@@ -32,10 +32,11 @@ import numpy as np
 
 from ...core import entropy, stream
 from ...core import laplace_tables as lt
+from ...core.products import matmul
 from ...core.stream import AFFINE, ByteCursor, StreamError
 from . import arm as lc
-from .model import GridSpec, coefficients_at, pulled_latents, synthesise
-from .solve import LinearParts, solved_linear_parts
+from .model import GridSpec, pulled_latents, synthesis_inputs, synthesise, synthesised
+from .solve import LinearParts, Projection, solved_linear_parts
 
 _HEAD = struct.Struct("<BBBB")
 _FILTERED = 1
@@ -238,36 +239,40 @@ def quantised_parameters(fit, target: np.ndarray, valid: np.ndarray | None,
         values = synthesise(spec, latents, fit.step, synthesis, basis, mean, ys, xs, taps=taps)
         return float(np.mean((values - target)[counted] ** 2))
 
-    searched_mse = model_mse  # for the exponents: without a mask, from the coefficients C alone (k / bands
-    if valid is None:  # of the work): |X - m - C B|^2 = |X - m|^2 - <C, 2 (X - m) B^T - C B B^T>
-        centred = target.reshape(spec.bands, -1).T - mean
-        projected, gram, total = centred @ basis.T, basis @ basis.T, float(np.sum(centred**2))
+    def features(taps, pull):  # what the synthesis MLP reads
+        latents = pulled_latents(spec, fit.latents, locations, pull) if spec.pulled else fit.latents
+        return synthesis_inputs(spec, latents, fit.step, ys, xs, taps)
 
-        def searched_mse(synthesis, taps, pull):
-            latents = pulled_latents(spec, fit.latents, locations, pull) if spec.pulled else fit.latents
-            c = coefficients_at(spec, latents, fit.step, synthesis, ys, xs, taps)
-            return (total - float(np.sum(c * (2 * projected - c @ gram)))) / target.size
+    projection = Projection(target.reshape(spec.bands, -1).T, mean, basis) if valid is None else None
+
+    def searched_mse(synthesis, inputs):  # for the exponents: without a mask, from the coefficients alone
+        coefficients = synthesised(spec, inputs, synthesis)
+        if projection is not None:
+            return projection.mse(coefficients)
+        values = (matmul(basis.T, coefficients.T) + mean[:, None]).reshape(target.shape)
+        return float(np.mean((values - target)[counted] ** 2))
 
     def layers_at(layers, exponent):
         return [(_quantise(w, exponent) * 2.0**-exponent, _quantise(b, exponent) * 2.0**-exponent) for w, b in layers]
 
     taps, pull = parts.taps, parts.pull
     if spec.pulled:
-        base = searched_mse(fit.synthesis, taps, pull)
-        exponent = _coarsest(lambda e: searched_mse(fit.synthesis, taps, _quantise(pull, e) * 2.0**-e) <= 1.002 * base,
-                             30, hinted("pull"))
+        base = searched_mse(fit.synthesis, features(taps, pull))
+        exponent = _coarsest(lambda e: searched_mse(fit.synthesis, features(taps, _quantise(pull, e) * 2.0**-e))
+                             <= 1.002 * base, 30, hinted("pull"))
         out["pull"] = (exponent, _quantise(pull, exponent))
         pull = out["pull"][1] * 2.0**-exponent
     if spec.filtered:
-        base = searched_mse(fit.synthesis, taps, pull)
-        exponent = _coarsest(lambda e: searched_mse(fit.synthesis, _quantise(taps, e) * 2.0**-e, pull) <= 1.002 * base,
-                             30, hinted("filter"))
+        base = searched_mse(fit.synthesis, features(taps, pull))
+        exponent = _coarsest(lambda e: searched_mse(fit.synthesis, features(_quantise(taps, e) * 2.0**-e, pull))
+                             <= 1.002 * base, 30, hinted("filter"))
         out["filter"] = (exponent, _quantise(taps, exponent))
         taps = out["filter"][1] * 2.0**-exponent
     synthesis = fit.synthesis
     if spec.hidden:
-        base = searched_mse(layers_at(fit.synthesis, 30), taps, pull)
-        exponent = _coarsest(lambda e: searched_mse(layers_at(fit.synthesis, e), taps, pull) <= 1.01 * base, 30,
+        inputs = features(taps, pull)  # the same for every try
+        base = searched_mse(layers_at(fit.synthesis, 30), inputs)
+        exponent = _coarsest(lambda e: searched_mse(layers_at(fit.synthesis, e), inputs) <= 1.01 * base, 30,
                              hinted("synthesis0.weight"))
         for index, (w, b) in enumerate(fit.synthesis):
             out[f"synthesis{index}.weight"] = (exponent, _quantise(w, exponent))

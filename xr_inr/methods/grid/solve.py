@@ -28,10 +28,25 @@ mean diagonal: a small block's equations can be near singular, and their exact s
 fragile (filter taps in the hundreds on an 11 x 6 block)."""
 
 
+class Projection:
+    """A target's values (pixels, bands) centred on ``mean`` and projected on ``basis`` (k, bands), which
+    give the MSE of any coefficients C (pixels, k) without forming C B: |X - m - C B|^2 =
+    |X - m|^2 - <C, 2 (X - m) B^T - C B B^T>, k / bands of the work."""
+
+    def __init__(self, values: np.ndarray, mean: np.ndarray, basis: np.ndarray):
+        centred = values - mean
+        self.projected, self.gram, self.total = centred @ basis.T, basis @ basis.T, float(np.sum(centred**2))
+        self.size = values.size
+
+    def mse(self, coefficients: np.ndarray) -> float:
+        return (self.total - float(np.sum(coefficients * (2 * self.projected - coefficients @ self.gram)))) / self.size
+
+
 @dataclass
 class LinearParts:
     """A block's pulls (k, 2) or None, filter taps (k, 9) or None, basis (k, bands), mean (bands), and the
-    MSE they give (with, while solving, the coefficients (pixels, k) and residual (pixels, bands))."""
+    MSE they give (with, while solving, the coefficients (pixels, k) and the target's :class:`Projection`
+    on that mean and basis)."""
 
     pull: np.ndarray | None
     taps: np.ndarray | None
@@ -39,7 +54,7 @@ class LinearParts:
     mean: np.ndarray
     mse: float
     coefficients: np.ndarray | None = field(default=None, repr=False)
-    residual: np.ndarray | None = field(default=None, repr=False)
+    projection: Projection | None = field(default=None, repr=False)
 
 
 def solved_linear_parts(fit, target: np.ndarray, locations: np.ndarray | None,
@@ -58,10 +73,9 @@ def solved_linear_parts(fit, target: np.ndarray, locations: np.ndarray | None,
         latents = pulled_latents(spec, fit.latents, locations, parts.pull) if spec.pulled else fit.latents
         return coefficients_at(spec, latents, fit.step, fit.synthesis, ys, xs, parts.taps)
 
-    def with_mse(parts: LinearParts) -> LinearParts:
-        parts.coefficients = coefficients(parts)
-        parts.residual = values - parts.mean - parts.coefficients @ parts.basis
-        parts.mse = float(np.mean(parts.residual**2))
+    def with_mse(parts: LinearParts, projection: Projection) -> LinearParts:
+        parts.coefficients, parts.projection = coefficients(parts), projection
+        parts.mse = projection.mse(parts.coefficients)
         return parts
 
     def tap_columns(parts: LinearParts) -> np.ndarray:  # (rows, k, 9): each tap's neighbour, times the step
@@ -81,23 +95,27 @@ def solved_linear_parts(fit, target: np.ndarray, locations: np.ndarray | None,
         design = columns(parts)  # the images' values change by design[:, r] @ parameter[r]
         pixels, _, c = design.shape
         current = getattr(parts, name)
-        gram = parts.basis @ parts.basis.T
-        residual = parts.residual[rows] @ parts.basis.T + np.einsum("prc,rc->pr", design, current) @ gram
+        projection, gram = parts.projection, parts.projection.gram
+        # the residual without this solve's term, projected on the basis: (X - m) B^T - (C - term) B B^T
+        without = parts.coefficients[rows] - np.einsum("prc,rc->pr", design, current)
+        residual = projection.projected[rows] - without @ gram
         flat = design.reshape(pixels, k * c)
         normal = (flat.T @ flat).reshape(k, c, k, c) * gram[:, None, :, None]
         rhs = np.einsum("prc,pr->rc", design, residual)
         solution = _ridge_solution(normal.reshape(k * c, k * c), rhs.reshape(-1), current.reshape(-1))
-        return with_mse(LinearParts(**{**parts.__dict__, name: solution.reshape(k, c)}))
+        return with_mse(LinearParts(**{**parts.__dict__, name: solution.reshape(k, c)}), projection)
 
     def solve_basis(parts: LinearParts) -> LinearParts:
         design = np.concatenate([parts.coefficients[rows], np.ones((len(range(height * width)[rows]), 1))], axis=1)
         current = np.concatenate([parts.basis, parts.mean[None]])
         solution = _ridge_solution(design.T @ design, design.T @ values[rows], current)
-        return with_mse(LinearParts(parts.pull, parts.taps, solution[:-1], solution[-1], 0.0))
+        basis, mean = solution[:-1], solution[-1]
+        return with_mse(LinearParts(parts.pull, parts.taps, basis, mean, 0.0), Projection(values, mean, basis))
 
+    basis, mean = np.array(fit.basis, np.float64), np.array(fit.mean, np.float64)
     parts = with_mse(LinearParts(np.zeros((k, 2)) if spec.pulled else None,
-                                 None if fit.taps is None else np.array(fit.taps, np.float64),
-                                 np.array(fit.basis, np.float64), np.array(fit.mean, np.float64), 0.0))
+                                 None if fit.taps is None else np.array(fit.taps, np.float64), basis, mean, 0.0),
+                     Projection(values, mean, basis))
     solves = {"pull": (lambda p: solve_images(p, "pull", pull_columns)) if spec.pulled else None,
               "taps": (lambda p: solve_images(p, "taps", tap_columns)) if spec.filtered else None,
               "basis": solve_basis}
@@ -105,7 +123,7 @@ def solved_linear_parts(fit, target: np.ndarray, locations: np.ndarray | None,
         solved = solve(parts)
         if solved.mse < parts.mse:
             parts = solved
-    parts.coefficients = parts.residual = None
+    parts.coefficients = parts.projection = None
     return parts
 
 
