@@ -201,7 +201,7 @@ def test_numpy_decoder_matches_the_torch_model():
     decoded = synthesise(SPEC, latents, 0.05, synthesis, basis, mean, ys, xs, taps=taps)  # (training has no pulls)
     assert np.allclose(decoded, values[0].numpy().T.reshape(decoded.shape), atol=1e-4)
     # the integer ARM and the fixed tables are within a few percent of the float model
-    exact = lc.latent_bits(SPEC, lc.prepare_arm(integer_arm(arm), 3), 3, latents)
+    exact = lc.latent_bits(SPEC, lc.CodingModel(lc.prepare_arm(integer_arm(arm), 3), 3), latents)
     assert abs(exact - bits) <= 0.05 * bits + 16
     # training's sampled estimates (every 8th point, a different eighth each step) add up to the full count
     with torch.no_grad():
@@ -219,7 +219,7 @@ def test_latents_round_trip_through_the_entropy_coder():
     for a, b in zip(latents, decoded, strict=True):
         assert np.array_equal(a, b)
     # the coder's locations, as the decoder met them phase by phase and as the encoder finds them at once
-    assert np.array_equal(locations, lc.latent_locations(SPEC, prepared, 3, latents))
+    assert np.array_equal(locations, lc.latent_locations(SPEC, lc.CodingModel(prepared, 3), latents))
     assert locations.shape == latents[0][: SPEC.components].shape and np.any(locations % 1)
 
 
@@ -247,7 +247,7 @@ def test_payload_round_trip_and_corruption():
     assert spec == SPEC and step == 0.05
     assert np.allclose(mean2, mean) and np.allclose(basis2, basis) and np.allclose(taps2, taps)
     # the coefficient images come back pulled towards the coder's locations
-    locations = lc.latent_locations(SPEC, *arm_from_params(params, SPEC), latents)
+    locations = lc.latent_locations(SPEC, lc.CodingModel(*arm_from_params(params, SPEC)), latents)
     pulled = pull_images(latents[0][:3], locations, params["pull"][1] / 8)
     assert np.array_equal(latents2[0], np.concatenate([pulled, latents[0][3:]]))
     assert not np.array_equal(pulled, latents[0][:3])
@@ -614,7 +614,7 @@ def test_the_pulls_filters_basis_and_mean_are_solved_by_least_squares_for_the_co
     training = fitting.GridTraining([target], [None], spec, [0.9 * budget])
     [fit] = training.train(30).results()
     prepared, e = arm_from_params(quantised_parameters(fit, target, None)[0], spec)
-    locations = lc.latent_locations(spec, prepared, e, fit.latents)
+    locations = lc.latent_locations(spec, lc.CodingModel(prepared, e), fit.latents)
     monkeypatch.setattr(solve, "RIDGE", 1e-12)
     parts = solve.solved_linear_parts(fit, target, locations)
     ys, xs = np.arange(spec.height, dtype=float), np.arange(spec.width, dtype=float)

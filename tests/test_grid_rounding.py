@@ -38,7 +38,7 @@ def test_the_error_gradient_from_the_coefficients_is_that_of_the_decoded_values(
     decoded values: the same numbers."""
     fit, target, _ = trained
     params, _ = quantised_parameters(fit, target, None)
-    location = lc.latent_locations(fit.spec, *arm_from_params(params, fit.spec), fit.latents)
+    location = lc.latent_locations(fit.spec, lc.CodingModel(*arm_from_params(params, fit.spec)), fit.latents)
     unmasked = rounding._error_gradient(fit, params, target, None)(fit.latents, location)
     masked = rounding._error_gradient(fit, params, target, np.ones(target.shape, bool))(fit.latents, location)
     assert np.abs(unmasked).max() > 0
@@ -51,7 +51,7 @@ def test_a_moves_error_goes_through_the_synthesis_mlp(trained):
     fit, target, _ = trained
     params, _ = quantised_parameters(fit, target, None)
     _, basis, taps, pull, _ = dequantised(params, fit.spec)
-    location = lc.latent_locations(fit.spec, *arm_from_params(params, fit.spec), fit.latents)
+    location = lc.latent_locations(fit.spec, lc.CodingModel(*arm_from_params(params, fit.spec)), fit.latents)
     spec, k = fit.spec, fit.spec.components
     rng = np.random.default_rng(0)
     synthesis = [(rng.normal(size=shape) / np.sqrt(shape[1]), rng.normal(size=shape[0]))
@@ -84,10 +84,10 @@ def test_a_pass_lowers_the_squared_error_plus_lambda_times_the_bits(trained):
     k = fit.spec.components
 
     def cost(latents, lam):  # (squared error + lam bits, squared error, bits), as decoded and coded
-        location = lc.latent_locations(fit.spec, arm, e, latents)
+        location = lc.latent_locations(fit.spec, lc.CodingModel(arm, e), latents)
         values = synthesise(fit.spec, pulled_latents(fit.spec, latents, location, pull), fit.step, synthesis, basis,
                             mean, ys, xs, taps=taps)
-        sse, bits = float(np.sum((values - target) ** 2)), lc.latent_bits(fit.spec, arm, e, latents)
+        sse, bits = float(np.sum((values - target) ** 2)), lc.latent_bits(fit.spec, lc.CodingModel(arm, e), latents)
         return sse + lam * bits, sse, bits
 
     lam = rounding.start_lambda(fit, params, target, None)
@@ -176,14 +176,14 @@ def test_the_bits_a_move_changes_include_a_share_of_its_neighbours(trained):
     latents = [np.array(z, np.int64) for z in fit.latents]
     k = fit.spec.components
     at = (slice(None), slice(0, None, rounding.LATTICE), slice(0, None, rounding.LATTICE))  # read by later phases
-    centre, table = lc.coefficient_coding(fit.spec, arm, e, latents)
+    centre, table = lc.coefficient_coding(fit.spec, lc.CodingModel(arm, e), latents)
 
     def total():
-        centre, table = lc.coefficient_coding(fit.spec, arm, e, latents)
+        centre, table = lc.coefficient_coding(fit.spec, lc.CodingModel(arm, e), latents)
         return float(entropy.symbol_bits(latents[0][:k] - centre, table).sum())
 
     before = total()
-    changes = rounding._bits_changes(fit.spec, arm, e, latents, at, centre, table)
+    changes = rounding._bits_changes(fit.spec, lc.CodingModel(arm, e), latents, at, centre, table)
     assert np.array_equal(latents[0], fit.latents[0])  # left as they were
     for move, change in zip((-1, 1), changes):
         latents[0][:k][at] += move

@@ -122,12 +122,16 @@ def _phase(points: np.ndarray, offsets, height: int, width: int):
     return (y[:, 0] * width + x[:, 0]).astype(np.intp), context.astype(np.intp)
 
 
+@functools.lru_cache(maxsize=PHASE_CACHE)
 def all_contexts(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every phase's (points, contexts, stride features) concatenated, one row per point
-    (for rate estimates and training)."""
+    (for rate estimates and training); read-only, shared by every caller (cached)."""
     points, contexts, strides = zip(*phases(height, width))
-    return (np.concatenate(points), np.concatenate(contexts),
-            np.concatenate([np.full(p.size, s) for p, s in zip(points, strides)]))
+    out = (np.concatenate(points), np.concatenate(contexts),
+           np.concatenate([np.full(p.size, s) for p, s in zip(points, strides)]))
+    for array in out:
+        array.flags.writeable = False
+    return out
 
 
 def _compress(d: np.ndarray, e: int) -> np.ndarray:
@@ -369,14 +373,14 @@ def coder_locations(centre: np.ndarray, table: np.ndarray) -> np.ndarray:
     return centre + lt.table_offsets(table) / 8.0
 
 
-def coefficient_coding(spec, arm, e: int, latents: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def coefficient_coding(spec, model: CodingModel, latents: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(centre, table index) of each coefficient image's latents (k, h, w each) as
-    :func:`encode_latents` codes them, from the integer ``latents`` (every phase at once, as in
-    :func:`latent_bits`)."""
+    :func:`encode_latents` codes them with ``model``, from the integer ``latents`` (every phase at
+    once, as in :func:`latent_bits`)."""
     h, w = spec.level_shape(0)
     flat = np.asarray(latents[0]).reshape(latents[0].shape[0], -1)
     points, context, stride = all_contexts(h, w)
-    centre, table, _ = CodingModel(arm, e).phase_parameters(_padded(flat), context, stride)
+    centre, table, _ = model.phase_parameters(_padded(flat), context, stride)
     out = []
     for values in (centre, table):
         placed = np.zeros(flat.shape, values.dtype)
@@ -385,16 +389,15 @@ def coefficient_coding(spec, arm, e: int, latents: list[np.ndarray]) -> tuple[np
     return out[0], out[1]
 
 
-def latent_locations(spec, arm, e: int, latents: list[np.ndarray]) -> np.ndarray:
+def latent_locations(spec, model: CodingModel, latents: list[np.ndarray]) -> np.ndarray:
     """The coefficient images' :func:`coder_locations` (k, h, w), as :func:`decode_latents` finds them."""
-    return coder_locations(*coefficient_coding(spec, arm, e, latents))
+    return coder_locations(*coefficient_coding(spec, model, latents))
 
 
-def latent_bits(spec, arm, e: int, latents: list[np.ndarray]) -> float:
-    """Bits :func:`encode_latents` takes for ``latents`` (the tables' ideal bits). Every phase of a
-    level is evaluated at once: a context reads only earlier phases, so each point's parameters
-    are those it is coded with."""
-    model = CodingModel(arm, e)
+def latent_bits(spec, model: CodingModel, latents: list[np.ndarray]) -> float:
+    """Bits :func:`encode_latents` takes for ``latents`` with ``model`` (the tables' ideal bits). Every
+    phase of a level is evaluated at once: a context reads only earlier phases, so each point's
+    parameters are those it is coded with."""
     total = 0.0
     for (h, w), flat in _level_grids(spec, latents):
         points, context, stride = all_contexts(h, w)

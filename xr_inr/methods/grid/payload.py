@@ -204,17 +204,21 @@ def quantised_parameters(fit, target: np.ndarray, valid: np.ndarray | None,
     largest = max(max(np.abs(w).max(), np.abs(b).max()) for w, b in fit.arm)
     finest = int(np.clip(math.floor(math.log2((2**13 - 1) / max(largest, 1e-30))), 2, lc.MAX_EXPONENT))
 
-    def arm_at(e):
-        return lc.prepare_arm([(_quantise(w, e), _quantise(b, e)) for w, b in fit.arm], e)
+    models = {}
 
-    base = lc.latent_bits(spec, arm_at(finest), finest, fit.latents)
-    exponent = _coarsest(lambda e: lc.latent_bits(spec, arm_at(e), e, fit.latents) <= 1.005 * base + 8, finest,
+    def model_at(e):  # the ARM quantised with exponent e, ready to code (each built once)
+        if e not in models:
+            models[e] = lc.CodingModel(lc.prepare_arm([(_quantise(w, e), _quantise(b, e)) for w, b in fit.arm], e), e)
+        return models[e]
+
+    base = lc.latent_bits(spec, model_at(finest), fit.latents)
+    exponent = _coarsest(lambda e: lc.latent_bits(spec, model_at(e), fit.latents) <= 1.005 * base + 8, finest,
                          hinted("arm0.weight"))
     out = {}
     for index, (w, b) in enumerate(fit.arm):
         out[f"arm{index}.weight"] = (exponent, _quantise(w, exponent))
         out[f"arm{index}.bias"] = (exponent, _quantise(b, exponent))
-    locations = lc.latent_locations(spec, arm_at(exponent), exponent, fit.latents) if spec.pulled else None
+    locations = lc.latent_locations(spec, model_at(exponent), fit.latents) if spec.pulled else None
     if valid is None:
         parts = solved_linear_parts(fit, target, locations)
     else:  # a masked block keeps its trained parts (their equations differ from band to band)

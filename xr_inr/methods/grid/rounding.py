@@ -100,8 +100,8 @@ def start_lambda(fit, params, target: np.ndarray, valid: np.ndarray | None) -> f
     squared error within the basis's span (what their quantisation leaves; the rest no latent can
     reduce) per coefficient latent."""
     spec = fit.spec
-    arm, e = arm_from_params(params, spec)
-    location = lc.latent_locations(spec, arm, e, fit.latents) if spec.pulled else None
+    location = lc.latent_locations(spec, lc.CodingModel(*arm_from_params(params, spec)), fit.latents) \
+        if spec.pulled else None
     basis = dequantised(params, spec)[1]
     flat = _error_gradient(fit, params, target, valid)(fit.latents, location).reshape(spec.components, -1)
     in_span = float(np.sum(flat * (np.linalg.pinv(basis @ basis.T) @ flat)))
@@ -114,7 +114,7 @@ def moved_latents(fit, params, target: np.ndarray, valid: np.ndarray | None, lam
     sub-lattice of :data:`LATTICE` x :data:`LATTICE` after another (:func:`_bits_changes`). A move's error
     goes through the synthesis MLP as its Jacobian where the pass starts has it (:func:`_synthesis_jacobian`)."""
     spec, step, k = fit.spec, fit.step, fit.spec.components
-    arm, e = arm_from_params(params, spec)
+    model = lc.CodingModel(*arm_from_params(params, spec))  # built once: 12 codings per pass
     _, basis, taps, pull, synthesis = dequantised(params, spec)
     error_gradient = _error_gradient(fit, params, target, valid)
     latents = [np.array(z, np.int64) for z in fit.latents]
@@ -124,7 +124,7 @@ def moved_latents(fit, params, target: np.ndarray, valid: np.ndarray | None, lam
     jacobian = curvature = None
     for sy in range(LATTICE):
         for sx in range(LATTICE):
-            centre, table = lc.coefficient_coding(spec, arm, e, latents)
+            centre, table = lc.coefficient_coding(spec, model, latents)
             location = lc.coder_locations(centre, table) if spec.pulled else None
             if jacobian is None:
                 jacobian = _synthesis_jacobian(spec, latents, location, step, taps, pull, synthesis)
@@ -142,7 +142,7 @@ def moved_latents(fit, params, target: np.ndarray, valid: np.ndarray | None, lam
 
             base = pulled(n)
             best_cost, best_move = np.zeros(n.shape), np.zeros(n.shape, np.int64)
-            for move, bits_change in zip((-1, 1), _bits_changes(spec, arm, e, latents, at, centre, table)):
+            for move, bits_change in zip((-1, 1), _bits_changes(spec, model, latents, at, centre, table)):
                 change = pulled(n + move) - base
                 cost = 2 * step * change * gradient[at] + change**2 * curvature[at] + lam * bits_change
                 better = (cost < best_cost) & (np.abs(n + move) <= MAX_LATENT)
@@ -208,7 +208,7 @@ def _gelu_slope(x: np.ndarray) -> np.ndarray:
     return slope
 
 
-def _bits_changes(spec, arm, e: int, latents: list[np.ndarray], at: tuple, centre: np.ndarray,
+def _bits_changes(spec, model: lc.CodingModel, latents: list[np.ndarray], at: tuple, centre: np.ndarray,
                   table: np.ndarray) -> list[np.ndarray]:
     """For the coefficient latents at ``at`` (a sub-lattice), the bits that moving each by -1, then by +1
     changes: its own, exact with all of them moved alike, and its share of the change in the other
@@ -222,7 +222,7 @@ def _bits_changes(spec, arm, e: int, latents: list[np.ndarray], at: tuple, centr
     out = []
     for move in (-1, 1):
         images[at] += move
-        moved_centre, moved_table = lc.coefficient_coding(spec, arm, e, latents)
+        moved_centre, moved_table = lc.coefficient_coding(spec, model, latents)
         change = entropy.symbol_bits(images - moved_centre, moved_table) - bits
         images[at] -= move
         out.append(change[at] + _window_sums(np.where(moved, 0.0, change) / sharing)[at])
