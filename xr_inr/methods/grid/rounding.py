@@ -100,8 +100,8 @@ def start_lambda(fit, params, target: np.ndarray, valid: np.ndarray | None) -> f
     squared error within the basis's span (what their quantisation leaves; the rest no latent can
     reduce) per coefficient latent."""
     spec = fit.spec
-    location = lc.latent_locations(spec, lc.CodingModel(*arm_from_params(params, spec)), fit.latents) \
-        if spec.pulled else None
+    model = lc.CodingModel(*arm_from_params(params, spec))
+    location = lc.latent_locations(spec, model, fit.latents) if spec.pulled else None
     basis = dequantised(params, spec)[1]
     flat = _error_gradient(fit, params, target, valid)(fit.latents, location).reshape(spec.components, -1)
     in_span = float(np.sum(flat * (np.linalg.pinv(basis @ basis.T) @ flat)))
