@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ...core.encode import limit_blas
 from ...core.products import matmul
@@ -29,6 +28,7 @@ from ...core.stream import AFFINE
 from ...pca import pca
 from ..fitting import Adam, pick_device
 from . import arm as lc
+from . import scripted
 from .model import GridSpec, upsample_matrix
 from .payload import ARCHITECTURES, Packed, choose_spec, decode, estimated_param_bits, model_parts, packed
 from .rounding import rounded_again
@@ -77,9 +77,9 @@ class GridFit:
 
 
 class BlockLinear(torch.nn.Module):
-    """One linear layer per block of a batch: weight (blocks, out, in), bias (blocks, out), applied to
-    (blocks, rows, in). Every block starts from the same weights, uniform in +-1/sqrt(in) from
-    ``generator``, and a zero bias."""
+    """The parameters of one linear layer per block of a batch: weight (blocks, out, in), bias (blocks, out),
+    applied to (blocks, rows, in) by :mod:`~xr_inr.methods.grid.scripted`. Every block starts from the same
+    weights, uniform in +-1/sqrt(in) from ``generator``, and a zero bias."""
 
     def __init__(self, blocks: int, out_features: int, in_features: int, generator: torch.Generator):
         super().__init__()
@@ -88,19 +88,9 @@ class BlockLinear(torch.nn.Module):
         self.weight = torch.nn.Parameter(weight.expand(blocks, -1, -1).clone())
         self.bias = torch.nn.Parameter(torch.zeros(blocks, out_features))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
-
 
 def _linears(shapes, blocks: int, generator) -> torch.nn.ModuleList:
     return torch.nn.ModuleList(BlockLinear(blocks, o, i, generator) for o, i in shapes)
-
-
-def _mlp(layers: torch.nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
-    *hidden, last = layers  # unpacked: a slice of a ModuleList builds a new one, every step
-    for layer in hidden:
-        x = F.gelu(layer(x), approximate="tanh")
-    return last(x)
 
 
 class _OnDevice:
@@ -240,24 +230,10 @@ class GridModel(torch.nn.Module):
     def coefficients(self, latents: list[torch.Tensor]) -> torch.Tensor:
         """(blocks, pixels, components): the coefficient images times the step, plus the synthesis
         MLP's output."""
-        k, blocks, pixels = self.spec.components, self.blocks, self.spec.height * self.spec.width
-        step = self._steps_on_device(self.steps, latents[0])[:, None, None]
-        images = latents[0][:, :k]
-        if self.spec.filtered:  # model.filter_images: one grouped correlation over every block's images
-            padded = F.pad(images.reshape(1, blocks * k, self.spec.height, self.spec.width), (1, 1, 1, 1),
-                           mode="replicate")
-            images = images + F.conv2d(padded, self.taps.reshape(blocks * k, 1, 3, 3), groups=blocks * k).reshape(
-                images.shape)
-        features = [images.reshape(blocks, k, -1).transpose(1, 2) * step]
-        for level, z in enumerate(latents):
-            z = z[:, k:] if level == 0 else z
-            if z.shape[1] == 0:
-                continue
-            up = torch.einsum("yi,bcij,xj->byxc", getattr(self, f"up_y{level}"), z, getattr(self, f"up_x{level}"))
-            features.append(up.reshape(blocks, pixels, -1))
-        if not self.spec.hidden:
-            return features[0]
-        return features[0] + _mlp(self.synthesis, torch.cat(features, dim=2))
+        ups = [(getattr(self, f"up_y{level}"), getattr(self, f"up_x{level}")) for level in range(len(latents))]
+        return scripted.coefficients(latents, self._steps_on_device(self.steps, latents[0]), self.taps,
+                                     [y for y, _ in ups], [x for _, x in ups], *_layers(self.synthesis),
+                                     self.spec.components, self.spec.filtered)
 
     def latent_bits(self, latents: list[torch.Tensor], every: int = 1, start: int = 0) -> torch.Tensor:
         """Estimated bits of each block's latents (a list by level) under the ARM's discretised Laplace.
@@ -269,71 +245,27 @@ class GridModel(torch.nn.Module):
 
     def row_bits(self, latents: list[torch.Tensor], rows: slice = slice(None)) -> torch.Tensor:
         """Estimated bits of each latent of ``rows`` (blocks, rows): one pass of the ARM over every level."""
-        values, location, scale = self._laplace(latents, rows)
-        return laplace_interval_bits(values, location, scale)
+        return scripted.row_bits(latents, *self._arm_rows(rows))
 
     @torch.no_grad()
     def locations(self, latents: list[torch.Tensor]) -> torch.Tensor:
         """(blocks, latents): the location the ARM gives each latent, in the order of the block's latents
         flattened level by level (what the entropy coder's Laplace is centred on)."""
-        _, location, _ = self._laplace(latents)
+        _, location, _ = scripted.laplace(latents, *self._arm_rows(slice(None)))
         out = torch.empty_like(location)
         out[:, self.points.long()] = location
         return out
 
-    def _laplace(self, latents: list[torch.Tensor], rows: slice = slice(None)):
-        """(values, locations, scales) of the latents of ``rows`` (each (blocks, rows)) under the ARM."""
-        blocks = self.blocks
-        flat = torch.cat([z.reshape(blocks, -1) for z in latents] + [latents[0].new_zeros(blocks, 1)], dim=1)
-        first = torch.arange(0, flat.numel(), flat.shape[1], dtype=self.contexts.dtype, device=flat.device)[:, None]
-        flat = flat.reshape(-1)  # indexed in one dimension: index_add_ (the gradient) is 30x slower along dim 1
-
-        def gather(indices):
-            return flat.index_select(0, (indices.reshape(1, -1) + first).reshape(-1)).reshape(blocks, *indices.shape)
-
-        context = gather(self.contexts[rows])
-        prediction = self.arm[0](context)
-        strides = self.strides[rows, None].expand(blocks, -1, 1)
-        h = torch.cat([_signed_mitchell(context - prediction), strides], dim=2)
-        _, *hidden, last = self.arm
-        for layer in hidden:
-            h = F.hardtanh(layer(h), 0.0, lc.HIDDEN_CAP * 2.0**-lc.FRACTION)
-        out = last(h)
-        return gather(self.points[rows]), prediction[..., 0] + out[..., 0], torch.exp2(out[..., 1].clamp(*LOG2_SCALES))
+    def _arm_rows(self, rows: slice) -> tuple:
+        """The arguments of :func:`~xr_inr.methods.grid.scripted.laplace` after the latents: the ARM's
+        layers, the contexts, points and strides of ``rows``, and the ARM's bounds."""
+        return (*_layers(self.arm), self.contexts[rows], self.points[rows], self.strides[rows],
+                lc.HIDDEN_CAP * 2.0**-lc.FRACTION, *LOG2_SCALES)
 
 
-class _SignedMitchell(torch.autograd.Function):
-    """sign(d) log2(1 + |d|) with Mitchell's log2, as :func:`xr_inr.methods.grid.arm._compress`.
-
-    Mitchell's log2 of 1 + |d| = 2**k (1 + f) is k + f: the float32 bit pattern of 1 + |d| less
-    127 * 2**23, times 2**-23. Piecewise linear, with gradient 2**-k, also read off the pattern.
-    """
-
-    @staticmethod
-    def forward(ctx, d: torch.Tensor) -> torch.Tensor:
-        pattern = (1.0 + d.abs()).float().view(torch.int32)
-        ctx.save_for_backward(((254 << 23) - (pattern & (255 << 23))).view(torch.float32).to(d.dtype))  # 2**-k
-        return ((pattern - (127 << 23)).float() * 2.0**-23).copysign_(d).to(d.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (slope,) = ctx.saved_tensors
-        return grad * slope
-
-
-_signed_mitchell = _SignedMitchell.apply
-
-
-def laplace_interval_bits(x: torch.Tensor, mu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """-log2 P(x) for integers x under a Laplace(mu, scale) discretised to unit bins."""
-    upper = _laplace_cdf(x + 0.5, mu, scale)
-    lower = _laplace_cdf(x - 0.5, mu, scale)
-    return -torch.log2((upper - lower).clamp_min(2.0**-16))
-
-
-def _laplace_cdf(x, mu, scale):
-    d = (x - mu) / scale
-    return 0.5 + 0.5 * torch.sign(d) * (1 - torch.exp(-d.abs()))
+def _layers(layers: torch.nn.ModuleList) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """([weight, ...], [bias, ...]) of :class:`BlockLinear` layers."""
+    return [layer.weight for layer in layers], [layer.bias for layer in layers]
 
 
 def estimate_bits(images: np.ndarray) -> float:
@@ -498,16 +430,9 @@ class GridTraining:
         model = self.model
         if self._weights is not None:
             return self._distortion(model(latents)[0])
-        coefficients = model.coefficients(latents)
-        basis_t = model.basis.transpose(1, 2)
-        offset = model.mean - self._centre
-        projected = torch.bmm(self._centred, basis_t) - torch.bmm(offset[:, None], basis_t)
-        synthesised = torch.bmm(coefficients, torch.bmm(model.basis, basis_t))
-        wide = offset.double()
-        total = (self._centred_squares - 2 * (wide * self._centred_sums).sum(dim=1)
-                 + coefficients.shape[1] * wide.pow(2).sum(dim=1)
-                 - (coefficients * (2 * projected - synthesised)).double().sum(dim=(1, 2)))
-        return (total / self._n_values).to(coefficients.dtype)
+        return scripted.projected_distortion(model.coefficients(latents), model.basis, model.mean, self._centre,
+                                             self._centred, self._centred_squares, self._centred_sums,
+                                             self._n_values)
 
     def _step(self, mode: str, lr_scale: float, iteration: int) -> None:
         for group in self._optimiser.param_groups:

@@ -1,0 +1,139 @@
+"""The training step's tensor computations (:class:`~xr_inr.methods.grid.fitting.GridModel`'s), each
+compiled by TorchScript: one call from Python runs the whole computation without Python's GIL.
+
+Written op by op, a step released and took back the GIL at each of about 170 torch calls. Two fits in
+threads (Dask's threaded scheduler) then waited on each other's hand-overs of the GIL, about a fifth of
+their time on 64 x 64 blocks (docs/method.md, "Encoding cost: what each lever bought"). The functions run
+unoptimised (:func:`_compiled`): the graph executor then calls each op as eager torch does, with the same
+kernels and autograd, so a fit is the same bit for bit.
+
+The functions take tensors and plain numbers only (TorchScript's types): the model's layers as lists of
+weights and biases, (blocks, out, in) and (blocks, out).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _compiled(function):
+    """``function`` compiled by TorchScript, run with the graph executor's optimisations off (they
+    would re-derive the gradients and fuse ops, which changes a fit's floats)."""
+    with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.compile, whose
+        # compilation takes seconds per shape: not an option for one short fit per block
+        warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
+        script = torch.jit.script(function)
+
+    @functools.wraps(function)
+    def run(*args):
+        with torch.jit.optimized_execution(False):  # a per-thread setting
+            return script(*args)
+
+    return run
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+def _signed_mitchell(d: Tensor) -> Tensor:
+    """sign(d) log2(1 + |d|) with Mitchell's log2, as :func:`xr_inr.methods.grid.arm._compress`: for
+    1 + |d| = 2**k (1 + f) in float32, k + f rounded once to float32, with gradient 2**-k."""
+    x = d.detach().abs().add_(1.0)
+    mantissa, exponent = torch.frexp(x)  # x = mantissa 2**exponent, mantissa in [0.5, 1): k = exponent - 1
+    twice = mantissa.mul_(2.0)  # 1 + f
+    value = exponent.to(x.dtype).add_(twice - 2.0).copysign_(d.detach())  # k + f, one rounding
+    linear = d * twice.div_(x)  # 2**-k, exactly
+    return value - (linear.detach() - linear)  # value (-0.0 kept), with linear's gradient
+
+
+def _laplace(latents: List[Tensor], weights: List[Tensor], biases: List[Tensor], contexts: Tensor,
+             points: Tensor, strides: Tensor, hidden_cap: float, low: float,
+             high: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """(values, locations, scales), each (blocks, rows), of the latents at ``points`` under the ARM
+    (``weights``/``biases``: its predictor, hidden layers and output layer): ``contexts`` (rows, context)
+    and ``points`` (rows,) index a block's latents flattened level by level with one zero appended;
+    ``strides`` (rows,) is each row's stride feature; log2 scales clamped to [``low``, ``high``]."""
+    blocks = latents[0].shape[0]
+    flat = torch.cat([z.reshape(blocks, -1) for z in latents] + [latents[0].new_zeros(blocks, 1)], dim=1)
+    first = torch.arange(0, flat.numel(), flat.shape[1], dtype=contexts.dtype, device=flat.device)[:, None]
+    flat = flat.reshape(-1)  # indexed in one dimension: index_add_ (the gradient) is 30x slower along dim 1
+    context = flat.index_select(0, (contexts.reshape(1, -1) + first).reshape(-1)).reshape(
+        blocks, contexts.shape[0], contexts.shape[1])
+    values = flat.index_select(0, (points.reshape(1, -1) + first).reshape(-1)).reshape(blocks, points.shape[0])
+    prediction = _linear(context, weights[0], biases[0])
+    h = torch.cat([_signed_mitchell(context - prediction), strides[:, None].expand(blocks, -1, 1)], dim=2)
+    for i in range(1, len(weights) - 1):
+        h = F.hardtanh(_linear(h, weights[i], biases[i]), 0.0, hidden_cap)
+    out = _linear(h, weights[-1], biases[-1])
+    return values, prediction[..., 0] + out[..., 0], torch.exp2(out[..., 1].clamp(low, high))
+
+
+def _laplace_cdf(x: Tensor, mu: Tensor, scale: Tensor) -> Tensor:
+    d = (x - mu) / scale
+    return 0.5 + 0.5 * torch.sign(d) * (1 - torch.exp(-d.abs()))
+
+
+def _row_bits(latents: List[Tensor], weights: List[Tensor], biases: List[Tensor], contexts: Tensor,
+              points: Tensor, strides: Tensor, hidden_cap: float, low: float, high: float) -> Tensor:
+    """-log2 P(x), (blocks, rows), of each latent x at ``points`` under the ARM's Laplace (:func:`_laplace`)
+    discretised to unit bins."""
+    x, mu, scale = _laplace(latents, weights, biases, contexts, points, strides, hidden_cap, low, high)
+    upper = _laplace_cdf(x + 0.5, mu, scale)
+    lower = _laplace_cdf(x - 0.5, mu, scale)
+    return -torch.log2((upper - lower).clamp_min(2.0**-16))
+
+
+def _coefficients(latents: List[Tensor], steps: Tensor, taps: Tensor, up_y: List[Tensor], up_x: List[Tensor],
+                  weights: List[Tensor], biases: List[Tensor], components: int, filtered: bool) -> Tensor:
+    """(blocks, pixels, components): the coefficient images (the first ``components`` channels of level 0,
+    filtered by their 3 x 3 ``taps`` when ``filtered``) times each block's step, plus the synthesis MLP's
+    output (``weights``/``biases``; none: no MLP) from those and every other channel upsampled
+    (``up_y``/``up_x``: each level's upsampling matrices)."""
+    blocks, height, width = latents[0].shape[0], latents[0].shape[2], latents[0].shape[3]
+    images = latents[0][:, :components]
+    if filtered:  # model.filter_images: one grouped correlation over every block's images
+        padded = F.pad(images.reshape(1, blocks * components, height, width), [1, 1, 1, 1], mode="replicate")
+        images = images + F.conv2d(padded, taps.reshape(blocks * components, 1, 3, 3),
+                                   groups=blocks * components).reshape(images.shape)
+    features = [images.reshape(blocks, components, -1).transpose(1, 2) * steps[:, None, None]]
+    if len(weights) == 0:
+        return features[0]
+    for level, z in enumerate(latents):
+        if level == 0:
+            z = z[:, components:]
+        if z.shape[1] != 0:
+            up = torch.einsum("yi,bcij,xj->byxc", up_y[level], z, up_x[level])
+            features.append(up.reshape(blocks, height * width, -1))
+    x = torch.cat(features, dim=2)
+    for i in range(len(weights) - 1):
+        x = F.gelu(_linear(x, weights[i], biases[i]), approximate="tanh")
+    return features[0] + _linear(x, weights[-1], biases[-1])
+
+
+def _projected_distortion(coefficients: Tensor, basis: Tensor, mean: Tensor, centre: Tensor, centred: Tensor,
+                          centred_squares: Tensor, centred_sums: Tensor, n_values: Tensor) -> Tensor:
+    """Each block's mean squared error (blocks,) of the values C B + m from the coefficients C alone
+    (:meth:`~xr_inr.methods.grid.fitting.GridTraining._training_distortion`): X the block's values,
+    ``centred`` X less ``centre`` (its initial mean), with their ``centred_squares`` and ``centred_sums``."""
+    basis_t = basis.transpose(1, 2)
+    offset = mean - centre
+    projected = torch.bmm(centred, basis_t) - torch.bmm(offset[:, None], basis_t)
+    synthesised = torch.bmm(coefficients, torch.bmm(basis, basis_t))
+    wide = offset.double()
+    total = (centred_squares - 2 * (wide * centred_sums).sum(dim=1)
+             + coefficients.shape[1] * wide.pow(2).sum(dim=1)
+             - (coefficients * (2 * projected - synthesised)).double().sum(dim=(1, 2)))
+    return (total / n_values).to(coefficients.dtype)
+
+
+laplace = _compiled(_laplace)
+row_bits = _compiled(_row_bits)
+coefficients = _compiled(_coefficients)
+projected_distortion = _compiled(_projected_distortion)
