@@ -245,25 +245,59 @@ class GridModel(torch.nn.Module):
 
     def row_bits(self, latents: list[torch.Tensor], rows: slice = slice(None)) -> torch.Tensor:
         """Estimated bits of each latent of ``rows`` (blocks, rows): one pass of the ARM over every level."""
-        return scripted.row_bits(latents, *self._arm_rows(rows))
+        return scripted.arm_bits(*self._arm_inputs(latents, rows), self.strides[rows], *self._arm_mlp())
 
     @torch.no_grad()
     def locations(self, latents: list[torch.Tensor]) -> torch.Tensor:
         """(blocks, latents): the location the ARM gives each latent, in the order of the block's latents
         flattened level by level (what the entropy coder's Laplace is centred on)."""
-        _, location, _ = scripted.laplace(latents, *self._arm_rows(slice(None)))
+        _, compressed, prediction = self._arm_inputs(latents, slice(None))
+        location, _ = scripted.arm_laplace(compressed, prediction, self.strides, *self._arm_mlp())
         out = torch.empty_like(location)
         out[:, self.points.long()] = location
         return out
 
-    def _arm_rows(self, rows: slice) -> tuple:
-        """The arguments of :func:`~xr_inr.methods.grid.scripted.laplace` after the latents: the ARM's
-        layers, the contexts, points and strides of ``rows``, and the ARM's bounds."""
-        return (*_layers(self.arm), self.contexts[rows], self.points[rows], self.strides[rows],
-                lc.HIDDEN_CAP * 2.0**-lc.FRACTION, *LOG2_SCALES)
+    def _arm_inputs(self, latents: list[torch.Tensor], rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(values, compressed differences, predictions) of the latents of ``rows``
+        (:func:`~xr_inr.methods.grid.scripted.arm_differences`, the differences through
+        :func:`_signed_mitchell`)."""
+        predictor = self.arm[0]
+        values, differences, prediction = scripted.arm_differences(latents, predictor.weight, predictor.bias,
+                                                                   self.contexts[rows], self.points[rows])
+        return values, _signed_mitchell(differences), prediction
+
+    def _arm_mlp(self) -> tuple:
+        """The arguments of :func:`~xr_inr.methods.grid.scripted.arm_laplace` after the strides: the ARM's
+        layers after its predictor, and its bounds."""
+        _, *layers = self.arm  # unpacked: a slice of a ModuleList builds a new one
+        return *_layers(layers), lc.HIDDEN_CAP * 2.0**-lc.FRACTION, *LOG2_SCALES
 
 
-def _layers(layers: torch.nn.ModuleList) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+class _SignedMitchell(torch.autograd.Function):
+    """sign(d) log2(1 + |d|) with Mitchell's log2, as :func:`xr_inr.methods.grid.arm._compress`.
+
+    Mitchell's log2 of 1 + |d| = 2**k (1 + f) is k + f: the float32 bit pattern of 1 + |d| less
+    127 * 2**23, times 2**-23. Piecewise linear, with gradient 2**-k, also read off the pattern.
+    Eager torch between the ARM's compiled parts: TorchScript has no dtype view nor autograd function,
+    and ``frexp`` made a step 3-5 % slower (docs/method.md).
+    """
+
+    @staticmethod
+    def forward(ctx, d: torch.Tensor) -> torch.Tensor:
+        pattern = (1.0 + d.abs()).float().view(torch.int32)
+        ctx.save_for_backward(((254 << 23) - (pattern & (255 << 23))).view(torch.float32).to(d.dtype))  # 2**-k
+        return ((pattern - (127 << 23)).float() * 2.0**-23).copysign_(d).to(d.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (slope,) = ctx.saved_tensors
+        return grad * slope
+
+
+_signed_mitchell = _SignedMitchell.apply
+
+
+def _layers(layers) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """([weight, ...], [bias, ...]) of :class:`BlockLinear` layers."""
     return [layer.weight for layer in layers], [layer.bias for layer in layers]
 

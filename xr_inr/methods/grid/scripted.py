@@ -5,7 +5,8 @@ Written op by op, a step released and took back the GIL at each of about 170 tor
 threads (Dask's threaded scheduler) then waited on each other's hand-overs of the GIL, about a fifth of
 their time on 64 x 64 blocks (docs/method.md, "Encoding cost: what each lever bought"). The functions run
 unoptimised (:func:`_compiled`): the graph executor then calls each op as eager torch does, with the same
-kernels and autograd, so a fit is the same bit for bit.
+kernels and autograd, so a fit is the same bit for bit. The ARM's Mitchell compression runs between
+:func:`arm_differences` and :func:`arm_laplace`, in eager torch (``fitting._SignedMitchell``).
 
 The functions take tensors and plain numbers only (TorchScript's types): the model's layers as lists of
 weights and biases, (blocks, out, in) and (blocks, out).
@@ -42,24 +43,12 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
-def _signed_mitchell(d: Tensor) -> Tensor:
-    """sign(d) log2(1 + |d|) with Mitchell's log2, as :func:`xr_inr.methods.grid.arm._compress`: for
-    1 + |d| = 2**k (1 + f) in float32, k + f rounded once to float32, with gradient 2**-k."""
-    x = d.detach().abs().add_(1.0)
-    mantissa, exponent = torch.frexp(x)  # x = mantissa 2**exponent, mantissa in [0.5, 1): k = exponent - 1
-    twice = mantissa.mul_(2.0)  # 1 + f
-    value = exponent.to(x.dtype).add_(twice - 2.0).copysign_(d.detach())  # k + f, one rounding
-    linear = d * twice.div_(x)  # 2**-k, exactly
-    return value - (linear.detach() - linear)  # value (-0.0 kept), with linear's gradient
-
-
-def _laplace(latents: List[Tensor], weights: List[Tensor], biases: List[Tensor], contexts: Tensor,
-             points: Tensor, strides: Tensor, hidden_cap: float, low: float,
-             high: float) -> Tuple[Tensor, Tensor, Tensor]:
-    """(values, locations, scales), each (blocks, rows), of the latents at ``points`` under the ARM
-    (``weights``/``biases``: its predictor, hidden layers and output layer): ``contexts`` (rows, context)
-    and ``points`` (rows,) index a block's latents flattened level by level with one zero appended;
-    ``strides`` (rows,) is each row's stride feature; log2 scales clamped to [``low``, ``high``]."""
+def _arm_differences(latents: List[Tensor], weight: Tensor, bias: Tensor, contexts: Tensor,
+                     points: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """(values (blocks, rows), differences (blocks, rows, context), predictions (blocks, rows, 1)): the
+    latents at ``points``, their contexts at ``contexts`` less the ARM's linear prediction from them
+    (``weight``, ``bias``), and that prediction. ``contexts`` (rows, context) and ``points`` (rows,) index
+    a block's latents flattened level by level with one zero appended."""
     blocks = latents[0].shape[0]
     flat = torch.cat([z.reshape(blocks, -1) for z in latents] + [latents[0].new_zeros(blocks, 1)], dim=1)
     first = torch.arange(0, flat.numel(), flat.shape[1], dtype=contexts.dtype, device=flat.device)[:, None]
@@ -67,12 +56,22 @@ def _laplace(latents: List[Tensor], weights: List[Tensor], biases: List[Tensor],
     context = flat.index_select(0, (contexts.reshape(1, -1) + first).reshape(-1)).reshape(
         blocks, contexts.shape[0], contexts.shape[1])
     values = flat.index_select(0, (points.reshape(1, -1) + first).reshape(-1)).reshape(blocks, points.shape[0])
-    prediction = _linear(context, weights[0], biases[0])
-    h = torch.cat([_signed_mitchell(context - prediction), strides[:, None].expand(blocks, -1, 1)], dim=2)
-    for i in range(1, len(weights) - 1):
+    prediction = _linear(context, weight, bias)
+    return values, context - prediction, prediction
+
+
+def _arm_laplace(compressed: Tensor, prediction: Tensor, strides: Tensor, weights: List[Tensor],
+                 biases: List[Tensor], hidden_cap: float, low: float, high: float) -> Tuple[Tensor, Tensor]:
+    """(locations, scales), each (blocks, rows), from the ARM's MLP (``weights``/``biases``: its hidden
+    layers, clipped ReLU up to ``hidden_cap``, and its output layer) over the ``compressed`` differences of
+    :func:`_arm_differences` and each row's stride feature (``strides``, (rows,)): the ``prediction`` plus
+    a correction, and log2 scales clamped to [``low``, ``high``]."""
+    blocks = compressed.shape[0]
+    h = torch.cat([compressed, strides[:, None].expand(blocks, -1, 1)], dim=2)
+    for i in range(len(weights) - 1):
         h = F.hardtanh(_linear(h, weights[i], biases[i]), 0.0, hidden_cap)
     out = _linear(h, weights[-1], biases[-1])
-    return values, prediction[..., 0] + out[..., 0], torch.exp2(out[..., 1].clamp(low, high))
+    return prediction[..., 0] + out[..., 0], torch.exp2(out[..., 1].clamp(low, high))
 
 
 def _laplace_cdf(x: Tensor, mu: Tensor, scale: Tensor) -> Tensor:
@@ -80,13 +79,13 @@ def _laplace_cdf(x: Tensor, mu: Tensor, scale: Tensor) -> Tensor:
     return 0.5 + 0.5 * torch.sign(d) * (1 - torch.exp(-d.abs()))
 
 
-def _row_bits(latents: List[Tensor], weights: List[Tensor], biases: List[Tensor], contexts: Tensor,
-              points: Tensor, strides: Tensor, hidden_cap: float, low: float, high: float) -> Tensor:
-    """-log2 P(x), (blocks, rows), of each latent x at ``points`` under the ARM's Laplace (:func:`_laplace`)
-    discretised to unit bins."""
-    x, mu, scale = _laplace(latents, weights, biases, contexts, points, strides, hidden_cap, low, high)
-    upper = _laplace_cdf(x + 0.5, mu, scale)
-    lower = _laplace_cdf(x - 0.5, mu, scale)
+def _arm_bits(values: Tensor, compressed: Tensor, prediction: Tensor, strides: Tensor, weights: List[Tensor],
+              biases: List[Tensor], hidden_cap: float, low: float, high: float) -> Tensor:
+    """-log2 P(x), (blocks, rows), of the latents x (``values``) under the ARM's Laplace
+    (:func:`_arm_laplace`) discretised to unit bins."""
+    mu, scale = _arm_laplace(compressed, prediction, strides, weights, biases, hidden_cap, low, high)
+    upper = _laplace_cdf(values + 0.5, mu, scale)
+    lower = _laplace_cdf(values - 0.5, mu, scale)
     return -torch.log2((upper - lower).clamp_min(2.0**-16))
 
 
@@ -133,7 +132,8 @@ def _projected_distortion(coefficients: Tensor, basis: Tensor, mean: Tensor, cen
     return (total / n_values).to(coefficients.dtype)
 
 
-laplace = _compiled(_laplace)
-row_bits = _compiled(_row_bits)
+arm_differences = _compiled(_arm_differences)
+arm_laplace = _compiled(_arm_laplace)
+arm_bits = _compiled(_arm_bits)
 coefficients = _compiled(_coefficients)
 projected_distortion = _compiled(_projected_distortion)
