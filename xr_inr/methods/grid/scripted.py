@@ -24,10 +24,10 @@ from torch import Tensor
 
 
 def _compiled(function):
-    """``function`` compiled by TorchScript, run with the graph executor's optimisations off (they
-    would re-derive the gradients and fuse ops, which changes a fit's floats)."""
-    with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.compile, whose
-        # compilation takes seconds per shape: not an option for one short fit per block
+    """``function`` compiled by TorchScript, run with the graph executor's optimisations off: those
+    derive gradients symbolically and may fuse ops, which can change a fit's floats."""
+    with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.compile, which
+        # compiles each new shape with a C++ compiler at run time (every block's fit has its own shapes)
         warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
         script = torch.jit.script(function)
 
