@@ -212,15 +212,11 @@ class GridModel(torch.nn.Module):
     def quantised(self, mode: str, generators: list[torch.Generator] | None = None) -> list[torch.Tensor]:
         """Latents with uniform noise ("noise", each block's drawn from its own generator), rounded
         with straight-through gradients ("round")."""
-        out = []
-        for z in self.latents:
-            if mode == "noise":
-                noise = torch.stack([torch.rand(z.shape[1:], generator=g, device=z.device, dtype=z.dtype)
-                                     for g in generators])
-                out.append(z + noise - 0.5)
-            else:
-                out.append(z + (torch.round(z) - z).detach())
-        return out
+        latents = list(self.latents)
+        if mode == "noise":
+            return scripted.noisy(latents, [[torch.rand(z.shape[1:], generator=g, device=z.device, dtype=z.dtype)
+                                             for g in generators] for z in latents])
+        return scripted.rounded(latents)
 
     def forward(self, latents: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(blocks, pixels, bands) normalised values and coefficients (blocks, pixels, components)."""
@@ -284,9 +280,9 @@ class _SignedMitchell(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, d: torch.Tensor) -> torch.Tensor:
-        pattern = (1.0 + d.abs()).float().view(torch.int32)
-        ctx.save_for_backward(((254 << 23) - (pattern & (255 << 23))).view(torch.float32).to(d.dtype))  # 2**-k
-        return ((pattern - (127 << 23)).float() * 2.0**-23).copysign_(d).to(d.dtype)
+        pattern = (1.0 + d.abs()).view(torch.int32)  # d is float32, as every parameter
+        ctx.save_for_backward(((254 << 23) - (pattern & (255 << 23))).view(torch.float32))  # 2**-k
+        return ((pattern - (127 << 23)).float() * 2.0**-23).copysign_(d)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,17 @@ def _compiled(function):
     return run
 
 
+def _noisy(latents: List[Tensor], noise: List[List[Tensor]]) -> List[Tensor]:
+    """Each level's latents (blocks, ...) plus uniform noise in [-1/2, 1/2): ``noise[level][block]`` drawn
+    in [0, 1)."""
+    return [z + torch.stack(drawn) - 0.5 for z, drawn in zip(latents, noise)]
+
+
+def _rounded(latents: List[Tensor]) -> List[Tensor]:
+    """Each level's latents rounded, with the gradient passed straight through."""
+    return [z + (torch.round(z) - z).detach() for z in latents]
+
+
 def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
@@ -132,6 +143,8 @@ def _projected_distortion(coefficients: Tensor, basis: Tensor, mean: Tensor, cen
     return (total / n_values).to(coefficients.dtype)
 
 
+noisy = _compiled(_noisy)
+rounded = _compiled(_rounded)
 arm_differences = _compiled(_arm_differences)
 arm_laplace = _compiled(_arm_laplace)
 arm_bits = _compiled(_arm_bits)
