@@ -275,7 +275,7 @@ class _SignedMitchell(torch.autograd.Function):
     Mitchell's log2 of 1 + |d| = 2**k (1 + f) is k + f: the float32 bit pattern of 1 + |d| less
     127 * 2**23, times 2**-23. Piecewise linear, with gradient 2**-k, also read off the pattern.
     Eager torch between the ARM's compiled parts: TorchScript has no dtype view nor autograd function,
-    and ``frexp`` made a step 3-5 % slower (docs/method.md).
+    and ``frexp`` made a step 2-5 % slower (docs/method.md).
     """
 
     @staticmethod
