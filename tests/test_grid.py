@@ -284,35 +284,18 @@ def test_architecture_grows_with_the_budget():
     assert choose_spec(4, 30, 30, 1e6).components == 4  # never more components than bands
 
 
-def test_water_filling_counts_the_images_whose_bits_pay_for_their_basis_vector():
-    # three images of four transform coefficients each; their powers times SCALAR_LOSS are powers of 2
-    spectrum = np.array([[256.0, 256.0, 0.0, 0.0], [16.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]) / SCALAR_LOSS
-    # 2 bits per pixel, 8 in all: log2 theta = 4/3 (0.5 (8 + 8 + 4 - 3 log2 theta) = 8), under the third
-    # coefficient's 4 and over the fourth's 0: the images get 20/3, 4/3 and no bits
-    assert water_filling_components(spectrum, 2.0, 1.0 / 4) == 2  # a basis vector costs 1 bit: 2 images pay it
-    assert water_filling_components(spectrum, 2.0, 2.0 / 4) == 1  # at 2 bits only the first does
-    # 10 bits per pixel: every coefficient coded (log2 theta = -15), the third image gets 7.5 bits
-    assert water_filling_components(spectrum, 10.0, 1.0 / 4) == 3
-    assert water_filling_components(np.zeros((3, 4)), 2.0, 0.1) == 1  # nothing to code: still one image
-    assert choose_spec(198, 100, 100, 0.2 * 198e4, spectrum=spectrum).components == 3  # k capped by the images
+def test_water_filling_gives_bits_to_the_images_whose_variance_is_above_the_water_level():
+    innovation, variance = np.array([4.0, 1.0, 0.01]), np.array([40.0, 10.0, 0.5])
+    # 1 bit per pixel: 0.5 log2(4 / theta) + 0.5 log2(1 / theta) = 1 at theta = 1, above the third
+    # image's variance; at 8 bits theta is under it, and the third image is coded though its
+    # innovation takes no bits (its variance, not its innovation, decides)
+    innovation = innovation / SCALAR_LOSS
+    assert water_filling_components(variance, innovation, 1.0) == 2
+    assert water_filling_components(variance, innovation, 0.2) == 2  # theta = 4 / 2**0.4 ~ 3: still under 10
+    assert water_filling_components(variance, innovation, 8.0) == 3  # theta ~ 0.0085, under 0.5
+    spectrum = (variance, innovation)
+    assert choose_spec(198, 100, 100, 0.2 * 198e4, spectrum=spectrum).components == 3  # k capped
     assert choose_spec(198, 100, 100, 0.2 * 198e4).components == 20
-
-
-def test_coefficient_spectrum_keeps_each_tiles_energy_and_tells_smooth_images_from_noise():
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[:20, :27]
-    smooth, noise = np.sin(y / 6.0) + np.cos(x / 7.0), 0.3 * rng.normal(size=(20, 27))
-    values = np.stack([smooth.ravel(), noise.ravel()], 1) @ np.array([[1.0] * 6, [1.0, -1.0] * 3])  # 6 bands
-    spectrum = fitting.coefficient_spectrum(values, (20, 27), 6)
-    assert spectrum.shape == (6, 16 * 24)  # whole 8 x 8 squares only
-    mean, basis = fitting.pca(values, 6)
-    images = (basis @ (values - mean).T).reshape(6, 20, 27)[:, :16, :24]
-    np.testing.assert_allclose(spectrum.sum(1), np.square(images).sum((1, 2)))  # an orthonormal transform
-    # a smooth image's energy sits in few coefficients: as many bits buy it far less error than noise
-    top = np.sort(spectrum, axis=1)[:, ::-1]
-    shares = top[:, :32].sum(1) / top.sum(1)
-    assert shares[0] > 0.99 and shares[1] < 0.5  # the largest 32 of 384 squares of white noise hold about 35 %
-    assert fitting.coefficient_spectrum(values[:15], (3, 5), 2).shape == (2, 9)  # a square no larger than the block
 
 
 def test_grid_codec_beats_the_paper_siren_on_a_jasper_crop(jasper_cube):

@@ -81,17 +81,13 @@ def param_arrays(spec: GridSpec) -> list[tuple[str, tuple[int, ...]]]:
     return arrays
 
 
-BASIS_VALUE_BITS = 4
-"""Bits per stored value of the mean spectrum and basis vectors, as :func:`estimated_param_bits` guesses them."""
-
-
 def estimated_param_bits(spec: GridSpec) -> float:
     """A guess of the parameter bits before fitting: 6 bits per network weight or filter tap, 4 per
     basis value and the payload's heads (set a little above the parameter bytes of early encodes; at high
     fidelity the real ones can be larger, which :func:`pack_within_budget` corrects)."""
     n_net = sum(o * i + o for o, i in spec.synthesis_shapes() + spec.arm_shapes()) + 9 * spec.components * spec.filtered
     heads = _HEAD.size + len(spec.channels) + 1 + 8 + _ARRAY.size * len(param_arrays(spec)) + 2 * (_STREAM.size + 4)
-    return 6 * n_net + BASIS_VALUE_BITS * (spec.components + 1) * spec.bands + 8 * heads
+    return 6 * n_net + 4 * (spec.components + 1) * spec.bands + 8 * heads
 
 
 SCALAR_LOSS = math.pi * math.e / 6
@@ -99,44 +95,42 @@ SCALAR_LOSS = math.pi * math.e / 6
 same rate (high-rate theory: 1.53 dB, 0.25 bit per sample); the latents are so quantised."""
 
 
-def water_filling_components(spectrum: np.ndarray, bits_per_pixel: float, fixed_bits_per_pixel: float) -> int:
-    """How many coefficient images deserve bits, by reverse water-filling over their transform coefficients.
+def water_filling_components(variance: np.ndarray, innovation: np.ndarray, bits_per_pixel: float) -> int:
+    """How many coefficient images deserve bits, by reverse water-filling.
 
-    ``spectrum`` (images, coefficients per image): each image's squared transform coefficients
-    (:func:`~xr_inr.methods.grid.fitting.coefficient_spectrum`, as many as the pixels they cover). Coded by
-    an entropy-coded uniform scalar quantiser, a coefficient of power p costs 0.5 log2(SCALAR_LOSS p / theta)
-    bits to reach a squared error theta when that is positive, and none otherwise; the water level theta is
-    where these add up to ``bits_per_pixel`` per pixel. An image is worth coding when its own share of
-    those bits pays what its basis vector costs to store, ``fixed_bits_per_pixel`` spread over the pixels:
-    k is the number of such images (at least 1).
+    Coded predictively by a scalar quantiser, image r costs 0.5 log2(SCALAR_LOSS innovation_r / theta)
+    bits per pixel to reach a squared error theta, when that is positive; the water level theta is
+    where these rates add up to ``bits_per_pixel``, the latents' budget per pixel. An image whose
+    variance is under theta is reconstructed better by zero than the others are coded: it gets no
+    bits. So k is the number of variances above theta (an image may have its innovation under theta
+    and its variance above: its low spatial frequencies are still worth coding).
     """
-    live = SCALAR_LOSS * np.asarray(spectrum, np.float64)
-    if not (live > 0).any() or bits_per_pixel <= 0:
+    live = SCALAR_LOSS * innovation[innovation > 0]
+    if live.size == 0 or bits_per_pixel <= 0:
         return 1
-    logs = np.log2(np.where(live > 0, live, np.nan))
-    ranked = np.sort(logs[live > 0])[::-1]
-    # with the n largest coded, 0.5 (sum of those n - n log2 theta) = the bits: the level where the
-    # n-th is still above theta and the (n+1)-th is not
-    levels = (np.cumsum(ranked) - 2 * bits_per_pixel * live.shape[1]) / np.arange(1, ranked.size + 1)
-    n = np.flatnonzero(levels < ranked)[-1]  # levels fall below the ranked values up to the n-th
-    bits = 0.5 * np.nan_to_num(np.maximum(logs - levels[n], 0)).sum(axis=1)
-    return max(1, int(np.count_nonzero(bits >= fixed_bits_per_pixel * live.shape[1])))
+    lo, hi = float(np.log2(live.min())) - 2 * bits_per_pixel / live.size - 1, float(np.log2(live.max()))
+    for _ in range(60):  # bisect log2(theta)
+        middle = (lo + hi) / 2
+        if 0.5 * np.maximum(np.log2(live) - middle, 0).sum() > bits_per_pixel:
+            lo = middle
+        else:
+            hi = middle
+    return max(1, int(np.count_nonzero(variance > 2.0**hi)))
 
 
 def choose_spec(bands: int, height: int, width: int, budget_bits: float, components: int | None = None,
-                spectrum: np.ndarray | None = None) -> GridSpec:
+                spectrum: tuple[np.ndarray, np.ndarray] | None = None) -> GridSpec:
     """The architecture for a block and budget: the largest of :data:`ARCHITECTURES` whose estimated
     parameter bits stay under :data:`FIXED_SHARE` of the budget. ``components`` fixes k (the sizes
-    still chosen by the share); else ``spectrum``, the transform coefficients of the block's
+    still chosen by the share); else ``spectrum``, the (variance, innovation) of the block's
     coefficient images (:func:`xr_inr.methods.grid.fitting.coefficient_spectrum`), caps it at
-    :func:`water_filling_components` over the rest of the budget, a basis vector costing
-    :data:`BASIS_VALUE_BITS` per band (and at the largest row's k: time grows with k): rows with more
-    components are not tried, and the last row that is tried is tried again with that k."""
+    :func:`water_filling_components` over the rest of the budget: rows with more components are
+    not tried, and the last row that is tried is tried again with that k."""
     if components is not None:
         candidates = [(components, *row[1:]) for row in ARCHITECTURES]
     else:
-        limit = None if spectrum is None else min(ARCHITECTURES[-1][0], water_filling_components(
-            spectrum, (1 - FIXED_SHARE) * budget_bits / (height * width), BASIS_VALUE_BITS * bands / (height * width)))
+        limit = None if spectrum is None else water_filling_components(
+            *spectrum, (1 - FIXED_SHARE) * budget_bits / (height * width))
         candidates = [row for row in ARCHITECTURES if limit is None or row[0] <= limit] or list(ARCHITECTURES[:1])
         if limit is not None:
             candidates = [(min(k, limit), *sizes) for k, *sizes in candidates] + [(limit, *candidates[-1][1:])]
