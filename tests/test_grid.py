@@ -12,11 +12,13 @@ from xr_inr.core.stream import AFFINE
 from xr_inr.methods.grid import arm as lc
 from xr_inr.methods.grid import fitting
 from xr_inr.methods.grid import model as grid_model
+from xr_inr.methods.grid import payload
 from xr_inr.methods.grid import solve
 from xr_inr.methods.grid.fitting import GridModel
 from xr_inr.methods.grid.model import GridSpec, filter_images, pull_images, synthesise, upsample_matrix
-from xr_inr.methods.grid.payload import (SCALAR_LOSS, arm_from_params, choose_spec, decode, pack,
-                                         quantised_parameters, unpack, water_filling_components)
+from xr_inr.methods.grid.payload import (FIXED_SHARE, SCALAR_LOSS, SPECTRAL_IMAGES, arm_from_params, choose_spec,
+                                         components_worth_coding, decode, pack, quantised_parameters, unpack,
+                                         water_filling_bits)
 from xr_inr.metrics import psnr, sam_deg
 
 SPEC = GridSpec(bands=7, height=9, width=11, components=3, channels=(1, 2, 1), hidden=6, arm_hidden=5, filtered=True,
@@ -284,18 +286,54 @@ def test_architecture_grows_with_the_budget():
     assert choose_spec(4, 30, 30, 1e6).components == 4  # never more components than bands
 
 
-def test_water_filling_gives_bits_to_the_images_whose_variance_is_above_the_water_level():
-    innovation, variance = np.array([4.0, 1.0, 0.01]), np.array([40.0, 10.0, 0.5])
-    # 1 bit per pixel: 0.5 log2(4 / theta) + 0.5 log2(1 / theta) = 1 at theta = 1, above the third
-    # image's variance; at 8 bits theta is under it, and the third image is coded though its
-    # innovation takes no bits (its variance, not its innovation, decides)
-    innovation = innovation / SCALAR_LOSS
-    assert water_filling_components(variance, innovation, 1.0) == 2
-    assert water_filling_components(variance, innovation, 0.2) == 2  # theta = 4 / 2**0.4 ~ 3: still under 10
-    assert water_filling_components(variance, innovation, 8.0) == 3  # theta ~ 0.0085, under 0.5
-    spectrum = (variance, innovation)
-    assert choose_spec(198, 100, 100, 0.2 * 198e4, spectrum=spectrum).components == 3  # k capped
+def test_water_filling_gives_each_image_the_bits_of_its_coefficients_above_the_water_level():
+    # three images of four transform coefficients each; their powers times SCALAR_LOSS are powers of 2
+    spectrum = np.array([[256.0, 256.0, 0.0, 0.0], [16.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]) / SCALAR_LOSS
+    # 2 bits per pixel, 8 in all: log2 theta = 4/3 (0.5 (8 + 8 + 4 - 3 log2 theta) = 8), under the third
+    # coefficient's 4 and over the fourth's 0: the images get 20/3, 4/3 and no bits
+    np.testing.assert_allclose(water_filling_bits(spectrum, 2.0), np.array([20, 4, 0]) / 3 / 4)
+    # 10 bits per pixel: every coefficient coded (log2 theta = -15)
+    np.testing.assert_allclose(water_filling_bits(spectrum, 10.0), np.array([23, 9.5, 7.5]) / 4)
+    np.testing.assert_array_equal(water_filling_bits(np.zeros((3, 4)), 2.0), np.zeros(3))
+    assert choose_spec(198, 100, 100, 0.2 * 198e4, spectrum=spectrum).components == 3  # k capped by the images
     assert choose_spec(198, 100, 100, 0.2 * 198e4).components == 20
+
+
+def test_an_image_is_worth_coding_when_its_bits_pay_for_its_basis_vector_and_its_decoding():
+    # 10,000 pixels, 100 bands: a basis vector costs 400 bits, 0.04 bits per pixel
+    assert components_worth_coding(np.array([1.0, 0.5, 0.3, 0.25, 0.1, 0.05, 0.01]), 100, 10_000) == 4
+    assert components_worth_coding(np.array([1.0, 0.5, 0.15, 0.1, 0.05, 0.01]), 100, 10_000) == SPECTRAL_IMAGES
+    assert components_worth_coding(np.array([1.0, 0.3, 0.15, 0.1, 0.05]), 1000, 10_000) == 1  # 0.4 bits each
+    assert components_worth_coding(np.zeros(5), 100, 10_000) == 1
+
+
+def test_choose_spec_leaves_out_the_images_with_too_few_bits_per_pixel_to_decode(monkeypatch):
+    # 100 x 100 pixels: a strong image with all 10,000 transform coefficients, five weak ones with 100
+    # each; at 7.1 bits per pixel the weak ones' coefficients get 2 bits each: 0.02 bits per pixel
+    spectrum = np.zeros((6, 10_000))
+    spectrum[0], spectrum[1:, :100] = 2.0**20 / SCALAR_LOSS, 2.0**10 / SCALAR_LOSS
+    budget = 7.1 * 10_000 / (1 - FIXED_SHARE)
+    np.testing.assert_allclose(water_filling_bits(spectrum, 7.1), [7.0] + [0.02] * 5)
+    assert choose_spec(8, 100, 100, budget, spectrum=spectrum).components == SPECTRAL_IMAGES
+    monkeypatch.setattr(payload, "MIN_IMAGE_BITS", 0.0)
+    assert choose_spec(8, 100, 100, budget, spectrum=spectrum).components == 6
+
+
+def test_coefficient_spectrum_keeps_each_tiles_energy_and_tells_smooth_images_from_noise():
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:20, :27]
+    smooth, noise = np.sin(y / 6.0) + np.cos(x / 7.0), 0.3 * rng.normal(size=(20, 27))
+    values = np.stack([smooth.ravel(), noise.ravel()], 1) @ np.array([[1.0] * 6, [1.0, -1.0] * 3])  # 6 bands
+    spectrum = fitting.coefficient_spectrum(values, (20, 27), 6)
+    assert spectrum.shape == (6, 16 * 24)  # whole 8 x 8 squares only
+    mean, basis = fitting.pca(values, 6)
+    images = (basis @ (values - mean).T).reshape(6, 20, 27)[:, :16, :24]
+    np.testing.assert_allclose(spectrum.sum(1), np.square(images).sum((1, 2)))  # an orthonormal transform
+    # a smooth image's energy sits in few coefficients: as many bits buy it far less error than noise
+    top = np.sort(spectrum, axis=1)[:, ::-1]
+    shares = top[:, :32].sum(1) / top.sum(1)
+    assert shares[0] > 0.99 and shares[1] < 0.5  # the largest 32 of 384 squares of white noise hold about 35 %
+    assert fitting.coefficient_spectrum(values[:15], (3, 5), 2).shape == (2, 9)  # a square no larger than the block
 
 
 def test_grid_codec_beats_the_paper_siren_on_a_jasper_crop(jasper_cube):

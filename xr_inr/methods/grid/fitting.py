@@ -669,32 +669,34 @@ def pixel_values(target: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarr
     return values, weights
 
 
-def coefficient_spectrum(values: np.ndarray, shape: tuple[int, int], count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Variance and spatial innovation variance of the first ``count`` PCA coefficient images of
-    ``values`` (pixels, bands) laid out as ``shape``: the innovation is the residual of the least-squares
-    prediction of each coefficient from its W, N, NW and NE neighbours (what a causal coder pays for)."""
+DCT_TILE = 8
+"""Side of the squares :func:`coefficient_spectrum` transforms (JPEG's)."""
+
+
+def coefficient_spectrum(values: np.ndarray, shape: tuple[int, int], count: int) -> np.ndarray:
+    """(count, coefficients): the squared 2-D DCT coefficients of the first ``count`` PCA coefficient images
+    of ``values`` (pixels, bands) laid out as ``shape``, each image cut into :data:`DCT_TILE` squares (the
+    edge rows and columns that fill no whole square left out): what a block transform coder codes, local
+    in space (a coefficient image with a few bright structures) and in frequency (a smooth one)."""
     mean, basis = pca(values, count)
     images = matmul(basis, (values - mean).T).reshape(count, *shape)
-    variance = images.reshape(count, -1).var(axis=1)
-    if shape[0] < 2 or shape[1] < 3:
-        return variance, variance
-    innovation = np.empty(count)
-    for r, image in enumerate(images):
-        near = np.stack([image[1:, :-2], image[:-1, 1:-1], image[:-1, :-2], image[:-1, 2:]], -1).reshape(-1, 4)
-        centre = image[1:, 1:-1].reshape(-1)
-        weights = np.linalg.lstsq(near, centre, rcond=None)[0]
-        innovation[r] = np.mean((centre - near @ weights) ** 2)
-    return variance, np.minimum(innovation, variance)
+    tile = max(1, min(DCT_TILE, *shape))
+    rows, cols = shape[0] // tile, shape[1] // tile
+    squares = images[:, : rows * tile, : cols * tile].reshape(count, rows, tile, cols, tile)
+    i = np.arange(tile)
+    dct = np.cos(np.pi * (i[None, :] + 0.5) * i[:, None] / tile) * np.sqrt(2.0 / tile)  # orthonormal DCT-II
+    dct[0] /= np.sqrt(2.0)
+    return np.square(dct @ squares.transpose(0, 1, 3, 2, 4) @ dct.T).reshape(count, -1)
 
 
 def block_spec(target: np.ndarray, valid: np.ndarray | None, budget_bits: float,
                components: int | None = None) -> GridSpec:
     """The architecture for a block (bands, h, w, normalised): :func:`choose_spec` with ``components``,
-    or with the spectrum of the block's coefficient images (the water-filling cap)."""
+    or with the block's :func:`coefficient_spectrum` (the water-filling cap)."""
     bands, h, w = target.shape
     spectrum = None
     if components is None:
-        count = min(bands, max(row[0] for row in ARCHITECTURES))
+        count = bands
         spectrum = coefficient_spectrum(pixel_values(target, valid)[0], (h, w), count)
     return choose_spec(bands, h, w, budget_bits, components, spectrum)
 
