@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics
+from ..core import entropy
 from ..methods.grid import arm
 from ..methods.grid import model as grid_model
 from . import baselines
@@ -350,6 +351,7 @@ def _environment() -> dict:
         "imagecodecs": imagecodecs.__version__,
         "compiled_arm": arm.FAST_COMPILED,  # the grid decoder's ARM in C (AVX2 + FMA), else numpy
         "compiled_synthesis": grid_model._compiled is not None,  # its elementwise synthesis steps in C
+        "compiled_range_decoder": entropy._compiled is not None,  # its range decoding in C, else constriction
     }
 
 
