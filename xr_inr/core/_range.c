@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #define PRECISION 24
-#define ESCAPE_LENGTHS 32
+#define LENGTH_BITS 5 /* an escape's length is uniform over 32 values */
 
 typedef struct {
     const uint32_t *words;
@@ -22,8 +22,8 @@ typedef struct {
     int invalid;            /* a quantile outside the model: not a stream this model coded */
 } Decoder;
 
-/* constriction's decode_symbol around a quantile function: the quantile, then the symbol's
- * interval [left, left + probability) from ``pick``, then the state's update. */
+/* constriction's decode_symbol, in two halves around a model's quantile function: the quantile
+ * (flagging one outside the model), then narrow() to the symbol's interval [left, left + probability). */
 static inline uint64_t quantile(Decoder *d, uint64_t *scale) {
     *scale = d->range >> PRECISION;
     const uint64_t q = (d->point - d->lower) / *scale;
@@ -75,7 +75,8 @@ static PyObject *decode_grouped(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*w*y*y*y*iy*iw*", &b[0], &b[1], &b[2], &b[3], &b[4], &alphabet, &b[5],
                           &first_split, &b[6]))
         return NULL;
-    const Py_ssize_t groups = b[2].len / (Py_ssize_t)sizeof(Py_ssize_t), rows = b[4].len / (Py_ssize_t)sizeof(uint32_t) / (alphabet + 1);
+    const Py_ssize_t groups = b[2].len / (Py_ssize_t)sizeof(Py_ssize_t);
+    const Py_ssize_t rows = alphabet > 1 ? b[4].len / (Py_ssize_t)sizeof(uint32_t) / (alphabet + 1) : 0;
     const Py_ssize_t *tables = b[2].buf, *counts = b[3].buf;
     const uint32_t *cdfs = b[4].buf;
     const int64_t *low_bits = b[5].buf;
@@ -107,7 +108,7 @@ static PyObject *decode_grouped(PyObject *self, PyObject *args) {
     }
     /* the split symbols' low bits (their tables are the last groups), then the escapes' lengths and
      * bits, as entropy.decode_grouped reads them */
-    int64_t *low = NULL, *excess = NULL;
+    int64_t *low = NULL, *escapes = NULL; /* an escape: its length n (6 bits), then its n bits above them */
     Py_ssize_t splits = first < 0 ? 0 : total - first;
     if (splits) {
         low = PyMem_RawMalloc(splits * sizeof(int64_t));
@@ -117,19 +118,18 @@ static PyObject *decode_grouped(PyObject *self, PyObject *args) {
                 for (Py_ssize_t c = 0; c < counts[g]; c++, i++) low[i] = uniform(&d, (int)low_bits[tables[g]]);
     }
     if (ends && d.invalid != 2) {
-        excess = PyMem_RawMalloc(ends * sizeof(int64_t));
-        if (excess == NULL) d.invalid = 2;
-        int64_t *lengths = excess;
-        for (Py_ssize_t e = 0; excess && e < ends; e++) lengths[e] = uniform(&d, 5); /* 32 lengths */
-        for (int part = 0; excess && part < 2; part++)
+        escapes = PyMem_RawMalloc(ends * sizeof(int64_t));
+        if (escapes == NULL) d.invalid = 2;
+        for (Py_ssize_t e = 0; escapes && e < ends; e++) escapes[e] = uniform(&d, LENGTH_BITS);
+        for (int part = 0; escapes && part < 2; part++) /* every escape's low 16 bits, then the rest */
             for (Py_ssize_t e = 0; e < ends; e++) {
-                const int64_t n = lengths[e] & 63, bits = part ? (n > 16 ? n - 16 : 0) : (n < 16 ? n : 16);
-                if (bits > 0) lengths[e] += uniform(&d, (int)bits) << (6 + 16 * part);
+                const int64_t n = escapes[e] & 63, bits = part ? (n > 16 ? n - 16 : 0) : (n < 16 ? n : 16);
+                if (bits > 0) escapes[e] += uniform(&d, (int)bits) << (6 + 16 * part);
             }
-        for (Py_ssize_t i = 0, e = 0; excess && i < total; i++)
+        for (Py_ssize_t i = 0, e = 0; escapes && i < total; i++)
             if (out[i] == -half || out[i] == half) {
-                const int64_t n = excess[e] & 63, value = ((int64_t)1 << n) + (excess[e] >> 6);
-                out[i] = (out[i] < 0 ? -1 : 1) * (half - 1 + value);
+                const int64_t n = escapes[e] & 63, excess = ((int64_t)1 << n) + (escapes[e] >> 6);
+                out[i] = (out[i] < 0 ? -1 : 1) * (half - 1 + excess);
                 e++;
             }
     }
@@ -140,7 +140,7 @@ static PyObject *decode_grouped(PyObject *self, PyObject *args) {
                 out[o] = out[o] * ((int64_t)1 << k) - (((int64_t)1 << k) >> 1) + low[i];
             }
     PyMem_RawFree(low);
-    PyMem_RawFree(excess);
+    PyMem_RawFree(escapes);
     Py_END_ALLOW_THREADS
     if (!d.invalid) {
         state[0] = d.lower;
