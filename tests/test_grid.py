@@ -301,7 +301,7 @@ def test_water_filling_gives_each_image_the_bits_of_its_coefficients_above_the_w
 
 def test_an_image_is_worth_coding_when_its_bits_pay_for_its_basis_vector_and_its_decoding():
     # 10,000 pixels, 100 bands: a basis vector costs 400 bits, 0.04 bits per pixel
-    assert components_worth_coding(np.array([1.0, 0.5, 0.3, 0.25, 0.1, 0.05, 0.01]), 100, 10_000) == 4
+    assert components_worth_coding(np.array([1.0, 0.5, 0.3, 0.25, 0.2, 0.1, 0.05, 0.01]), 100, 10_000) == 5
     assert components_worth_coding(np.array([1.0, 0.5, 0.15, 0.1, 0.05, 0.01]), 100, 10_000) == SPECTRAL_IMAGES
     assert components_worth_coding(np.array([1.0, 0.3, 0.15, 0.1, 0.05]), 1000, 10_000) == 1  # 0.4 bits each
     assert components_worth_coding(np.zeros(5), 100, 10_000) == 1
