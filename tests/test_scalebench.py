@@ -112,11 +112,28 @@ def test_a_tiny_benchmark_reports_its_fields(jasper_crop, tmp_path, monkeypatch,
 
 
 def test_speedup_is_the_one_worker_time_over_this_one(monkeypatch, tmp_path):
-    monkeypatch.setattr(scalebench, "run_child", lambda job: {"scheduler": job["scheduler"], "workers": job["workers"],
-                                                              "seconds": 8.0 / job["workers"]})
+    jobs = []
+
+    def run_child(job):
+        jobs.append(job)
+        return {"scheduler": job["scheduler"], "workers": job["workers"], "seconds": 8.0 / job["workers"]}
+
+    monkeypatch.setattr(scalebench, "run_child", run_child)
     rows = scalebench.scaling("source.zarr", tmp_path, schedulers=("threads", "distributed"), workers=(1, 2, 4),
-                              bpppb=1, steps=2)
+                              bpppb=1, steps=None, effort="fast")
     assert [row["speedup"] for row in rows] == [1, 2, 4, 1, 2, 4]
+    assert all(job["effort"] == "fast" and job["steps"] is None for job in jobs)  # the effort's own steps
+
+
+def test_the_effort_and_its_own_steps_reach_the_runs(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(scalebench, "run", lambda data, **kwargs: seen.update(kwargs) or
+                        {"settings": {}, "scaling": [], "memory": [], "seconds": 0.0, "machine": {"cpu_count": 2}})
+    monkeypatch.setattr(scalebench, "markdown", lambda report: "")
+    scalebench.main(["--effort", "fast", "--scale-steps", "0", "--out", str(tmp_path / "r.json")])
+    assert seen["effort"] == "fast" and seen["scale_steps"] is None
+    with pytest.raises(SystemExit):
+        scalebench.main(["--effort", "quick"])
 
 
 def test_the_cli_runs_it():

@@ -4,7 +4,7 @@ The cube is a shared cube (default Jasper Ridge, 100 x 100 pixels, 198 bands)
 tiled by reflection to the requested pixels and bands (float32), written
 once as a plain chunked Zarr array (zstd) in a temporary folder: compressing
 it reads it chunk by chunk, as a large scene on disk would be read. Every
-measurement is one ``xr.open_zarr(source).cube.inr.to_zarr(out, bpppb, steps=...)``
+measurement is one ``xr.open_zarr(source).cube.inr.to_zarr(out, bpppb, steps=..., effort=...)``
 in a fresh subprocess (imports, and torch in every worker, loaded before the
 clock starts), on
 
@@ -166,9 +166,11 @@ def _warm() -> int:
     return torch.get_num_threads()
 
 
-def compress(source: str, out: str, *, scheduler: str, workers: int, bpppb: float, steps: int) -> dict:
+def compress(source: str, out: str, *, scheduler: str, workers: int, bpppb: float, steps: int | None,
+             effort: str = "default") -> dict:
     """One timed ``xr.open_zarr(source).cube.inr.to_zarr(out, ...)`` on ``workers`` threads (``"threads"``)
-    or worker processes (``"distributed"``); run it in a fresh process (see :func:`run_child`)."""
+    or worker processes (``"distributed"``), ``steps`` None: the ``effort``'s own; run it in a fresh process
+    (see :func:`run_child`)."""
     import dask
     import xarray as xr
 
@@ -216,7 +218,7 @@ def compress(source: str, out: str, *, scheduler: str, workers: int, bpppb: floa
         start = time.perf_counter()
         if client is not None:
             with get_task_stream(client) as stream:
-                out_cube = cube.inr.to_zarr(out, bpppb, steps=steps, progress=False)
+                out_cube = cube.inr.to_zarr(out, bpppb, steps=steps, effort=effort, progress=False)
             fits, fit_seconds = {}, []
             for task in stream.data:
                 if str(task["key"]).startswith(TASK_PREFIX):
@@ -224,7 +226,7 @@ def compress(source: str, out: str, *, scheduler: str, workers: int, bpppb: floa
                     fit_seconds += [s["stop"] - s["start"] for s in task["startstops"] if s["action"] == "compute"]
         else:
             with _FitTimes() as times:
-                out_cube = cube.inr.to_zarr(out, bpppb, steps=steps, progress=False)
+                out_cube = cube.inr.to_zarr(out, bpppb, steps=steps, effort=effort, progress=False)
             fit_seconds = times.seconds
         row["seconds"] = time.perf_counter() - start
         row.update(timings)
@@ -298,7 +300,7 @@ def run_child(job: dict, timeout: float | None = None) -> dict:
 
 
 def scaling(source: str, folder: Path, *, schedulers=("threads", "distributed"), workers=(1, 2), bpppb: float,
-            steps: int, rows: list | None = None, on_row=None) -> list[dict]:
+            steps: int | None, effort: str = "default", rows: list | None = None, on_row=None) -> list[dict]:
     """Each scheduler with each worker count on ``source``; ``speedup``: the 1-worker time over this one.
     Rows are appended to ``rows`` (a new list by default), ``on_row()`` called after each."""
     rows = [] if rows is None else rows
@@ -306,7 +308,7 @@ def scaling(source: str, folder: Path, *, schedulers=("threads", "distributed"),
         for n in workers:
             out = folder / f"scale-{scheduler}-{n}.zarr"
             row = run_child(dict(source=source, out=str(out), scheduler=scheduler, workers=n, bpppb=bpppb,
-                                 steps=steps))
+                                 steps=steps, effort=effort))
             first = next((r for r in rows if r["scheduler"] == scheduler and r["workers"] == workers[0]), row)
             row["speedup"] = first["seconds"] / row["seconds"]
             rows.append(row)
@@ -316,12 +318,13 @@ def scaling(source: str, folder: Path, *, schedulers=("threads", "distributed"),
 
 
 def memory(sources: list[str], folder: Path, *, scheduler: str = "distributed", workers: int = 2,
-           bpppb: float, steps: int, rows: list | None = None, on_row=None) -> list[dict]:
+           bpppb: float, steps: int | None, effort: str = "default", rows: list | None = None,
+           on_row=None) -> list[dict]:
     """The peak RSS of each worker process and of the client, compressing each source (rows as :func:`scaling`)."""
     rows = [] if rows is None else rows
     for i, source in enumerate(sources):
         rows.append(run_child(dict(source=source, out=str(folder / f"memory-{i}.zarr"), scheduler=scheduler,
-                                   workers=workers, bpppb=bpppb, steps=steps)))
+                                   workers=workers, bpppb=bpppb, steps=steps, effort=effort)))
         if on_row is not None:
             on_row()
     return rows
@@ -370,11 +373,13 @@ def _commit() -> str | None:
 
 def run(data: str | Path | None = None, *, size=(1024, 1024), bands: int = 200, chunk: int = 64,
         scale_size=(128, 256), scale_chunk: int | None = None, compare_size=(512, 512),
-        large_chunk: int | None = 128, bpppb: float = 0.1, steps: int = 20, scale_steps: int = 100, workers: int = 2,
+        large_chunk: int | None = 128, bpppb: float = 0.1, steps: int = 20, scale_steps: int | None = 100,
+        effort: str = "default", workers: int = 2,
         schedulers=("threads", "distributed"),
         memory_scheduler: str = "distributed", memory_workers: int | None = None, do_scaling: bool = True,
         do_memory: bool = True, folder: str | Path | None = None, on_row=None) -> dict:
     """The whole benchmark; returns the report (machine, date, settings, source cubes, scaling, memory rows).
+    ``scale_steps`` None: the ``effort``'s own steps.
 
     on_row : called as ``on_row(report)`` after each measurement (the report so far)."""
     data = Path(data) if data is not None else default_data()
@@ -384,7 +389,7 @@ def run(data: str | Path | None = None, *, size=(1024, 1024), bands: int = 200, 
     settings = {"data": str(data), "size": list(size), "bands": bands, "chunk": chunk,
                 "scale_size": list(scale_size), "scale_chunk": scale_chunk,
                 "compare_size": list(compare_size) if compare_size else None, "large_chunk": large_chunk,
-                "bpppb": bpppb, "steps": steps, "scale_steps": scale_steps, "workers": workers,
+                "bpppb": bpppb, "steps": steps, "scale_steps": scale_steps, "effort": effort, "workers": workers,
                 "schedulers": list(schedulers), "memory_scheduler": memory_scheduler, "memory_workers": memory_workers,
                 "threads_per_worker": 1, "torch_threads": 1}
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -406,15 +411,15 @@ def run(data: str | Path | None = None, *, size=(1024, 1024), bands: int = 200, 
 
         if do_scaling:
             scaling(source(scale_size, scale_chunk), tmp, schedulers=schedulers,
-                    workers=tuple(sorted({1, workers})), bpppb=bpppb, steps=scale_steps, rows=report["scaling"],
-                    on_row=done)
+                    workers=tuple(sorted({1, workers})), bpppb=bpppb, steps=scale_steps, effort=effort,
+                    rows=report["scaling"], on_row=done)
         if do_memory:
             sizes = [(size, chunk)] + ([(compare_size, chunk)] if compare_size and tuple(compare_size) != tuple(size)
                                        else [])
             if large_chunk:  # two chunks of the larger side per worker
                 sizes.append(((2 * large_chunk, memory_workers * large_chunk), large_chunk))
             memory([source(*s) for s in sizes], tmp, scheduler=memory_scheduler, workers=memory_workers,
-                   bpppb=bpppb, steps=steps, rows=report["memory"], on_row=done)
+                   bpppb=bpppb, steps=steps, effort=effort, rows=report["memory"], on_row=done)
     report["seconds"] = time.perf_counter() - start
     return report
 
@@ -425,9 +430,10 @@ def markdown(report: dict) -> str:
     lines = []
     if report["scaling"]:
         shape = report["scaling"][0]["shape"]
+        steps = settings["scale_steps"] or "the effort's"
         lines += [f"Scaling: {shape[0]} bands x {shape[1]} x {shape[2]} pixels, "
                   f"{report['scaling'][0]['n_chunks']} chunks of {settings['scale_chunk']} x {settings['scale_chunk']} "
-                  f"pixels, {settings['scale_steps']} steps, "
+                  f"pixels, {steps} steps, {settings['effort']} effort, "
                   f"{settings['bpppb']} bpppb", "",
                   "| scheduler | workers | to_zarr seconds | of which fingerprint s | speedup over 1 worker "
                   "| fits per worker | mean fit s | cores busy |",
@@ -439,7 +445,7 @@ def markdown(report: dict) -> str:
                          f"| {row['fit_s_mean'] or math.nan:.1f} | {row['cores_busy']:.2f} |")
         lines.append("")
     if report["memory"]:
-        lines += [f"Memory: {settings['steps']} steps, {settings['bpppb']} bpppb", "",
+        lines += [f"Memory: {settings['steps']} steps, {settings['effort']} effort, {settings['bpppb']} bpppb", "",
                   "| cube | raw MiB | chunks | chunk | scheduler | workers | to_zarr seconds | of which fingerprint s "
                   "| peak RSS of each worker (MiB) | client peak (MiB) | verified |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -477,7 +483,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--bpppb", type=float, default=0.1, help="bits per pixel per band (default 0.1)")
     parser.add_argument("--steps", type=int, default=20, help="fitting steps per chunk, memory runs (default 20)")
     parser.add_argument("--scale-steps", type=int, default=100,
-                        help="fitting steps per chunk, scaling runs (default 100)")
+                        help="fitting steps per chunk, scaling runs (default 100; 0: the effort's own)")
+    parser.add_argument("--effort", choices=("fast", "default", "best"), default="default",
+                        help="the codec's effort, every run (default: default)")
     parser.add_argument("--workers", type=int, default=2,
                         help="workers compared with 1, and of the memory runs (default 2)")
     parser.add_argument("--schedulers", default="threads,distributed",
@@ -508,7 +516,8 @@ def main(argv: list[str] | None = None) -> dict:
                  scale_chunk=args.scale_chunk,
                  compare_size=None if args.no_compare else args.compare_size, large_chunk=args.large_chunk,
                  bpppb=args.bpppb, steps=args.steps,
-                 scale_steps=args.scale_steps, workers=args.workers, schedulers=schedulers,
+                 scale_steps=args.scale_steps or None, effort=args.effort, workers=args.workers,
+                 schedulers=schedulers,
                  memory_scheduler=args.memory_scheduler, memory_workers=args.memory_workers,
                  do_scaling=not args.skip_scaling, do_memory=not args.skip_memory, folder=args.tmp, on_row=save)
     out.write_text(json.dumps(report, indent=1) + "\n")
