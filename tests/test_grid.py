@@ -170,8 +170,10 @@ def test_the_compiled_placing_gives_the_numpy_grids():
 
 def test_the_fused_synthesis_gives_the_numpy_bits(monkeypatch):
     """The extension's fused elementwise steps (a layer's bias and GELU, the last layer's output
-    added to the coefficients, the mean and the block's affine) give numpy's bits: values of many
-    magnitudes, and zeros of both signs, infinities, NaN and a subnormal."""
+    added to the coefficients, the mean and the block's affine, the coefficient images' filters and pulls)
+    give numpy's bits: values of many magnitudes, and zeros of both signs, infinities, NaN and a subnormal;
+    images of one row or column, and wider than high (the filters' and pulls' NaN as NaN: a sum of two NaN
+    is either's, whichever the compiler reads first, and no stream's integer images meet a NaN)."""
     if grid_model._compiled is None:
         assert shutil.which("cc") is None and shutil.which("gcc") is None, "a C compiler is here: build the extension"
         pytest.skip("built without a C compiler: decoding runs numpy")
@@ -181,17 +183,30 @@ def test_the_fused_synthesis_gives_the_numpy_bits(monkeypatch):
     bias, features = rng.standard_normal(24), rng.standard_normal((300, 30)) * 3
     values, mean = rng.standard_normal((20, 300)) * 100, rng.standard_normal(20)
     assert grid_model._fusable(x, bias) and grid_model._fusable(values, mean, axis=0)
+    images = [rng.standard_normal((k, h, w)) * 10.0 ** rng.integers(-6, 4, (k, h, w))
+              for k, h, w in ((3, 17, 29), (2, 1, 7), (1, 6, 1), (1, 1, 1), (4, 2, 2))]
+    images[0].flat[:6] = [0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324]
+    taps = [rng.standard_normal((len(image), 9)) * 10.0 ** rng.integers(-4, 2, (len(image), 9)) for image in images]
+    locations = [image + rng.standard_normal(image.shape) * 10.0 ** rng.integers(-3, 2, image.shape) for image in images]
+    locations[1].flat[:4] = [np.nan, np.inf, -np.inf, -0.0]
+    pulls = [rng.standard_normal((len(image), 2)) for image in images]
 
     def steps():
         return [grid_model.gelu(x.copy(), bias), grid_model._added_output(features, x[:, :19].copy(), bias[:19]),
-                grid_model._spectra(values.copy(), mean, (0.37, -12.5)), grid_model._spectra(values.copy(), mean, None)]
+                grid_model._spectra(values.copy(), mean, (0.37, -12.5)), grid_model._spectra(values.copy(), mean, None),
+                *(grid_model.filter_images(image, tap) for image, tap in zip(images, taps)),
+                *(grid_model.pull_images(image, at, pull) for image, at, pull in zip(images, locations, pulls)),
+                grid_model.pull_images(images[0][:, ::2, 1::3], locations[0][:, ::2, 1::3], pulls[0])]  # strided
 
     with np.errstate(all="ignore"):  # as decode_block: inf * 0 and the like
         fused = steps()
         monkeypatch.setattr(grid_model, "_compiled", None)
         unfused = steps()
-    for got, expected in zip(fused, unfused, strict=True):
+    for got, expected in zip(fused[:4], unfused[:4], strict=True):
         assert got.tobytes() == expected.tobytes()
+    assert np.isnan(fused[4]).any() and np.isnan(fused[10]).any()
+    for got, expected in zip(fused[4:], unfused[4:], strict=True):  # any NaN as NaN
+        assert np.where(np.isnan(got), np.nan, got).tobytes() == np.where(np.isnan(expected), np.nan, expected).tobytes()
 
 
 def test_numpy_decoder_matches_the_torch_model():

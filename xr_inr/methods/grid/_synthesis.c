@@ -1,7 +1,9 @@
-/* The grid method's synthesis: its elementwise steps fused into single passes (speed only).
+/* The grid method's synthesis: its elementwise steps, and the coefficient images' filters and pulls, fused
+ * into single passes without the GIL (speed only).
  *
  * Each function does, element by element, the IEEE-754 double operations that model.py's numpy
- * code does in whole-array passes, in the same order, so the results are the same bits. That holds
+ * code does in whole-array passes, in the same order, so the results are the same bits (a NaN aside:
+ * a sum of two keeps either's sign, as the compiler orders them). That holds
  * where a double operation rounds once: SSE2 or NEON, no excess precision (checked below), and no
  * fused multiply-add (the build passes -ffp-contract=off; there is no reassociation without
  * -ffast-math). tanh stays with numpy, between gelu_start() and gelu_finish(). model.py checks the
@@ -100,11 +102,73 @@ static PyObject *spectra(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* out (k, h, w) = images (k, h, w) plus each image's 3 x 3 correlation with its taps (k, 9), the edges
+ * repeated, the taps added one after another, as model.filter_images. */
+static PyObject *filter_images(PyObject *self, PyObject *args) {
+    Py_buffer images, taps, out;
+    Py_ssize_t height, width;
+    if (!PyArg_ParseTuple(args, "y*y*w*nn", &images, &taps, &out, &height, &width)) return NULL;
+    const Py_ssize_t k = taps.len / (Py_ssize_t)(9 * sizeof(double));
+    const double *in = images.buf, *t = taps.buf;
+    double *o = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < k; r++) {
+        const double *image = in + r * height * width;
+        for (Py_ssize_t y = 0; y < height; y++) {
+            const Py_ssize_t rows[3] = {y > 0 ? y - 1 : 0, y, y + 1 < height ? y + 1 : height - 1};
+            for (Py_ssize_t x = 0; x < width; x++) {
+                const Py_ssize_t cols[3] = {x > 0 ? x - 1 : 0, x, x + 1 < width ? x + 1 : width - 1};
+                double value = image[y * width + x];
+                for (int tap = 0; tap < 9; tap++) {
+                    const double product = t[r * 9 + tap] * image[rows[tap / 3] * width + cols[tap % 3]];
+                    value = value + product;
+                }
+                o[(r * height + y) * width + x] = value;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&images);
+    PyBuffer_Release(&taps);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+static double clipped(double d, double bound) { return d < -bound ? -bound : (d > bound ? bound : d); }
+
+/* out (k, n) = images + pull[r, 0] clip(d, -1/2, 1/2) + pull[r, 1] clip(d, -2, 2), d = locations - images
+ * (each (k, n)), as model.pull_images (a NaN d stays NaN, as numpy's clip leaves it). */
+static PyObject *pull_images(PyObject *self, PyObject *args) {
+    Py_buffer images, locations, pull, out;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*", &images, &locations, &pull, &out)) return NULL;
+    const Py_ssize_t k = pull.len / (Py_ssize_t)(2 * sizeof(double));
+    const Py_ssize_t n = k ? images.len / (Py_ssize_t)sizeof(double) / k : 0;
+    const double *in = images.buf, *at = locations.buf, *p = pull.buf;
+    double *o = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < k; r++)
+        for (Py_ssize_t i = r * n; i < (r + 1) * n; i++) {
+            const double d = at[i] - in[i];
+            const double near = p[2 * r] * clipped(d, 0.5);
+            const double sum = in[i] + near;
+            const double far = p[2 * r + 1] * clipped(d, 2.0);
+            o[i] = sum + far;
+        }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&images);
+    PyBuffer_Release(&locations);
+    PyBuffer_Release(&pull);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"gelu_start", gelu_start, METH_VARARGS, "A layer's bias, then GELU's argument of tanh (see model.py)."},
     {"gelu_finish", gelu_finish, METH_VARARGS, "GELU from tanh of its argument (see model.py)."},
     {"add_output", add_output, METH_VARARGS, "The last layer's bias and the coefficients (see model.py)."},
     {"spectra", spectra, METH_VARARGS, "The mean, then the block's affine (see model.py)."},
+    {"filter_images", filter_images, METH_VARARGS, "The coefficient images' 3 x 3 filters (see model.py)."},
+    {"pull_images", pull_images, METH_VARARGS, "The coefficient images' pulls (see model.py)."},
     {NULL, NULL, 0, NULL},
 };
 
