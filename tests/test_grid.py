@@ -170,8 +170,8 @@ def test_the_compiled_placing_gives_the_numpy_grids():
 
 def test_the_fused_synthesis_gives_the_numpy_bits(monkeypatch):
     """The extension's fused elementwise steps (a layer's bias and GELU, the last layer's output
-    added to the coefficients, the mean and the block's affine, the coefficient images' filters and pulls)
-    give numpy's bits: values of many magnitudes, and zeros of both signs, infinities, NaN and a subnormal;
+    added to the coefficients, the mean and the block's affine, the coefficient images' filters and pulls,
+    the latents interpolated at the pixels) give numpy's bits: values of many magnitudes, and zeros of both signs, infinities, NaN and a subnormal;
     images of one row or column, and wider than high (the filters' and pulls' NaN as NaN: a sum of two NaN
     is either's, whichever the compiler reads first, and no stream's integer images meet a NaN)."""
     if grid_model._compiled is None:
@@ -190,22 +190,28 @@ def test_the_fused_synthesis_gives_the_numpy_bits(monkeypatch):
     locations = [image + rng.standard_normal(image.shape) * 10.0 ** rng.integers(-3, 2, image.shape) for image in images]
     locations[1].flat[:4] = [np.nan, np.inf, -np.inf, -0.0]
     pulls = [rng.standard_normal((len(image), 2)) for image in images]
+    grids = [np.round(rng.standard_normal((5, 37, 53)) * 9), rng.standard_normal((3, 19, 27)), np.zeros((0, 10, 14)),
+             rng.standard_normal((2, 5, 7)) * 1e3]
+    grids[1].flat[:4] = [np.nan, np.inf, -0.0, 5e-324]
+    positions = [(np.arange(37.0), np.arange(53.0)), (np.array([0.3, 5.5, 36.9, -2.0, 1e300]), np.array([0.0, 1.25, 52.0])),
+                 (np.arange(0, 37, 3.0), np.arange(1, 53, 2.0))]
 
     def steps():
         return [grid_model.gelu(x.copy(), bias), grid_model._added_output(features, x[:, :19].copy(), bias[:19]),
                 grid_model._spectra(values.copy(), mean, (0.37, -12.5)), grid_model._spectra(values.copy(), mean, None),
                 *(grid_model.filter_images(image, tap) for image, tap in zip(images, taps)),
                 *(grid_model.pull_images(image, at, pull) for image, at, pull in zip(images, locations, pulls)),
-                grid_model.pull_images(images[0][:, ::2, 1::3], locations[0][:, ::2, 1::3], pulls[0])]  # strided
+                grid_model.pull_images(images[0][:, ::2, 1::3], locations[0][:, ::2, 1::3], pulls[0]),  # strided
+                *(grid_model.upsampled_features(SPEC, grids, ys, xs) for ys, xs in positions)]
 
     with np.errstate(all="ignore"):  # as decode_block: inf * 0 and the like
         fused = steps()
         monkeypatch.setattr(grid_model, "_compiled", None)
         unfused = steps()
-    for got, expected in zip(fused[:4], unfused[:4], strict=True):
+    for got, expected in [*zip(fused[:4], unfused[:4]), *zip(fused[-3:], unfused[-3:])]:
         assert got.tobytes() == expected.tobytes()
     assert np.isnan(fused[4]).any() and np.isnan(fused[10]).any()
-    for got, expected in zip(fused[4:], unfused[4:], strict=True):  # any NaN as NaN
+    for got, expected in zip(fused[4:-3], unfused[4:-3], strict=True):  # any NaN as NaN
         assert np.where(np.isnan(got), np.nan, got).tobytes() == np.where(np.isnan(expected), np.nan, expected).tobytes()
 
 

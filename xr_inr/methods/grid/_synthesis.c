@@ -1,5 +1,5 @@
-/* The grid method's synthesis: its elementwise steps, and the coefficient images' filters and pulls, fused
- * into single passes without the GIL (speed only).
+/* The grid method's synthesis: its elementwise steps, the coefficient images' filters and pulls, and the
+ * latents' interpolation, each in a single pass without the GIL (speed only).
  *
  * Each function does, element by element, the IEEE-754 double operations that model.py's numpy
  * code does in whole-array passes, in the same order, so the results are the same bits (a NaN aside:
@@ -162,6 +162,46 @@ static PyObject *pull_images(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* One axis of model._interpolate at a point: a value's two neighbours weighed by (1 - frac, frac), or, where
+ * every frac of the axis is 0 or 1 (exact), the neighbour itself. */
+static double along(const double *values, Py_ssize_t lower, Py_ssize_t upper, double frac, int exact,
+                    Py_ssize_t stride) {
+    if (exact) return values[(frac == 1.0 ? upper : lower) * stride];
+    const double low = values[lower * stride] * (1.0 - frac);
+    const double high = values[upper * stride] * frac;
+    return low + high;
+}
+
+/* A level's grids (c, gh, gw) interpolated at the pixel positions, rows (ny) then columns (nx), into the
+ * columns first .. first + c of out (ny * nx, columns): model.upsampled_features' two _interpolate passes and
+ * its transpose. Each axis: lower, upper (int64) and frac per position, and whether it is exact; rows
+ * (c, ny, gw) holds the first pass. */
+static PyObject *interpolate(PyObject *self, PyObject *args) {
+    Py_buffer grid, ly, uy, fy, lx, ux, fx, rows, out;
+    Py_ssize_t c, gh, gw, columns, first;
+    int exact_y, exact_x;
+    if (!PyArg_ParseTuple(args, "y*nnny*y*y*py*y*y*pw*w*nn", &grid, &c, &gh, &gw, &ly, &uy, &fy, &exact_y, &lx, &ux,
+                          &fx, &exact_x, &rows, &out, &columns, &first))
+        return NULL;
+    const Py_ssize_t ny = fy.len / (Py_ssize_t)sizeof(double), nx = fx.len / (Py_ssize_t)sizeof(double);
+    const double *g = grid.buf, *wy = fy.buf, *wx = fx.buf;
+    const long long *ly_ = ly.buf, *uy_ = uy.buf, *lx_ = lx.buf, *ux_ = ux.buf;
+    double *r = rows.buf, *o = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t ch = 0; ch < c; ch++)
+        for (Py_ssize_t y = 0; y < ny; y++)
+            for (Py_ssize_t j = 0; j < gw; j++)
+                r[(ch * ny + y) * gw + j] = along(g + ch * gh * gw + j, ly_[y], uy_[y], wy[y], exact_y, gw);
+    for (Py_ssize_t y = 0; y < ny; y++)
+        for (Py_ssize_t x = 0; x < nx; x++)
+            for (Py_ssize_t ch = 0; ch < c; ch++)
+                o[(y * nx + x) * columns + first + ch] = along(r + (ch * ny + y) * gw, lx_[x], ux_[x], wx[x], exact_x, 1);
+    Py_END_ALLOW_THREADS
+    Py_buffer *views[] = {&grid, &ly, &uy, &fy, &lx, &ux, &fx, &rows, &out};
+    for (int i = 0; i < 9; i++) PyBuffer_Release(views[i]);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"gelu_start", gelu_start, METH_VARARGS, "A layer's bias, then GELU's argument of tanh (see model.py)."},
     {"gelu_finish", gelu_finish, METH_VARARGS, "GELU from tanh of its argument (see model.py)."},
@@ -169,6 +209,7 @@ static PyMethodDef methods[] = {
     {"spectra", spectra, METH_VARARGS, "The mean, then the block's affine (see model.py)."},
     {"filter_images", filter_images, METH_VARARGS, "The coefficient images' 3 x 3 filters (see model.py)."},
     {"pull_images", pull_images, METH_VARARGS, "The coefficient images' pulls (see model.py)."},
+    {"interpolate", interpolate, METH_VARARGS, "A level's grids at the pixel positions (see model.py)."},
     {NULL, NULL, 0, NULL},
 };
 

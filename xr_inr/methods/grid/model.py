@@ -223,14 +223,33 @@ def _interpolate(grid: np.ndarray, positions: np.ndarray, factor: int, axis: int
 def upsampled_features(spec: GridSpec, latents: list[np.ndarray], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """(len(ys) * len(xs), all channels) latents interpolated at the pixel positions, row-major.
 
-    Gathers two neighbours per axis (no dense interpolation matrix: memory stays that of the output)."""
+    Gathers two neighbours per axis (no dense interpolation matrix: memory stays that of the output); in one
+    pass per level without the GIL where the extension is built (the same bits; finite positions)."""
+    levels = [(grid, 2**level) for level, grid in enumerate(latents) if grid.shape[0]]
+    if _compiled is not None and len(ys) and len(xs) and np.isfinite(ys).all() and np.isfinite(xs).all():
+        return _compiled_features(levels, ys, xs)
     features = []
-    for level, grid in enumerate(latents):
-        if grid.shape[0] == 0:
-            continue
-        up = _interpolate(_interpolate(np.asarray(grid, np.float64), ys, 2**level, 1), xs, 2**level, 2)
+    for grid, factor in levels:
+        up = _interpolate(_interpolate(np.asarray(grid, np.float64), ys, factor, 1), xs, factor, 2)
         features.append(up.transpose(1, 2, 0).reshape(len(ys) * len(xs), -1))
     return np.concatenate(features, axis=1)
+
+
+def _compiled_features(levels: list[tuple[np.ndarray, int]], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """:func:`upsampled_features` of the (grid, factor) ``levels`` by the extension: each axis's weights as
+    :func:`_interpolate` takes them (finite positions: every neighbour within the grid)."""
+    out = np.empty((len(ys) * len(xs), sum(grid.shape[0] for grid, _ in levels)))
+    first = 0
+    for grid, factor in levels:
+        c, gh, gw = grid.shape
+        axes = []
+        for positions, n_low in ((ys, gh), (xs, gw)):
+            lower, upper, frac = upsample_weights(positions, n_low, factor)
+            axes += [lower.astype(np.int64), upper.astype(np.int64), frac, bool(np.all((frac == 0) | (frac == 1)))]
+        _compiled.interpolate(np.ascontiguousarray(grid, np.float64), c, gh, gw, *axes,
+                              np.empty((c, len(ys), gw)), out, out.shape[1], first)
+        first += c
+    return out
 
 
 def synthesis_inputs(spec: GridSpec, latents, step, ys, xs, taps: np.ndarray | None = None) -> np.ndarray:
