@@ -320,6 +320,30 @@ def test_water_filling_gives_each_image_the_bits_of_its_coefficients_above_the_w
     assert choose_spec(198, 100, 100, 0.2 * 198e4).components == 20
 
 
+def test_water_filling_sorts_only_the_largest_coefficients_and_gives_what_a_sort_of_all_gives():
+    def sorting_all(spectrum, bits_per_pixel):  # the water-filling with every coefficient sorted
+        live = SCALAR_LOSS * spectrum
+        logs = np.log2(np.where(live > 0, live, np.nan))
+        ranked = np.sort(logs[live > 0])[::-1]
+        levels = (np.cumsum(ranked) - 2 * bits_per_pixel * live.shape[1]) / np.arange(1, ranked.size + 1)
+        n = np.flatnonzero(levels < ranked)[-1]
+        return 0.5 * np.nan_to_num(np.maximum(logs - levels[n], 0)).sum(axis=1) / live.shape[1]
+
+    rng = np.random.default_rng(5)
+    # a PCA-like spectrum: powers falling over the images, many zeros, and ties
+    spectrum = np.round(rng.exponential(1.0, (60, 4096)) * 10.0 ** -np.arange(60)[:, None] * 1e6, 1)
+    spectrum[:, ::7] = 0.0
+    tried = 0
+    for bits_per_pixel in (0.01, 0.3, 2.0, 9.0, 40.0, 200.0, 1e4):  # a few coefficients coded, to all of them
+        expected = sorting_all(spectrum, bits_per_pixel)
+        np.testing.assert_array_equal(water_filling_bits(spectrum, bits_per_pixel), expected)
+        tried += expected.any()
+    assert tried == 7
+    flat = np.ones((8, 4096))  # every coefficient coded with a few bits: the sort grows to all of them
+    np.testing.assert_array_equal(water_filling_bits(flat, 0.3), sorting_all(flat, 0.3))
+    np.testing.assert_allclose(water_filling_bits(flat, 0.3), 0.3 / 8)
+
+
 def test_an_image_is_worth_coding_when_its_bits_pay_for_its_basis_vector_and_its_decoding():
     # 10,000 pixels, 100 bands: a basis vector costs 400 bits, 0.04 bits per pixel
     assert components_worth_coding(np.array([1.0, 0.5, 0.3, 0.25, 0.2, 0.1, 0.05, 0.01]), 100, 10_000) == 5

@@ -111,6 +111,11 @@ SCALAR_LOSS = math.pi * math.e / 6
 same rate (high-rate theory: 1.53 dB, 0.25 bit per sample); the latents are so quantised."""
 
 
+WATER_FILLING_SORTED = 4096
+"""The fewest of a block's transform coefficients :func:`water_filling_bits` sorts (speed only: a sort of all
+1.8 million of a 100 x 100 x 200 block's took 0.1 s, most of the water-filling's time)."""
+
+
 def water_filling_bits(spectrum: np.ndarray, bits_per_pixel: float) -> np.ndarray:
     """Bits per pixel each coefficient image gets, by reverse water-filling over its transform coefficients.
 
@@ -124,12 +129,19 @@ def water_filling_bits(spectrum: np.ndarray, bits_per_pixel: float) -> np.ndarra
     if not (live > 0).any() or bits_per_pixel <= 0:
         return np.zeros(live.shape[0])
     logs = np.log2(np.where(live > 0, live, np.nan))
-    ranked = np.sort(logs[live > 0])[::-1]
+    positive = logs[live > 0]
     # with the n largest coded, 0.5 (sum of those n - n log2 theta) = the bits: the level where the
-    # n-th is still above theta and the (n+1)-th is not
-    levels = (np.cumsum(ranked) - 2 * bits_per_pixel * live.shape[1]) / np.arange(1, ranked.size + 1)
-    n = np.flatnonzero(levels < ranked)[-1]  # levels fall below the ranked values up to the n-th
-    return 0.5 * np.nan_to_num(np.maximum(logs - levels[n], 0)).sum(axis=1) / live.shape[1]
+    # n-th is still above theta and the (n+1)-th is not. Whether the n-th is above the level can only
+    # turn false as n grows, so only the largest are sorted, twice as many as the coded ones at least
+    # (about 0.6 per bit in blocks of 64 x 64 to 100 x 100 at 0.02 to 1 bpppb: two per bit to start with).
+    largest = min(positive.size, max(WATER_FILLING_SORTED, math.ceil(2 * bits_per_pixel * live.shape[1])))
+    while True:
+        ranked = np.sort(np.partition(positive, positive.size - largest)[positive.size - largest:])[::-1]
+        levels = (np.cumsum(ranked) - 2 * bits_per_pixel * live.shape[1]) / np.arange(1, ranked.size + 1)
+        n = np.flatnonzero(levels < ranked)[-1]  # levels fall below the ranked values up to the n-th
+        if largest == positive.size or n < largest // 2:
+            return 0.5 * np.nan_to_num(np.maximum(logs - levels[n], 0)).sum(axis=1) / live.shape[1]
+        largest = min(positive.size, 4 * largest)
 
 
 def components_worth_coding(bits: np.ndarray, bands: int, pixels: int) -> int:
