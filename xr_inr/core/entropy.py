@@ -27,7 +27,7 @@ algorithm compiled (:class:`CompiledDecoder`: a phase's symbols in one call inst
 per table; the same integers, tested against constriction on its own streams and on every CDF
 boundary of every table). Encoding is always constriction's.
 
-Only numpy and constriction.
+Only numpy and constriction (and the optional extension).
 """
 
 from __future__ import annotations
